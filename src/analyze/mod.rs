@@ -1,0 +1,102 @@
+//! Analysis: per-job statistics of every metric, with polars, and typed warnings.
+//!
+//! Warmups are excluded; failed samples are counted, never averaged.
+
+mod frame;
+mod warnings;
+
+pub use frame::{analyze, summary_frame, write_summary, AnalyzeError};
+pub use warnings::{Warning, WarningKind};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A percentile is claimed only with at least this many samples (p90: 64, p99: 662).
+pub const MIN_SAMPLES_P90: u64 = 64;
+pub const MIN_SAMPLES_P99: u64 = 662;
+/// Coefficient of variation above which a result is flagged as noisy.
+pub const CV_WARN: f64 = 0.05;
+/// Modified z-score (Iglewicz & Hoaglin) above which a sample is an outlier.
+pub const MAD_Z: f64 = 3.5;
+/// The first measured run is "much slower" when it exceeds the median by this factor.
+pub const FIRST_RUN_FACTOR: f64 = 1.5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    PpTps,
+    TgTps,
+    TtftMs,
+    TpotMs,
+    ItlMs,
+    E2eMs,
+    LoadMs,
+    PeakRssMb,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 8] = [
+        Metric::PpTps,
+        Metric::TgTps,
+        Metric::TtftMs,
+        Metric::TpotMs,
+        Metric::ItlMs,
+        Metric::E2eMs,
+        Metric::LoadMs,
+        Metric::PeakRssMb,
+    ];
+    pub fn column(self) -> &'static str {
+        match self {
+            Metric::PpTps => "pp_tps",
+            Metric::TgTps => "tg_tps",
+            Metric::TtftMs => "ttft_ms",
+            Metric::TpotMs => "tpot_ms",
+            Metric::ItlMs => "itl_ms",
+            Metric::E2eMs => "e2e_ms",
+            Metric::LoadMs => "load_ms",
+            Metric::PeakRssMb => "peak_rss_mb",
+        }
+    }
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Metric::PpTps | Metric::TgTps)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricStats {
+    pub n: u64,
+    pub mean: f64,
+    pub median: f64,
+    pub std: Option<f64>,
+    pub cv: Option<f64>,
+    pub min: f64,
+    pub max: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub ci95_low: Option<f64>,
+    pub ci95_high: Option<f64>,
+    pub outliers: u64,
+    /// The first measured repetition's value (per-token metrics: none).
+    pub first: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub job_id: String,
+    pub backend: String,
+    pub model: String,
+    pub scenario: String,
+    pub params: String,
+    pub simulated: bool,
+    /// Measured (non-warmup) samples, failed ones included.
+    pub samples: u64,
+    pub failed: u64,
+    pub metrics: BTreeMap<Metric, MetricStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub jobs: Vec<JobSummary>,
+    pub warnings: Vec<Warning>,
+}

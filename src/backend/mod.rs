@@ -1,0 +1,129 @@
+//! Backends: the one open extension point. A backend loads a model, runs a scenario and returns
+//! timestamps and token counts; it never computes statistics (that is `analyze`'s job).
+//!
+//! Every bench job runs in a child process (`minerva worker`), so a crash inside an engine
+//! becomes a failed job instead of a failed run. `worker` is that child's side.
+
+pub mod simulated;
+pub mod worker;
+
+use crate::plan::BenchJob;
+use crate::results::Sample;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    Simulated,
+    LlamaCpp,
+    Candle,
+    Mlx,
+    Openai,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 5] = [
+        BackendKind::Simulated,
+        BackendKind::LlamaCpp,
+        BackendKind::Candle,
+        BackendKind::Mlx,
+        BackendKind::Openai,
+    ];
+
+    pub fn parse(name: &str) -> Option<BackendKind> {
+        match name {
+            "simulated" | "mock" => Some(BackendKind::Simulated),
+            "llama_cpp" => Some(BackendKind::LlamaCpp),
+            "candle" => Some(BackendKind::Candle),
+            "mlx" => Some(BackendKind::Mlx),
+            "openai" => Some(BackendKind::Openai),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Simulated => "simulated",
+            BackendKind::LlamaCpp => "llama_cpp",
+            BackendKind::Candle => "candle",
+            BackendKind::Mlx => "mlx",
+            BackendKind::Openai => "openai",
+        }
+    }
+
+    /// Parameters the backend understands; anything else in a matrix is a validation error.
+    pub fn known_params(self) -> &'static [&'static str] {
+        match self {
+            BackendKind::Simulated => simulated::PARAMS,
+            BackendKind::LlamaCpp => &[
+                "threads",
+                "n_gpu_layers",
+                "ctx",
+                "batch",
+                "ubatch",
+                "flash_attn",
+                "mmap",
+                "seed",
+                "ignore_eos",
+            ],
+            BackendKind::Candle => &["threads", "dtype", "seed", "ignore_eos"],
+            BackendKind::Mlx => &["seed", "ignore_eos", "dtype"],
+            BackendKind::Openai => &[
+                "base_url",
+                "model",
+                "api_key_env",
+                "endpoint",
+                "timeout",
+                "extra",
+                "load",
+            ],
+        }
+    }
+
+    /// Whether this build of minerva can run the backend. Pipelines naming the others validate
+    /// and plan; their jobs fail with a clear message at run time.
+    pub fn available(self) -> bool {
+        matches!(self, BackendKind::Simulated)
+    }
+
+    /// True when the backend's figures are not measurements.
+    pub fn is_simulated(self) -> bool {
+        matches!(self, BackendKind::Simulated)
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a backend reports while it runs: one call per finished repetition.
+pub trait SampleSink {
+    fn sample(&mut self, sample: Sample) -> std::io::Result<()>;
+}
+
+/// Errors inside a worker; they end the job, and the parent records them as a failed sample.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend `{0}` is not available in this build of minerva")]
+    Unavailable(BackendKind),
+    #[error("invalid parameter `{name}`: {message}")]
+    Param { name: String, message: String },
+    #[error("{0}")]
+    Engine(String),
+    #[error("cannot write results: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs one bench job in this process (the worker calls this).
+pub fn run_job(
+    job: &BenchJob,
+    job_id: &str,
+    sink: &mut dyn SampleSink,
+) -> Result<(), BackendError> {
+    match job.backend {
+        BackendKind::Simulated => simulated::run(job, job_id, sink),
+        other => Err(BackendError::Unavailable(other)),
+    }
+}

@@ -1,0 +1,76 @@
+//! Command line (clap derive). Turns arguments into the library's calls; no I/O of its own
+//! beyond what each command asks for.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "minerva",
+    version,
+    about = "Benchmark LLM inference from declarative YAML pipelines"
+)]
+pub struct Cli {
+    /// More logging (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors and the final result.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PipelineArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Override a pipeline var: --set threads=4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a pipeline file without running anything.
+    Validate(PipelineArgs),
+    /// Show the expanded jobs and the stage DAG.
+    Plan {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Print the resolved plan as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a pipeline: writes out/<pipeline>/<run-id>/ and prints where the report is.
+    Run {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Results directory.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Run id (default: UTC time and process id).
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Independent non-bench jobs to run at once (bench jobs never overlap).
+        #[arg(short, long, default_value_t = 4)]
+        jobs: usize,
+        /// Keep running jobs that do not depend on a failed one.
+        #[arg(short, long)]
+        keep_going: bool,
+    },
+    /// Re-render a run's report from its stored results (no re-run).
+    Report {
+        /// The run directory, e.g. out/quickstart/latest.
+        run_dir: PathBuf,
+        /// A template instead of the run's own.
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// Where to write the report (default: <run_dir>/report.md).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Internal: runs one bench job in a child process.
+    #[command(hide = true)]
+    Worker,
+}

@@ -1,0 +1,41 @@
+//! The top-level error and its exit codes.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | the run finished, but some jobs failed |
+//! | 2 | invalid input: pipeline, arguments, template |
+//! | 3 | an I/O or internal error |
+//! | 130 | interrupted (SIGINT/SIGTERM); measured samples are kept |
+
+use crate::plan::PlanError;
+
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const RUN_FAILED: i32 = 1;
+    pub const INVALID: i32 = 2;
+    pub const ERROR: i32 = 3;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Store(#[from] crate::results::StoreError),
+    #[error(transparent)]
+    Render(#[from] crate::stage::RenderRunError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Plan(_) => exit::INVALID,
+            Error::Render(crate::stage::RenderRunError::Report(_)) => exit::INVALID,
+            Error::Store(_) | Error::Render(_) | Error::Other(_) => exit::ERROR,
+        }
+    }
+}

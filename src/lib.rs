@@ -1,0 +1,19 @@
+//! minerva: benchmark LLM inference from declarative YAML pipelines.
+//!
+//! The flow, one module each: spec → plan → exec → stage → backend → results → analyze →
+//! report, with `ui` the only code that prints. See ARCHITECTURE.md.
+
+pub mod analyze;
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod exec;
+pub mod plan;
+pub mod report;
+pub mod results;
+pub mod spec;
+pub mod stage;
+pub mod ui;
+
+/// The git revision minerva was built from ("unknown" outside a checkout).
+pub const GIT_REVISION: &str = env!("MINERVA_GIT_REVISION");

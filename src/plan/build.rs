@@ -1,0 +1,945 @@
+//! Builds a [`Plan`] from a pipeline file: validation with located errors, templating,
+//! scenario resolution, matrix expansion and the job graph.
+
+use super::diag::{reference_hint, Diagnostic, Diags};
+use super::template::{is_secret_name, scalar_from_str, Redactor, Templater};
+use super::{BenchJob, Job, JobKind, Model, Plan, Scenario, Stage};
+use crate::backend::BackendKind;
+use crate::spec::{
+    self, At, MatrixSpec, PipelineSpec, ScenarioRef, ScenarioSpec, SourceSpec, SpecError,
+    StageKind, StageSpec,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Most jobs one pipeline may expand into; a typo in a matrix should not plan a billion jobs.
+pub const MAX_JOBS: usize = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("{}", render_all(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render_all(d: &[Diagnostic]) -> String {
+    let mut s = d
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    if d.len() > 1 {
+        s.push_str(&format!("\n\n{} errors", d.len()));
+    }
+    s
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct PlanOptions {
+    /// `--set key=value` overrides of pipeline vars.
+    pub overrides: Vec<String>,
+    /// Extra directories searched for named scenarios (before the defaults).
+    pub scenario_dirs: Vec<PathBuf>,
+    /// Environment lookup; `None` reads the process environment.
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+const NAME_HINT: &str = "use letters, digits, `_`, `-` and `.`; it becomes part of file names";
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+pub fn build_plan(path: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
+    let loaded = spec::load_pipeline(path)?;
+    let bytes_hash = hex(&Sha256::digest(loaded.text.as_bytes()));
+    let mut d = Diags::new(path.to_path_buf(), &loaded.text);
+    let plan = check(&loaded.value, path, &mut d, opts, bytes_hash);
+    match plan {
+        Some(p) if d.items.is_empty() => Ok(p),
+        _ => Err(PlanError::Invalid(d.items)),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn check(
+    spec: &PipelineSpec,
+    path: &Path,
+    d: &mut Diags<'_>,
+    opts: &PlanOptions,
+    pipeline_sha256: String,
+) -> Option<Plan> {
+    if !valid_name(&spec.name.value) {
+        d.at(
+            &spec.name,
+            "name",
+            format!("invalid pipeline name `{}`", spec.name.value),
+        )
+        .hint(NAME_HINT);
+    }
+
+    // Environment: only the names the pipeline lists.
+    let mut redactor = Redactor::default();
+    let mut env_values = BTreeMap::new();
+    for (i, name) in spec.env.iter().enumerate() {
+        let value = match &opts.env {
+            Some(map) => map.get(&name.value).cloned(),
+            None => std::env::var(&name.value).ok(),
+        };
+        if let Some(v) = value {
+            if is_secret_name(&name.value) {
+                redactor.add(&v);
+            }
+            env_values.insert(name.value.clone(), v);
+        } else {
+            tracing::debug!("env[{i}] `{}` is not set", name.value);
+        }
+    }
+
+    // Vars, then overrides.
+    let mut vars: BTreeMap<String, Value> = spec
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
+    let mut shown_overrides = Vec::new();
+    for o in &opts.overrides {
+        let Some((k, v)) = o.split_once('=') else {
+            d.general("--set", format!("`{o}` is not of the form key=value"));
+            continue;
+        };
+        let k = k.trim();
+        if !vars.contains_key(k) {
+            let names: Vec<&str> = vars.keys().map(String::as_str).collect();
+            d.general(format!("--set {k}"), format!("unknown var `{k}`"))
+                .hint(reference_hint(k, "vars", &names));
+            continue;
+        }
+        vars.insert(k.to_string(), scalar_from_str(v));
+        shown_overrides.push(if is_secret_name(k) {
+            format!("{k}={}", super::REDACTED)
+        } else {
+            o.clone()
+        });
+    }
+    // Vars may use env; render them once with env only.
+    let env_only = Templater::new(&BTreeMap::new(), &env_values);
+    for (k, v) in vars.iter_mut() {
+        match env_only.render_value(v) {
+            Ok(r) => *v = r,
+            Err(e) => {
+                match spec.vars.get(k) {
+                    Some(at) => d.at(at, format!("vars.{k}"), format!("template error: {e}")),
+                    None => d.general(format!("vars.{k}"), format!("template error: {e}")),
+                };
+            }
+        }
+        if is_secret_name(k) {
+            if let Value::String(s) = v {
+                redactor.add(s);
+            }
+        }
+    }
+    let t = Templater::new(&vars, &env_values);
+
+    let models = check_models(spec, d, &t);
+    let scenarios = check_scenarios(spec, path, d, opts);
+
+    if let Some(b) = &spec.baseline {
+        if BackendKind::parse(&b.value).is_none() {
+            let names: Vec<&str> = BackendKind::ALL.iter().map(|b| b.name()).collect();
+            d.at(b, "baseline", format!("unknown backend `{}`", b.value))
+                .hint(reference_hint(&b.value, "backends", &names));
+        }
+    }
+
+    let stage_index = check_stage_names(spec, d);
+    let mut stages = Vec::new();
+    for (si, st) in spec.stages.iter().enumerate() {
+        let mut needs = Vec::new();
+        for (ni, n) in st.needs.iter().enumerate() {
+            match stage_index.get(n.value.as_str()) {
+                Some(&idx) => needs.push(idx),
+                None => {
+                    let names: Vec<&str> =
+                        spec.stages.iter().map(|s| s.name.value.as_str()).collect();
+                    d.at(
+                        n,
+                        format!("stages[{si}].needs[{ni}]"),
+                        format!("unknown stage `{}`", n.value),
+                    )
+                    .hint(reference_hint(&n.value, "stages", &names));
+                }
+            }
+        }
+        stages.push(Stage {
+            name: st.name.value.clone(),
+            kind: st.kind.value,
+            needs,
+            jobs: Vec::new(),
+            settings: Value::Null,
+        });
+    }
+    let edges: Vec<Vec<usize>> = stages.iter().map(|s| s.needs.clone()).collect();
+    if let Some(cycle) = super::find_cycle(&edges) {
+        let names: Vec<&str> = cycle.iter().map(|i| stages[*i].name.as_str()).collect();
+        let first = cycle[0];
+        d.at(
+            &spec.stages[first].name,
+            format!("stages[{first}].needs"),
+            format!("dependency cycle: {}", names.join(" → ")),
+        )
+        .hint("remove one of these `needs` edges");
+    }
+    if spec.stages.is_empty() {
+        d.general("stages", "a pipeline needs at least one stage");
+    }
+
+    // Jobs, stage by stage.
+    let model_by_name: HashMap<&str, &Model> =
+        models.iter().map(|m| (m.name.as_str(), m)).collect();
+    let scenario_by_name: HashMap<&str, &Scenario> =
+        scenarios.iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut jobs: Vec<Job> = Vec::new();
+    for (si, st) in spec.stages.iter().enumerate() {
+        check_stage_keys(st, si, d);
+        let mut new_jobs = match st.kind.value {
+            StageKind::Download | StageKind::Verify => {
+                let names: Vec<String> =
+                    match &st.models {
+                        Some(list) => {
+                            list.iter()
+                                .enumerate()
+                                .filter_map(|(mi, m)| {
+                                    if model_by_name.contains_key(m.value.as_str()) {
+                                        Some(m.value.clone())
+                                    } else {
+                                        let known: Vec<&str> =
+                                            model_by_name.keys().copied().collect();
+                                        d.at(
+                                            m,
+                                            format!("stages[{si}].models[{mi}]"),
+                                            format!("unknown model `{}`", m.value),
+                                        )
+                                        .hint(reference_hint(&m.value, "models", &sorted(known)));
+                                        None
+                                    }
+                                })
+                                .collect()
+                        }
+                        None => models.iter().map(|m| m.name.clone()).collect(),
+                    };
+                names
+                    .iter()
+                    .filter_map(|n| model_by_name.get(n.as_str()))
+                    .map(|m| Job {
+                        id: format!("{}/{}", st.name.value, m.name),
+                        stage: si,
+                        kind: if st.kind.value == StageKind::Download {
+                            JobKind::Download {
+                                model: (*m).clone(),
+                            }
+                        } else {
+                            JobKind::Verify {
+                                model: (*m).clone(),
+                            }
+                        },
+                        deps: Vec::new(),
+                    })
+                    .collect::<Vec<_>>()
+            }
+            StageKind::Bench => match &st.matrix {
+                Some(m) => {
+                    let (jobs, settings) = expand_matrix(
+                        st,
+                        si,
+                        m,
+                        &model_by_name,
+                        &scenario_by_name,
+                        &t,
+                        &redactor,
+                        d,
+                    );
+                    stages[si].settings = settings;
+                    jobs
+                }
+                None => {
+                    d.at(
+                        &st.name,
+                        format!("stages[{si}]"),
+                        "a bench stage needs a `matrix`",
+                    )
+                    .hint("matrix: { backend: [...], model: [...], scenario: [...] }");
+                    Vec::new()
+                }
+            },
+            StageKind::Analyze => vec![Job {
+                id: st.name.value.clone(),
+                stage: si,
+                kind: JobKind::Analyze,
+                deps: Vec::new(),
+            }],
+            StageKind::Report => {
+                let template = st
+                    .template
+                    .as_ref()
+                    .and_then(|tp| match t.render(&tp.value) {
+                        Ok(s) => Some(PathBuf::from(s)),
+                        Err(e) => {
+                            d.at(
+                                tp,
+                                format!("stages[{si}].template"),
+                                format!("template error: {e}"),
+                            );
+                            None
+                        }
+                    });
+                vec![Job {
+                    id: st.name.value.clone(),
+                    stage: si,
+                    kind: JobKind::Report { template },
+                    deps: Vec::new(),
+                }]
+            }
+        };
+        if jobs.len() + new_jobs.len() > MAX_JOBS {
+            d.at(
+                &st.name,
+                format!("stages[{si}]"),
+                format!("the pipeline expands to more than {MAX_JOBS} jobs"),
+            )
+            .hint("narrow the matrix or split the pipeline");
+            return None;
+        }
+        let base = jobs.len();
+        stages[si].jobs = (base..base + new_jobs.len()).collect();
+        jobs.append(&mut new_jobs);
+    }
+
+    // Job dependencies: every job of every needed stage, except that a job tied to one model only
+    // waits for that model's download/verify job (so a failed verify stops only its model).
+    let mut seen_ids = HashSet::new();
+    let mut reported = HashSet::new();
+    for j in &jobs {
+        if !seen_ids.insert(j.id.as_str()) && reported.insert(j.id.as_str()) {
+            d.general("stages", format!("two jobs have the same id `{}`", j.id))
+                .hint("give stages distinct names or drop duplicate matrix values");
+        }
+    }
+    if !d.items.is_empty() {
+        return None;
+    }
+    for ji in 0..jobs.len() {
+        let stage = jobs[ji].stage;
+        let my_model = job_model(&jobs[ji].kind).map(str::to_string);
+        let mut deps = Vec::new();
+        for &need in &stages[stage].needs {
+            let per_model = matches!(stages[need].kind, StageKind::Download | StageKind::Verify);
+            for &dj in &stages[need].jobs {
+                if per_model {
+                    if let (Some(mine), Some(theirs)) = (&my_model, job_model(&jobs[dj].kind)) {
+                        if mine != theirs {
+                            continue;
+                        }
+                    }
+                }
+                deps.push(dj);
+            }
+        }
+        jobs[ji].deps = deps;
+    }
+
+    let shown_vars = redactor.redact_named(&vars);
+    Some(Plan {
+        name: spec.name.value.clone(),
+        description: spec.description.clone(),
+        pipeline_path: path.to_path_buf(),
+        pipeline_sha256,
+        overrides: shown_overrides,
+        vars: shown_vars,
+        models,
+        scenarios,
+        stages,
+        jobs,
+        baseline: spec
+            .baseline
+            .as_ref()
+            .and_then(|b| BackendKind::parse(&b.value))
+            .map(|b| b.name().to_string()),
+        redactor,
+    })
+}
+
+fn sorted(mut v: Vec<&str>) -> Vec<&str> {
+    v.sort_unstable();
+    v
+}
+
+fn job_model(kind: &JobKind) -> Option<&str> {
+    match kind {
+        JobKind::Download { model } | JobKind::Verify { model } => Some(&model.name),
+        JobKind::Bench(b) => Some(&b.model.name),
+        _ => None,
+    }
+}
+
+fn check_models(spec: &PipelineSpec, d: &mut Diags<'_>, t: &Templater) -> Vec<Model> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, m) in spec.models.iter().enumerate() {
+        let name = &m.name.value;
+        if !valid_name(name) {
+            d.at(
+                &m.name,
+                format!("models[{i}].name"),
+                format!("invalid model name `{name}`"),
+            )
+            .hint(NAME_HINT);
+        }
+        if !seen.insert(name.clone()) {
+            d.at(
+                &m.name,
+                format!("models[{i}].name"),
+                format!("duplicate model name `{name}`"),
+            )
+            .hint("model names must be unique");
+        }
+        let sha256 = match &m.sha256 {
+            Some(h) => {
+                let v = h.value.trim().to_ascii_lowercase();
+                if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
+                    d.at(h, format!("models[{i}].sha256"), "not a sha256 hex digest")
+                        .hint("64 hexadecimal characters, as printed by `sha256sum`");
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        let render = |s: &str, d: &mut Diags<'_>, key: &str| match t.render(s) {
+            Ok(r) => r,
+            Err(e) => {
+                d.at(
+                    &m.source,
+                    format!("models[{i}].source.{key}"),
+                    format!("template error: {e}"),
+                );
+                s.to_string()
+            }
+        };
+        let source = match &m.source.value {
+            SourceSpec::Path(p) => SourceSpec::Path(render(p, d, "path")),
+            SourceSpec::Url(u) => SourceSpec::Url(render(u, d, "url")),
+            SourceSpec::Hf {
+                repo,
+                file,
+                files,
+                revision,
+            } => {
+                if file.is_none() && files.is_empty() {
+                    d.at(
+                        &m.source,
+                        format!("models[{i}].source.hf"),
+                        "an `hf` source needs `file` or `files`",
+                    );
+                }
+                SourceSpec::Hf {
+                    repo: render(repo, d, "hf.repo"),
+                    file: file.as_ref().map(|f| render(f, d, "hf.file")),
+                    files: files.iter().map(|f| render(f, d, "hf.files")).collect(),
+                    revision: revision.as_ref().map(|r| render(r, d, "hf.revision")),
+                }
+            }
+            SourceSpec::Pip { package, member } => SourceSpec::Pip {
+                package: render(package, d, "pip.package"),
+                member: render(member, d, "pip.member"),
+            },
+        };
+        out.push(Model {
+            name: name.clone(),
+            format: m.format.value,
+            source,
+            sha256,
+        });
+    }
+    out
+}
+
+/// Directories searched for `scenarios: [short]` references, in order.
+fn scenario_search_dirs(pipeline: &Path, opts: &PlanOptions) -> Vec<PathBuf> {
+    let mut dirs = opts.scenario_dirs.clone();
+    let parent = pipeline.parent().unwrap_or(Path::new("."));
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    dirs.push(parent.join("scenarios"));
+    dirs.push(parent.join("..").join("scenarios"));
+    dirs.push(PathBuf::from("scenarios"));
+    dirs
+}
+
+fn check_scenarios(
+    spec: &PipelineSpec,
+    path: &Path,
+    d: &mut Diags<'_>,
+    opts: &PlanOptions,
+) -> Vec<Scenario> {
+    let dirs = scenario_search_dirs(path, opts);
+    let mut out: Vec<Scenario> = Vec::new();
+    for (i, entry) in spec.scenarios.iter().enumerate() {
+        let key = format!("scenarios[{i}]");
+        let (fallback_name, sc) = match &entry.value {
+            ScenarioRef::Inline(sc) => (None, sc.clone()),
+            ScenarioRef::Named(name) => {
+                if !valid_name(name) {
+                    d.at(entry, &key, format!("invalid scenario name `{name}`"))
+                        .hint(NAME_HINT);
+                    continue;
+                }
+                let Some(file) = dirs
+                    .iter()
+                    .map(|dir| dir.join(format!("{name}.yaml")))
+                    .find(|f| f.is_file())
+                else {
+                    let searched: Vec<String> =
+                        dirs.iter().map(|p| p.display().to_string()).collect();
+                    d.at(
+                        entry,
+                        &key,
+                        format!("unknown scenario `{name}`: no file {name}.yaml"),
+                    )
+                    .hint(format!(
+                        "searched {}; or write the scenario inline",
+                        searched.join(", ")
+                    ));
+                    continue;
+                };
+                match spec::load_scenario_file(&file) {
+                    Ok(l) => (Some(name.clone()), l.value),
+                    Err(e) => {
+                        d.at(entry, &key, format!("in scenario file: {e}"));
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(name) = sc.name.clone().or(fallback_name) else {
+            d.at(entry, &key, "an inline scenario needs a `name`");
+            continue;
+        };
+        if !valid_name(&name) {
+            d.at(
+                entry,
+                format!("{key}.name"),
+                format!("invalid scenario name `{name}`"),
+            )
+            .hint(NAME_HINT);
+        }
+        check_scenario_body(&sc, entry, &key, d);
+        if out.iter().any(|s| s.name == name) {
+            d.at(entry, &key, format!("duplicate scenario name `{name}`"))
+                .hint("scenario names must be unique");
+            continue;
+        }
+        out.push(Scenario {
+            name,
+            description: sc.description.clone(),
+            chat: sc.chat.unwrap_or(sc.prompt.is_some()),
+            prompt: sc.prompt.clone(),
+            system: sc.system.clone(),
+            prompt_tokens: sc.prompt_tokens,
+            max_tokens: sc.max_tokens,
+        });
+    }
+    out
+}
+
+fn check_scenario_body(sc: &ScenarioSpec, entry: &At<ScenarioRef>, key: &str, d: &mut Diags<'_>) {
+    match (&sc.prompt, sc.prompt_tokens) {
+        (Some(_), Some(_)) => {
+            d.at(
+                entry,
+                key,
+                "a scenario has either `prompt` or `prompt_tokens`, not both",
+            );
+        }
+        (None, None) => {
+            d.at(
+                entry,
+                key,
+                "a scenario needs `prompt` (text) or `prompt_tokens` (synthetic)",
+            );
+        }
+        _ => {}
+    }
+    if sc.prompt_tokens == Some(0) && sc.max_tokens == 0 {
+        d.at(
+            entry,
+            key,
+            "a scenario with no prompt and no output measures nothing",
+        );
+    }
+    if sc.max_tokens > 1_000_000 || sc.prompt_tokens.unwrap_or(0) > 10_000_000 {
+        d.at(entry, key, "token counts are unreasonably large");
+    }
+}
+
+fn check_stage_names<'a>(spec: &'a PipelineSpec, d: &mut Diags<'_>) -> HashMap<&'a str, usize> {
+    let mut index = HashMap::new();
+    for (i, st) in spec.stages.iter().enumerate() {
+        let name = st.name.value.as_str();
+        if !valid_name(name) {
+            d.at(
+                &st.name,
+                format!("stages[{i}].name"),
+                format!("invalid stage name `{name}`"),
+            )
+            .hint(NAME_HINT);
+        }
+        if index.insert(name, i).is_some() {
+            d.at(
+                &st.name,
+                format!("stages[{i}].name"),
+                format!("duplicate stage name `{name}`"),
+            )
+            .hint("stage names must be unique");
+        }
+    }
+    index
+}
+
+fn check_stage_keys(st: &StageSpec, si: usize, d: &mut Diags<'_>) {
+    let kind = st.kind.value;
+    let mut only = |present: bool, key: &str, allowed: &[StageKind]| {
+        if present && !allowed.contains(&kind) {
+            let kinds: Vec<&str> = allowed.iter().map(|k| k.as_str()).collect();
+            d.at(
+                &st.kind,
+                format!("stages[{si}].{key}"),
+                format!("`{key}` does not apply to a {} stage", kind.as_str()),
+            )
+            .hint(format!("`{key}` is for {} stages", kinds.join("/")));
+        }
+    };
+    only(
+        st.models.is_some(),
+        "models",
+        &[StageKind::Download, StageKind::Verify],
+    );
+    only(st.matrix.is_some(), "matrix", &[StageKind::Bench]);
+    only(st.runs.is_some(), "runs", &[StageKind::Bench]);
+    only(st.warmup.is_some(), "warmup", &[StageKind::Bench]);
+    only(st.seed.is_some(), "seed", &[StageKind::Bench]);
+    only(st.timeout.is_some(), "timeout", &[StageKind::Bench]);
+    only(st.template.is_some(), "template", &[StageKind::Report]);
+}
+
+/// A count-like stage setting: an integer, or a template that renders to one.
+fn int_setting(
+    v: &Option<At<Value>>,
+    default: u64,
+    max: u64,
+    key: &str,
+    t: &Templater,
+    d: &mut Diags<'_>,
+) -> u64 {
+    let Some(at) = v else { return default };
+    let value = match t.render_value(&at.value) {
+        Ok(v) => v,
+        Err(e) => {
+            d.at(at, key, format!("template error: {e}"));
+            return default;
+        }
+    };
+    match value.as_u64() {
+        Some(n) if n <= max => n,
+        _ => {
+            d.at(
+                at,
+                key,
+                format!("expected an integer from 0 to {max}, found {value}"),
+            );
+            default
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn expand_matrix(
+    st: &StageSpec,
+    si: usize,
+    m: &At<MatrixSpec>,
+    models: &HashMap<&str, &Model>,
+    scenarios: &HashMap<&str, &Scenario>,
+    t: &Templater,
+    redactor: &Redactor,
+    d: &mut Diags<'_>,
+) -> (Vec<Job>, Value) {
+    let key = format!("stages[{si}].matrix");
+    let runs = int_setting(&st.runs, 5, 1_000_000, &format!("stages[{si}].runs"), t, d) as u32;
+    let warmup = int_setting(&st.warmup, 1, 10_000, &format!("stages[{si}].warmup"), t, d) as u32;
+    let seed = int_setting(&st.seed, 42, u64::MAX, &format!("stages[{si}].seed"), t, d);
+    let timeout = int_setting(
+        &st.timeout,
+        3600,
+        7 * 24 * 3600,
+        &format!("stages[{si}].timeout"),
+        t,
+        d,
+    );
+    if runs == 0 {
+        if let Some(r) = &st.runs {
+            d.at(r, format!("stages[{si}].runs"), "runs must be at least 1");
+        }
+    }
+    let settings =
+        serde_json::json!({"runs": runs, "warmup": warmup, "seed": seed, "timeout_s": timeout});
+
+    let mut backends = Vec::new();
+    for (i, b) in m.value.backend.iter().enumerate() {
+        match BackendKind::parse(&b.value) {
+            Some(k) => backends.push((b.value.clone(), k)),
+            None => {
+                let names: Vec<&str> = BackendKind::ALL.iter().map(|b| b.name()).collect();
+                d.at(
+                    b,
+                    format!("{key}.backend[{i}]"),
+                    format!("unknown backend `{}`", b.value),
+                )
+                .hint(reference_hint(&b.value, "backends", &names));
+            }
+        }
+    }
+    let mut model_list = Vec::new();
+    for (i, mm) in m.value.model.iter().enumerate() {
+        match models.get(mm.value.as_str()) {
+            Some(model) => model_list.push(*model),
+            None => {
+                let known: Vec<&str> = models.keys().copied().collect();
+                d.at(
+                    mm,
+                    format!("{key}.model[{i}]"),
+                    format!("unknown model `{}`", mm.value),
+                )
+                .hint(reference_hint(&mm.value, "models", &sorted(known)));
+            }
+        }
+    }
+    let mut scenario_list = Vec::new();
+    for (i, s) in m.value.scenario.iter().enumerate() {
+        match scenarios.get(s.value.as_str()) {
+            Some(sc) => scenario_list.push(*sc),
+            None => {
+                let known: Vec<&str> = scenarios.keys().copied().collect();
+                d.at(
+                    s,
+                    format!("{key}.scenario[{i}]"),
+                    format!("unknown scenario `{}`", s.value),
+                )
+                .hint(reference_hint(&s.value, "scenarios", &sorted(known)));
+            }
+        }
+    }
+
+    // Param axes, after templating.
+    let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
+    for (name, at) in &m.value.params {
+        let rendered = match t.render_value(&at.value) {
+            Ok(v) => v,
+            Err(e) => {
+                d.at(
+                    at,
+                    format!("{key}.params.{name}"),
+                    format!("template error: {e}"),
+                );
+                continue;
+            }
+        };
+        let values = match rendered {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        if values.is_empty() {
+            d.at(
+                at,
+                format!("{key}.params.{name}"),
+                "an empty list leaves the matrix with no jobs",
+            );
+        }
+        for b in &backends {
+            if !b.1.known_params().contains(&name.as_str()) {
+                d.at(
+                    at,
+                    format!("{key}.params.{name}"),
+                    format!("backend `{}` has no parameter `{name}`", b.1),
+                )
+                .hint(reference_hint(name, "parameters", b.1.known_params()));
+            }
+        }
+        axes.push((name.clone(), values));
+    }
+
+    let dims: HashSet<&str> = ["backend", "model", "scenario"]
+        .into_iter()
+        .chain(axes.iter().map(|(n, _)| n.as_str()))
+        .collect();
+    for (i, ex) in m.value.exclude.iter().enumerate() {
+        for k in ex.value.keys() {
+            if !dims.contains(k.as_str()) {
+                let mut names: Vec<&str> = dims.iter().copied().collect();
+                names.sort_unstable();
+                d.at(
+                    ex,
+                    format!("{key}.exclude[{i}].{k}"),
+                    format!("`{k}` is not a matrix dimension"),
+                )
+                .hint(reference_hint(k, "dimensions", &names));
+            }
+        }
+    }
+    if !d.items.is_empty() {
+        return (Vec::new(), settings);
+    }
+
+    let combos: usize = backends.len()
+        * model_list.len()
+        * scenario_list.len()
+        * axes.iter().map(|(_, v)| v.len()).product::<usize>();
+    if combos > MAX_JOBS {
+        d.at(
+            m,
+            &key,
+            format!("the matrix expands to {combos} jobs, more than {MAX_JOBS}"),
+        );
+        return (Vec::new(), settings);
+    }
+    let mut jobs = Vec::new();
+    let mut idx = vec![0usize; axes.len()];
+    for (bname, backend) in &backends {
+        for model in &model_list {
+            for sc in &scenario_list {
+                idx.iter_mut().for_each(|i| *i = 0);
+                loop {
+                    let params: BTreeMap<String, Value> = axes
+                        .iter()
+                        .zip(&idx)
+                        .map(|((n, vals), &i)| (n.clone(), vals[i].clone()))
+                        .collect();
+                    let excluded = m.value.exclude.iter().any(|ex| {
+                        ex.value.iter().all(|(k, v)| match k.as_str() {
+                            "backend" => {
+                                v.as_str() == Some(bname) || v.as_str() == Some(backend.name())
+                            }
+                            "model" => v.as_str() == Some(model.name.as_str()),
+                            "scenario" => v.as_str() == Some(sc.name.as_str()),
+                            p => params.get(p) == Some(v),
+                        })
+                    });
+                    if !excluded {
+                        let display_params = redactor.redact_named(&params);
+                        let id = job_id(
+                            &st.name.value,
+                            *backend,
+                            &model.name,
+                            &sc.name,
+                            &display_params,
+                        );
+                        let job_seed = derive_seed(seed, &id);
+                        jobs.push(Job {
+                            id,
+                            stage: si,
+                            kind: JobKind::Bench(Box::new(BenchJob {
+                                backend: *backend,
+                                model: (*model).clone(),
+                                scenario: (*sc).clone(),
+                                params,
+                                display_params,
+                                runs,
+                                warmup,
+                                seed: job_seed,
+                                timeout: Duration::from_secs(timeout),
+                            })),
+                            deps: Vec::new(),
+                        });
+                    }
+                    // Odometer over the param axes.
+                    let mut k = axes.len();
+                    loop {
+                        if k == 0 {
+                            break;
+                        }
+                        k -= 1;
+                        idx[k] += 1;
+                        if idx[k] < axes[k].1.len() {
+                            break;
+                        }
+                        idx[k] = 0;
+                        if k == 0 {
+                            k = usize::MAX;
+                            break;
+                        }
+                    }
+                    if axes.is_empty() || k == usize::MAX {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if jobs.is_empty() {
+        d.at(m, &key, "the matrix expands to no jobs")
+            .hint("check the lists and the `exclude` entries");
+    }
+    (jobs, settings)
+}
+
+pub fn param_string(params: &BTreeMap<String, Value>) -> String {
+    params
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn job_id(
+    stage: &str,
+    backend: BackendKind,
+    model: &str,
+    scenario: &str,
+    params: &BTreeMap<String, Value>,
+) -> String {
+    let mut id = format!("{stage}/{backend}/{model}/{scenario}");
+    if !params.is_empty() {
+        id.push('/');
+        id.push_str(&param_string(params));
+    }
+    id
+}
+
+/// Each job gets its own seed from the stage seed and its id, so adding a job to a matrix does
+/// not change the others' random streams.
+fn derive_seed(base: u64, id: &str) -> u64 {
+    let h = Sha256::new()
+        .chain_update(base.to_le_bytes())
+        .chain_update(id.as_bytes())
+        .finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    u64::from_le_bytes(b)
+}

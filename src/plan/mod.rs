@@ -1,0 +1,169 @@
+//! Plan: the validated, resolved pipeline. Matrix expanded into jobs, references checked, the
+//! stage DAG checked for cycles. Nothing past this module sees an `Option` from the YAML.
+
+mod build;
+mod dag;
+mod diag;
+mod template;
+
+pub use build::{build_plan, param_string, PlanError, PlanOptions};
+pub use dag::find_cycle;
+pub use diag::{Diagnostic, Diags};
+pub use template::{
+    is_secret_name, render_bounded, sandboxed_env, scalar_from_str, BoundedWriter, Redactor,
+    REDACTED,
+};
+
+use crate::backend::BackendKind;
+use crate::spec::{ModelFormat, SourceSpec, StageKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Model {
+    pub name: String,
+    pub format: ModelFormat,
+    pub source: SourceSpec,
+    pub sha256: Option<String>,
+}
+
+impl Model {
+    /// The local file this model resolves to, for `path` sources.
+    pub fn local_path(&self) -> Option<PathBuf> {
+        match &self.source {
+            SourceSpec::Path(p) => Some(PathBuf::from(p)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub description: Option<String>,
+    pub prompt: Option<String>,
+    pub system: Option<String>,
+    pub prompt_tokens: Option<u64>,
+    pub max_tokens: u64,
+    pub chat: bool,
+}
+
+impl Scenario {
+    pub fn is_synthetic(&self) -> bool {
+        self.prompt_tokens.is_some()
+    }
+}
+
+/// One bench job: a backend running a model on a scenario with fixed params, `runs` times.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchJob {
+    pub backend: BackendKind,
+    pub model: Model,
+    pub scenario: Scenario,
+    /// Real parameter values, secrets included: sent to the worker, never written out.
+    pub params: BTreeMap<String, Value>,
+    /// Parameters as they may be shown (secrets redacted).
+    pub display_params: BTreeMap<String, Value>,
+    pub runs: u32,
+    pub warmup: u32,
+    pub seed: u64,
+    #[serde(with = "duration_secs")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum JobKind {
+    Download { model: Model },
+    Verify { model: Model },
+    Bench(Box<BenchJob>),
+    Analyze,
+    Report { template: Option<PathBuf> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub stage: usize,
+    pub kind: JobKind,
+    /// Indices of the jobs that must succeed first.
+    pub deps: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stage {
+    pub name: String,
+    pub kind: StageKind,
+    pub needs: Vec<usize>,
+    pub jobs: Vec<usize>,
+    /// Bench stages: runs, warmup, seed and timeout, as resolved.
+    pub settings: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub name: String,
+    pub description: Option<String>,
+    pub pipeline_path: PathBuf,
+    /// sha256 of the pipeline file's bytes.
+    pub pipeline_sha256: String,
+    /// The `--set` overrides, as typed (secrets redacted).
+    pub overrides: Vec<String>,
+    /// Variables after overrides and templating (secrets redacted).
+    pub vars: BTreeMap<String, Value>,
+    pub models: Vec<Model>,
+    pub scenarios: Vec<Scenario>,
+    pub stages: Vec<Stage>,
+    pub jobs: Vec<Job>,
+    pub baseline: Option<String>,
+    #[serde(skip)]
+    pub redactor: Redactor,
+}
+
+impl Plan {
+    /// The resolved pipeline as it may be echoed: secrets redacted everywhere.
+    pub fn resolved_json(&self) -> Value {
+        let mut v = serde_json::json!({
+            "name": self.name,
+            "description": self.description,
+            "pipeline_path": self.pipeline_path,
+            "pipeline_sha256": self.pipeline_sha256,
+            "overrides": self.overrides,
+            "vars": self.vars,
+            "models": self.models,
+            "scenarios": self.scenarios,
+            "baseline": self.baseline,
+            "stages": self.stages.iter().map(|s| serde_json::json!({
+                "name": s.name,
+                "kind": s.kind,
+                "settings": s.settings,
+                "needs": s.needs.iter().map(|n| self.stages[*n].name.clone()).collect::<Vec<_>>(),
+                "jobs": s.jobs.iter().map(|j| self.jobs[*j].id.clone()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        });
+        v = self.redactor.redact_value(&v);
+        v
+    }
+
+    pub fn bench_jobs(&self) -> impl Iterator<Item = (&Job, &BenchJob)> {
+        self.jobs.iter().filter_map(|j| match &j.kind {
+            JobKind::Bench(b) => Some((j, b.as_ref())),
+            _ => None,
+        })
+    }
+}
+
+pub mod duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}

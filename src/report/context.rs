@@ -1,0 +1,350 @@
+//! The report's context: every figure pre-formatted here, so templates stay simple and the
+//! output is byte-identical for the same stored results.
+
+use crate::analyze::{Analysis, JobSummary, Metric, MetricStats, MIN_SAMPLES_P90, MIN_SAMPLES_P99};
+use crate::results::{Manifest, RunStatus, Sample};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Serialize)]
+pub struct ReportContext {
+    pub title: String,
+    pub description: Option<String>,
+    pub run_id: String,
+    pub started_at: String,
+    pub interrupted: bool,
+    pub any_simulated: bool,
+    pub baseline: Option<String>,
+    pub environment: Vec<(String, String)>,
+    pub scenarios: Vec<ScenarioSection>,
+    pub warnings: Vec<String>,
+    pub failures: Vec<Failure>,
+    pub methodology: Vec<String>,
+    pub command: String,
+    pub pipeline_sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScenarioSection {
+    pub name: String,
+    pub description: String,
+    pub rows: Vec<Row>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub backend: String,
+    pub model: String,
+    pub params: String,
+    pub simulated: bool,
+    pub n: String,
+    pub failed: u64,
+    pub pp: Cell,
+    pub tg: Cell,
+    pub ttft: Cell,
+    pub tpot: Cell,
+    pub itl: Cell,
+    pub e2e: Cell,
+    pub load: String,
+    pub rss: String,
+    pub vs_baseline: String,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct Cell {
+    /// "mean ± stddev"
+    pub mean: String,
+    pub p50: String,
+    pub p90: String,
+    pub p99: String,
+    pub ci95: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    pub job_id: String,
+    pub kind: String,
+    pub message: String,
+    pub exit_status: String,
+    pub stderr_tail: Vec<String>,
+}
+
+const DASH: &str = "–";
+
+fn fmt(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1000.0 {
+        format!("{x:.0}")
+    } else if a >= 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn cell(m: Option<&MetricStats>) -> Cell {
+    let Some(m) = m else {
+        return Cell {
+            mean: DASH.into(),
+            p50: DASH.into(),
+            p90: DASH.into(),
+            p99: DASH.into(),
+            ci95: DASH.into(),
+        };
+    };
+    let mark = |v: f64, need: u64| {
+        if m.n < need {
+            format!("~{}", fmt(v))
+        } else {
+            fmt(v)
+        }
+    };
+    Cell {
+        mean: match m.std {
+            Some(sd) => format!("{} ± {}", fmt(m.mean), fmt(sd)),
+            None => fmt(m.mean),
+        },
+        p50: fmt(m.p50),
+        p90: mark(m.p90, MIN_SAMPLES_P90),
+        p99: mark(m.p99, MIN_SAMPLES_P99),
+        ci95: match (m.ci95_low, m.ci95_high) {
+            (Some(lo), Some(hi)) => format!("{} – {}", fmt(lo), fmt(hi)),
+            _ => DASH.into(),
+        },
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1024.0 * 1024.0 * 1024.0))
+}
+
+/// Speed relative to the baseline backend's job on the same scenario (same params if there is
+/// one): throughput ratio, or inverse latency ratio when there is no generation.
+fn vs_baseline(j: &JobSummary, all: &[JobSummary], baseline: Option<&str>) -> String {
+    let Some(b) = baseline else {
+        return String::new();
+    };
+    if j.backend == b {
+        return "baseline".into();
+    }
+    let candidates: Vec<&JobSummary> = all
+        .iter()
+        .filter(|o| o.backend == b && o.scenario == j.scenario)
+        .collect();
+    let Some(base) = candidates
+        .iter()
+        .find(|o| o.params == j.params)
+        .or(candidates.first())
+    else {
+        return DASH.into();
+    };
+    let mean = |s: &JobSummary, m| s.metrics.get(&m).map(|x: &MetricStats| x.mean);
+    let ratio = match (mean(j, Metric::TgTps), mean(base, Metric::TgTps)) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => match (mean(j, Metric::PpTps), mean(base, Metric::PpTps)) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => match (mean(j, Metric::E2eMs), mean(base, Metric::E2eMs)) {
+                (Some(a), Some(b)) if a > 0.0 => Some(b / a),
+                _ => None,
+            },
+        },
+    };
+    ratio
+        .map(|r| format!("{r:.2}×"))
+        .unwrap_or_else(|| DASH.into())
+}
+
+pub fn build_context(
+    manifest: &Manifest,
+    samples: &[Sample],
+    analysis: &Analysis,
+) -> ReportContext {
+    let p = &manifest.pipeline;
+    let baseline = p
+        .get("baseline")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let h = &manifest.host;
+    let mut environment = vec![
+        ("CPU".to_string(), h.cpu.clone()),
+        (
+            "Cores".to_string(),
+            format!(
+                "{} physical, {} logical",
+                h.physical_cores
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                h.logical_cpus
+            ),
+        ),
+        ("Memory".to_string(), gib(h.memory_bytes)),
+        (
+            "OS".to_string(),
+            format!("{} (kernel {}, {})", h.os, h.kernel, h.arch),
+        ),
+        (
+            "GPU".to_string(),
+            if h.gpus.is_empty() {
+                "none detected".to_string()
+            } else {
+                h.gpus.join(", ")
+            },
+        ),
+        (
+            "minerva".to_string(),
+            format!("{} ({})", manifest.minerva_version, manifest.git_revision),
+        ),
+    ];
+    if let Some(obj) = manifest.backends.as_object() {
+        for (name, build) in obj {
+            let text = match build {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            environment.push((format!("backend {name}"), text));
+        }
+    }
+
+    let scenario_order: Vec<(String, String)> = p
+        .get("scenarios")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|s| {
+                    let name = s
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    let desc = match (
+                        s.get("prompt_tokens").and_then(Value::as_u64),
+                        s.get("max_tokens").and_then(Value::as_u64),
+                    ) {
+                        (Some(pt), Some(mt)) => {
+                            format!("synthetic: {pt} random prompt tokens, {mt} generated")
+                        }
+                        (None, Some(mt)) => {
+                            let d = s
+                                .get("description")
+                                .and_then(Value::as_str)
+                                .unwrap_or("text prompt");
+                            format!("{d}; {mt} tokens generated")
+                        }
+                        _ => String::new(),
+                    };
+                    (name, desc)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let mut scenarios = Vec::new();
+    for (name, description) in &scenario_order {
+        let rows: Vec<Row> = analysis
+            .jobs
+            .iter()
+            .filter(|j| &j.scenario == name)
+            .map(|j| Row {
+                backend: j.backend.clone(),
+                model: j.model.clone(),
+                params: if j.params.is_empty() {
+                    DASH.into()
+                } else {
+                    j.params.clone()
+                },
+                simulated: j.simulated,
+                n: (j.samples - j.failed).to_string(),
+                failed: j.failed,
+                pp: cell(j.metrics.get(&Metric::PpTps)),
+                tg: cell(j.metrics.get(&Metric::TgTps)),
+                ttft: cell(j.metrics.get(&Metric::TtftMs)),
+                tpot: cell(j.metrics.get(&Metric::TpotMs)),
+                itl: cell(j.metrics.get(&Metric::ItlMs)),
+                e2e: cell(j.metrics.get(&Metric::E2eMs)),
+                load: j
+                    .metrics
+                    .get(&Metric::LoadMs)
+                    .map(|m| fmt(m.median))
+                    .unwrap_or_else(|| DASH.into()),
+                rss: j
+                    .metrics
+                    .get(&Metric::PeakRssMb)
+                    .map(|m| fmt(m.max))
+                    .unwrap_or_else(|| DASH.into()),
+                vs_baseline: vs_baseline(j, &analysis.jobs, baseline.as_deref()),
+            })
+            .collect();
+        if !rows.is_empty() {
+            scenarios.push(ScenarioSection {
+                name: name.clone(),
+                description: description.clone(),
+                rows,
+            });
+        }
+    }
+
+    let warnings = analysis
+        .warnings
+        .iter()
+        .filter(|w| w.kind != crate::analyze::WarningKind::Simulated)
+        .map(|w| format!("`{}`: {}", w.job_id, w.message))
+        .collect();
+
+    let failures = samples
+        .iter()
+        .filter_map(|s| {
+            s.error.as_ref().map(|e| Failure {
+                job_id: s.job_id.clone(),
+                kind: serde_json::to_value(e.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                message: e.message.clone(),
+                exit_status: e.exit_status.clone().unwrap_or_default(),
+                stderr_tail: e.stderr_tail.clone(),
+            })
+        })
+        .collect();
+
+    let mut methodology = Vec::new();
+    if let Some(stages) = p.get("stages").and_then(Value::as_array) {
+        for st in stages {
+            if st.get("kind").and_then(Value::as_str) != Some("bench") {
+                continue;
+            }
+            let s = &st["settings"];
+            methodology.push(format!(
+                "Stage `{}`: {} measured runs after {} warmup run(s) per job; base seed {} (each job derives its own seed from it and its id); timeout {} s per job.",
+                st.get("name").and_then(Value::as_str).unwrap_or_default(),
+                s["runs"],
+                s["warmup"],
+                s["seed"],
+                s["timeout_s"],
+            ));
+        }
+    }
+
+    ReportContext {
+        title: p
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("minerva")
+            .to_string(),
+        description: p
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        run_id: manifest.run_id.clone(),
+        started_at: manifest.started_at.clone(),
+        interrupted: manifest.status == RunStatus::Interrupted,
+        any_simulated: analysis.jobs.iter().any(|j| j.simulated),
+        baseline,
+        environment,
+        scenarios,
+        warnings,
+        failures,
+        methodology,
+        command: manifest.command.clone(),
+        pipeline_sha256: manifest.pipeline_sha256.clone(),
+    }
+}

@@ -1,0 +1,7 @@
+//! Report: a pure function from stored results (manifest + samples) to Markdown bytes.
+
+mod context;
+mod markdown;
+
+pub use context::{build_context, ReportContext};
+pub use markdown::{load_template, render, ReportError, BUILTIN_TEMPLATE, MAX_REPORT_BYTES};

@@ -1,0 +1,103 @@
+//! The run manifest: what ran, where, with which inputs, and how it ended.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Complete,
+    Failed,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub cpu: String,
+    pub physical_cores: Option<usize>,
+    pub logical_cpus: usize,
+    pub memory_bytes: u64,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub gpus: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobOutcome {
+    pub id: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub minerva_version: String,
+    pub git_revision: String,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub started_at: String,
+    #[serde(default)]
+    pub ended_at: Option<String>,
+    /// The command that reproduces this run.
+    pub command: String,
+    pub pipeline_sha256: String,
+    /// sha256 of the resolved pipeline JSON below.
+    pub resolved_sha256: String,
+    pub pipeline: Value,
+    pub host: HostInfo,
+    /// Per backend: its build (versions, CPU features), filled in by backends that have one.
+    #[serde(default)]
+    pub backends: Value,
+    /// The report template the run used, when not the built-in one.
+    #[serde(default)]
+    pub report_template: Option<String>,
+    #[serde(default)]
+    pub jobs: Vec<JobOutcome>,
+    /// The runner's own peak RSS (workers excluded).
+    #[serde(default)]
+    pub runner_peak_rss_bytes: Option<u64>,
+}
+
+pub fn host_info() -> HostInfo {
+    use sysinfo::System;
+    let mut sys = System::new();
+    sys.refresh_memory();
+    sys.refresh_cpu_all();
+    let cpu = sys
+        .cpus()
+        .first()
+        .map(|c| c.brand().trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    HostInfo {
+        hostname: System::host_name().unwrap_or_else(|| "unknown".into()),
+        cpu,
+        physical_cores: System::physical_core_count(),
+        logical_cpus: sys.cpus().len(),
+        memory_bytes: sys.total_memory(),
+        os: System::long_os_version().unwrap_or_else(|| "unknown".into()),
+        kernel: System::kernel_version().unwrap_or_else(|| "unknown".into()),
+        arch: std::env::consts::ARCH.to_string(),
+        gpus: detect_gpus(),
+    }
+}
+
+/// GPUs visible through the NVIDIA driver's proc files; none on machines without one.
+fn detect_gpus() -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/driver/nvidia/gpus") {
+        for e in dir.flatten() {
+            if let Ok(info) = std::fs::read_to_string(e.path().join("information")) {
+                if let Some(model) = info.lines().find_map(|l| l.strip_prefix("Model:")) {
+                    out.push(model.trim().to_string());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,12 @@
+//! Results: sample and manifest types, and the files of a run directory.
+
+mod manifest;
+mod sample;
+mod store;
+
+pub use manifest::{host_info, HostInfo, Manifest, RunStatus};
+pub mod manifest_types {
+    pub use super::manifest::JobOutcome;
+}
+pub use sample::{ErrorKind, Millis, Sample, SampleError};
+pub use store::{atomic_write, read_samples, RunDir, SampleWriter, StoreError};

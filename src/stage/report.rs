@@ -1,0 +1,55 @@
+//! Report stage, and `minerva report`: renders `report.md` from the stored manifest and samples
+//! (never from in-memory state), so re-rendering later gives the same bytes.
+
+use super::StageCtx;
+use crate::analyze::analyze;
+use crate::report::{build_context, render, ReportError};
+use crate::results::{atomic_write, read_samples, RunDir, StoreError};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderRunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Analyze(#[from] crate::analyze::AnalyzeError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+/// Renders a run directory's report with `template` (else the run's recorded template, else
+/// the built-in one) and writes it atomically to `output` (default `<run>/report.md`).
+pub fn render_run(
+    dir: &RunDir,
+    template: Option<&Path>,
+    output: Option<&Path>,
+) -> Result<PathBuf, RenderRunError> {
+    let manifest = dir.read_manifest()?;
+    let samples = read_samples(&dir.samples())?;
+    let analysis = analyze(&samples)?;
+    let ctx = build_context(&manifest, &samples, &analysis);
+    let recorded = manifest.report_template.as_ref().map(PathBuf::from);
+    let template_path = template.map(Path::to_path_buf).or(recorded);
+    let text = match &template_path {
+        Some(p) => {
+            let src = crate::report::load_template(p)?;
+            render(&ctx, Some((&p.display().to_string(), &src)))?
+        }
+        None => render(&ctx, None)?,
+    };
+    let out = output
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.report());
+    atomic_write(&out, text.as_bytes())?;
+    Ok(out)
+}
+
+pub async fn run(ctx: &StageCtx, template: Option<&Path>) -> Result<Option<String>, String> {
+    let dir = ctx.run_dir.clone();
+    let template = template.map(Path::to_path_buf);
+    tokio::task::spawn_blocking(move || render_run(&dir, template.as_deref(), None))
+        .await
+        .map_err(|e| format!("report task failed: {e}"))?
+        .map(|p| Some(p.display().to_string()))
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,85 @@
+//! The only code that prints: logging set-up, run progress, and the plan listing.
+
+mod progress;
+
+pub use progress::consume_events;
+
+use crate::plan::{JobKind, Plan};
+use std::fmt::Write as _;
+use tracing_subscriber::EnvFilter;
+
+/// Logs go to stderr; `RUST_LOG` wins over `-v`.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info,minerva=info",
+        (false, 2) => "info,minerva=debug",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// A human-readable listing of the plan: stages in order with their dependencies and jobs.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "pipeline {} ({} stages, {} jobs)",
+        plan.name,
+        plan.stages.len(),
+        plan.jobs.len()
+    );
+    let bench = plan.bench_jobs().count();
+    if bench > 0 {
+        let reps: u64 = plan
+            .bench_jobs()
+            .map(|(_, b)| u64::from(b.runs + b.warmup))
+            .sum();
+        let _ = writeln!(
+            s,
+            "bench jobs: {bench} ({reps} repetitions, warmups included)"
+        );
+    }
+    for st in &plan.stages {
+        let needs: Vec<&str> = st
+            .needs
+            .iter()
+            .map(|n| plan.stages[*n].name.as_str())
+            .collect();
+        let _ = write!(s, "\nstage {} [{}]", st.name, st.kind.as_str());
+        if !needs.is_empty() {
+            let _ = write!(s, " needs {}", needs.join(", "));
+        }
+        let _ = writeln!(s);
+        for &j in &st.jobs {
+            let job = &plan.jobs[j];
+            let extra = match &job.kind {
+                JobKind::Bench(b) => {
+                    let mut e = format!("  runs={} warmup={} seed={}", b.runs, b.warmup, b.seed);
+                    if !b.backend.available() {
+                        e.push_str("  (backend not available in this build)");
+                    }
+                    e
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(s, "  {}{}", job.id, extra);
+        }
+    }
+    let _ = writeln!(s, "\ndag:");
+    for st in &plan.stages {
+        for n in &st.needs {
+            let _ = writeln!(s, "  {} -> {}", plan.stages[*n].name, st.name);
+        }
+        if st.needs.is_empty() {
+            let _ = writeln!(s, "  {} (root)", st.name);
+        }
+    }
+    plan.redactor.redact_str(&s)
+}

@@ -1,0 +1,451 @@
+//! Integration tests: the real `minerva` binary, run from the repository root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_minerva");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A small builder over the binary, run in the repository root.
+struct Minerva {
+    cmd: Command,
+}
+
+impl Minerva {
+    fn new(args: &[&str]) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(root()).args(args).env_remove("RUST_LOG");
+        Minerva { cmd }
+    }
+    fn env(mut self, k: &str, v: &str) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+    fn output(mut self) -> Output {
+        self.cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run minerva: {e}"))
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn lines(p: &Path) -> Vec<serde_json::Value> {
+    read(p)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn shipped_pipelines_validate() {
+    for p in ["pipelines/quickstart.yaml", "pipelines/mistral.yaml"] {
+        let out = Minerva::new(&["validate", p]).output();
+        assert_eq!(out.status.code(), Some(0), "{p}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(": ok ("),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn mistral_plans_the_whole_study() {
+    let out = Minerva::new(&["plan", "pipelines/mistral.yaml"]).output();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // 3 engines × their own format × 4 scenarios; 3 downloads, 3 verifies, analyze, report.
+    assert!(
+        stdout.contains("pipeline mistral (5 stages, 20 jobs)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bench jobs: 12 (144 repetitions"),
+        "{stdout}"
+    );
+    for id in [
+        "bench/llama_cpp/mistral-7b-q4_k_m/long/seed=42",
+        "bench/candle/mistral-7b-safetensors/code/seed=42",
+        "bench/mlx/mistral-7b-mlx-4bit/short/seed=42",
+    ] {
+        assert!(stdout.contains(id), "missing {id}:\n{stdout}");
+    }
+    assert!(!stdout.contains("bench/llama_cpp/mistral-7b-safetensors"));
+    assert!(stdout.contains("verify -> bench"));
+
+    let json = Minerva::new(&[
+        "plan",
+        "pipelines/mistral.yaml",
+        "--json",
+        "--set",
+        "runs=3",
+    ])
+    .output();
+    let v: serde_json::Value =
+        serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["pipeline"]["vars"]["runs"], 3);
+    let bench = v["jobs"]
+        .as_array()
+        .and_then(|j| {
+            j.iter()
+                .find(|j| j["id"] == "bench/candle/mistral-7b-safetensors/short/seed=42")
+        })
+        .cloned()
+        .unwrap_or_default();
+    // A bench job waits only for its own model's verify job.
+    assert_eq!(
+        bench["needs"],
+        serde_json::json!(["verify/mistral-7b-safetensors"])
+    );
+}
+
+#[test]
+fn invalid_pipelines_fail_with_located_errors() {
+    let dir = root().join("tests/fixtures/pipelines/invalid");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 12);
+    for f in files {
+        let rel = f.strip_prefix(root()).unwrap_or(&f).display().to_string();
+        let started = Instant::now();
+        let out = Minerva::new(&["validate", &rel]).output();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{rel} took too long"
+        );
+        assert_eq!(out.status.code(), Some(2), "{rel}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{rel}: {stderr}");
+        assert!(
+            stderr.contains(&rel),
+            "{rel}: error does not name the file: {stderr}"
+        );
+        let name = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        insta::assert_snapshot!(format!("invalid__{name}"), stderr);
+    }
+}
+
+#[test]
+fn cycle_error_shows_the_path() {
+    let out = Minerva::new(&["validate", "tests/fixtures/pipelines/invalid/cycle.yaml"]).output();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("dependency cycle: a → c → b → a"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cycle.yaml:3:"), "{stderr}");
+}
+
+#[test]
+fn set_rejects_unknown_vars() {
+    let out = Minerva::new(&["validate", "pipelines/quickstart.yaml", "--set", "run=3"]).output();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unknown var `run`"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("did you mean `runs`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+fn redact_report(report: &str) -> String {
+    let mut out = Vec::new();
+    for line in report.lines() {
+        let l = if line.starts_with("Run `") {
+            "Run `[run-id]`, started [time].".to_string()
+        } else if [
+            "| CPU |",
+            "| Cores |",
+            "| Memory |",
+            "| OS |",
+            "| GPU |",
+            "| minerva |",
+        ]
+        .iter()
+        .any(|p| line.starts_with(p))
+        {
+            format!("{} [host] |", line.split(" | ").next().unwrap_or(""))
+        } else {
+            line.to_string()
+        };
+        out.push(l);
+    }
+    out.join("\n")
+}
+
+#[test]
+fn quickstart_runs_end_to_end_and_report_rerenders_identically() {
+    let out_dir = tempdir();
+    let out_path = out_dir.path().display().to_string();
+    let out = Minerva::new(&[
+        "run",
+        "pipelines/quickstart.yaml",
+        "--out",
+        &out_path,
+        "--run-id",
+        "r1",
+    ])
+    .output();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let run = out_dir.path().join("quickstart/r1");
+    assert!(text(&out.stdout).contains(&format!("report: {}", run.join("report.md").display())));
+
+    // 6 scenarios × (1 warmup + 5 runs).
+    let samples = lines(&run.join("samples.jsonl"));
+    assert_eq!(samples.len(), 36);
+    assert_eq!(samples.iter().filter(|s| s["warmup"] == true).count(), 6);
+    assert!(samples.iter().all(|s| s["simulated"] == true));
+    let tg = samples
+        .iter()
+        .find(|s| s["scenario"] == "tg128" && s["warmup"] == false)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(tg["token_ms"].as_array().map(Vec::len), Some(128));
+    assert_eq!(tg["prompt_tokens"], 1);
+    let pp = samples
+        .iter()
+        .find(|s| s["scenario"] == "pp512")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(pp["prompt_tokens"], 512);
+    assert_eq!(pp["token_ms"].as_array().map(Vec::len), Some(0));
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&run.join("manifest.json"))).unwrap_or_default();
+    assert_eq!(manifest["status"], "complete");
+    assert_eq!(manifest["pipeline"]["name"], "quickstart");
+    assert_eq!(manifest["command"], "minerva run pipelines/quickstart.yaml");
+    assert!(manifest["host"]["logical_cpus"].as_u64().unwrap_or(0) >= 1);
+    assert_eq!(manifest["resolved_sha256"].as_str().map(str::len), Some(64));
+    assert!(manifest["runner_peak_rss_bytes"].as_u64().unwrap_or(0) > 0);
+    assert!(run.join("summary.parquet").is_file());
+    let csv = read(&run.join("summary.csv"));
+    assert!(
+        csv.starts_with("job_id,backend,model,scenario,params,simulated,failed,metric,n,mean"),
+        "{csv}"
+    );
+    let latest = std::fs::read_link(out_dir.path().join("quickstart/latest")).unwrap_or_default();
+    assert_eq!(latest, PathBuf::from("r1"));
+
+    let first = read(&run.join("report.md"));
+    assert!(first.contains("**SIMULATED**"));
+    insta::assert_snapshot!("quickstart_report", redact_report(&first));
+
+    // Re-rendering from stored results gives the same bytes, twice.
+    for _ in 0..2 {
+        let again = Minerva::new(&["report", &run.display().to_string()]).output();
+        assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+        assert_eq!(read(&run.join("report.md")), first);
+    }
+}
+
+#[test]
+fn sigint_keeps_samples_and_exits_130() {
+    let out_dir = tempdir();
+    let child = Command::new(BIN)
+        .current_dir(root())
+        .args([
+            "run",
+            "tests/fixtures/pipelines/valid/interrupt.yaml",
+            "--out",
+        ])
+        .arg(out_dir.path())
+        .args(["--run-id", "int"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run = out_dir.path().join("interrupt/int");
+    let samples = run.join("samples.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&samples)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(Instant::now() < deadline, "no samples appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(kill.map(|s| s.success()).unwrap_or(false));
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "did not stop promptly"
+    );
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+
+    let kept = lines(&samples);
+    let measured = kept.iter().filter(|s| s["error"].is_null()).count();
+    assert!((3..40).contains(&measured), "{measured} samples");
+    let last = kept.last().cloned().unwrap_or_default();
+    assert_eq!(last["error"]["kind"], "interrupted");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&run.join("manifest.json"))).unwrap_or_default();
+    assert_eq!(manifest["status"], "interrupted");
+    assert!(manifest["jobs"].as_array().is_some_and(|j| j
+        .iter()
+        .any(|j| j["id"] == "report" && j["status"] == "skipped")));
+
+    let rep = Minerva::new(&["report", &run.display().to_string()]).output();
+    assert_eq!(rep.status.code(), Some(0), "{}", text(&rep.stderr));
+    let report = read(&run.join("report.md"));
+    assert!(report.contains("INTERRUPTED RUN"));
+    assert!(
+        report.contains(&format!("| {measured} (1 failed) |")),
+        "{report}"
+    );
+}
+
+#[test]
+fn crashes_failures_and_missing_models_are_data_with_keep_going() {
+    let out_dir = tempdir();
+    let out = Minerva::new(&[
+        "run",
+        "tests/fixtures/pipelines/valid/failures.yaml",
+        "--keep-going",
+        "--run-id",
+        "f",
+        "--out",
+    ])
+    .output_with(out_dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("job(s) failed"), "{stderr}");
+    let run = out_dir.path().join("failures/f");
+    let samples = lines(&run.join("samples.jsonl"));
+    let errors: Vec<&serde_json::Value> =
+        samples.iter().filter(|s| !s["error"].is_null()).collect();
+    let kinds: Vec<&str> = errors
+        .iter()
+        .filter_map(|s| s["error"]["kind"].as_str())
+        .collect();
+    // crash_rep=2 crashes (abort) at rep 2 unless fail_rep=1 fails first.
+    assert!(kinds.contains(&"crash"), "{kinds:?}");
+    assert!(kinds.contains(&"backend"), "{kinds:?}");
+    let crash = errors
+        .iter()
+        .find(|s| s["error"]["kind"] == "crash")
+        .cloned()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        crash["error"]["stderr_tail"]
+            .to_string()
+            .contains("simulated crash at repetition 2"),
+        "{crash}"
+    );
+    assert!(
+        crash["error"]["exit_status"]
+            .as_str()
+            .unwrap_or("")
+            .contains("signal"),
+        "{crash}"
+    );
+    // The healthy job ran all its repetitions despite the others.
+    let healthy = samples
+        .iter()
+        .filter(|s| {
+            s["job_id"] == "bench/simulated/tiny/s/crash_rep=99,fail_rep=99,realtime=false"
+                && s["error"].is_null()
+        })
+        .count();
+    assert_eq!(healthy, 3);
+    // Jobs on the model whose verify failed never ran.
+    assert!(!samples.iter().any(|s| s["model"] == "missing"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&run.join("manifest.json"))).unwrap_or_default();
+    assert_eq!(manifest["status"], "failed");
+    let skipped = manifest["jobs"]
+        .as_array()
+        .map(|j| j.iter().filter(|j| j["status"] == "skipped").count());
+    assert_eq!(skipped, Some(4));
+    let report = read(&run.join("report.md"));
+    assert!(report.contains("## Failures"), "{report}");
+    assert!(
+        report.contains("simulated crash at repetition 2"),
+        "{report}"
+    );
+}
+
+trait OutputWith {
+    fn output_with(self, out: &Path) -> Output;
+}
+
+impl OutputWith for Minerva {
+    fn output_with(mut self, out: &Path) -> Output {
+        self.cmd.arg(out);
+        self.output()
+    }
+}
+
+#[test]
+fn secrets_never_reach_files_or_output() {
+    let secret = "sk-test-VERY-SECRET-123";
+    let out_dir = tempdir();
+    let plan = Minerva::new(&[
+        "plan",
+        "tests/fixtures/pipelines/valid/secrets.yaml",
+        "--json",
+    ])
+    .env("MINERVA_TEST_API_TOKEN", secret)
+    .output();
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+    assert!(!text(&plan.stdout).contains(secret));
+    assert!(
+        text(&plan.stdout).contains("run-***REDACTED***"),
+        "{}",
+        text(&plan.stdout)
+    );
+    let out = Minerva::new(&[
+        "run",
+        "tests/fixtures/pipelines/valid/secrets.yaml",
+        "-vv",
+        "--run-id",
+        "s",
+        "--out",
+    ])
+    .env("MINERVA_TEST_API_TOKEN", secret)
+    .output_with(out_dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains(secret) && !text(&out.stderr).contains(secret));
+    let run = out_dir.path().join("secrets/s");
+    for f in ["manifest.json", "samples.jsonl", "report.md"] {
+        let body = read(&run.join(f));
+        assert!(!body.contains(secret), "{f} leaks the secret");
+    }
+    // The template still saw the real value: "run-" + 23 characters.
+    let samples = lines(&run.join("samples.jsonl"));
+    assert_eq!(samples[0]["params"]["ttft_ms"], 27);
+}
