@@ -21,6 +21,21 @@ fn main() {
         rev
     };
     println!("cargo:rustc-env=MINERVA_GIT_REVISION={rev}");
+    // Engine crate versions, from the lock file, for the manifest.
+    let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
+    for (krate, var) in [
+        ("llama-cpp-2", "MINERVA_LLAMA_CPP_2_VERSION"),
+        ("llama-cpp-sys-2", "MINERVA_LLAMA_CPP_SYS_VERSION"),
+    ] {
+        let needle = format!("name = \"{krate}\"\nversion = \"");
+        let version = lock
+            .find(&needle)
+            .map(|i| &lock[i + needle.len()..])
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("unknown");
+        println!("cargo:rustc-env={var}={version}");
+    }
+    println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
     println!("cargo:rerun-if-changed=.git/refs");

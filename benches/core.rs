@@ -5,6 +5,8 @@
 //! - plan time for a generated pipeline expanding to 10,000 jobs (goal < 100 ms)
 //! - analysis time for 1,000,000 synthetic samples (goal < 1 s on 2 cores), peak RSS < 1 GB
 //! - the runner's own peak RSS while running the quickstart (goal < 100 MB; workers excluded)
+//! - GGUF header verification of a sparse 5 GB file (goal: milliseconds, < 64 MB RSS)
+//! - sha256 of that file on one core (goal ≥ 1.4 GB/s)
 //!
 //! Each measurement runs in a fresh child process of this binary, so each peak RSS is its own.
 
@@ -99,6 +101,68 @@ fn child_analyze() {
     println!("analysis: {rows} samples in {} jobs, {:.3} s (samples generated while being read); peak RSS {:.0} MiB", a.jobs.len(), secs, peak_rss_mb());
 }
 
+/// A valid GGUF header with one 5 GB F32 tensor, the data left as a hole (sparse file).
+fn sparse_gguf(dir: &Path) -> PathBuf {
+    fn s(o: &mut Vec<u8>, v: &str) {
+        o.extend((v.len() as u64).to_le_bytes());
+        o.extend(v.as_bytes());
+    }
+    let mut o = Vec::new();
+    o.extend(b"GGUF");
+    o.extend(3u32.to_le_bytes());
+    o.extend(1u64.to_le_bytes());
+    o.extend(1u64.to_le_bytes());
+    s(&mut o, "general.architecture");
+    o.extend(8u32.to_le_bytes());
+    s(&mut o, "llama");
+    s(&mut o, "w");
+    o.extend(2u32.to_le_bytes());
+    let (d0, d1) = (1u64 << 20, 1200u64);
+    o.extend(d0.to_le_bytes());
+    o.extend(d1.to_le_bytes());
+    o.extend(0u32.to_le_bytes());
+    o.extend(0u64.to_le_bytes());
+    let data = (o.len() as u64).div_ceil(32) * 32;
+    o.resize(data as usize, 0);
+    let path = dir.join("sparse.gguf");
+    std::fs::write(&path, &o).unwrap_or_else(|e| panic!("{e}"));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.set_len(data + d0 * d1 * 4)
+        .unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+fn child_verify(path: &Path) {
+    let t = Instant::now();
+    let s = minerva::formats::gguf::verify_file(path).unwrap_or_else(|e| panic!("{e}"));
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "gguf verify: {:.2} GB file, {} tensor(s), {:.2} ms; peak RSS {:.0} MiB",
+        s.file_size as f64 / 1e9,
+        s.tensor_count,
+        secs * 1e3,
+        peak_rss_mb()
+    );
+}
+
+fn child_hash(path: &Path) {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let t = Instant::now();
+    let h = minerva::formats::gguf::sha256_file(path).unwrap_or_else(|e| panic!("{e}"));
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "sha256: {:.2} GB in {:.2} s = {:.2} GB/s on one core ({}…); peak RSS {:.0} MiB",
+        size as f64 / 1e9,
+        secs,
+        size as f64 / 1e9 / secs,
+        &h[..12],
+        peak_rss_mb()
+    );
+}
+
 fn quickstart_runner_rss() {
     let bin = env!("CARGO_BIN_EXE_minerva");
     let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -137,6 +201,8 @@ fn main() {
         match args.get(i + 1).map(String::as_str) {
             Some("plan") => child_plan(),
             Some("analyze") => child_analyze(),
+            Some("verify") => child_verify(Path::new(&args[i + 2])),
+            Some("hash") => child_hash(Path::new(&args[i + 2])),
             other => panic!("unknown child mode {other:?}"),
         }
         return;
@@ -150,5 +216,17 @@ fn main() {
         print!("{}", String::from_utf8_lossy(&out.stdout));
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
     }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sparse = sparse_gguf(dir.path());
+    for mode in ["verify", "hash"] {
+        let out = Command::new(&me)
+            .args(["--child", mode])
+            .arg(&sparse)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    drop(dir);
     quickstart_runner_rss();
 }

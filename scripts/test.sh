@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): installs what the tests need on a fresh machine, then
-# checks formatting and lints, and runs every test.
+# The test command (README, .ci/run): installs what the tests need on a fresh machine (cmake,
+# libclang, the test model), then checks formatting and lints, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/setup.sh
 
 # Rust components for the checks (present on most toolchains; cheap when they are).
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

@@ -70,6 +70,18 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Verify model files (GGUF structure; sha256 with --hash or --sha256) without running.
+    Verify {
+        /// Model files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also compute each file's sha256 (a streaming pass over the data).
+        #[arg(long)]
+        hash: bool,
+        /// Expected sha256 (one file only).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+    },
     /// Internal: runs one bench job in a child process.
     #[command(hide = true)]
     Worker,

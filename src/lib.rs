@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod exec;
+pub mod formats;
 pub mod plan;
 pub mod report;
 pub mod results;
@@ -17,3 +18,9 @@ pub mod ui;
 
 /// The git revision minerva was built from ("unknown" outside a checkout).
 pub const GIT_REVISION: &str = env!("MINERVA_GIT_REVISION");
+
+/// Versions of the engine crates this binary was built with (read from Cargo.lock).
+pub mod build_info {
+    pub const LLAMA_CPP_2_VERSION: &str = env!("MINERVA_LLAMA_CPP_2_VERSION");
+    pub const LLAMA_CPP_SYS_VERSION: &str = env!("MINERVA_LLAMA_CPP_SYS_VERSION");
+}

@@ -134,6 +134,69 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                 }
             })
         }
+        Command::Verify {
+            files,
+            hash,
+            sha256,
+        } => {
+            if sha256.is_some() && files.len() != 1 {
+                return Err(Error::Other("--sha256 takes exactly one file".into()));
+            }
+            let mut failed = 0;
+            for f in &files {
+                let format = if f.extension().is_some_and(|e| e == "gguf") {
+                    minerva::spec::ModelFormat::Gguf
+                } else {
+                    minerva::spec::ModelFormat::Safetensors
+                };
+                let model = minerva::plan::Model {
+                    name: f
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    format,
+                    source: minerva::spec::SourceSpec::Path(f.display().to_string()),
+                    sha256: sha256.clone().map(|h| h.to_ascii_lowercase()),
+                };
+                match minerva::stage::verify_model(&model, f) {
+                    Ok(mut info) => {
+                        if hash && info.sha256.is_none() {
+                            match minerva::formats::gguf::sha256_file(f) {
+                                Ok(h) => info.sha256 = Some(h),
+                                Err(e) => {
+                                    eprintln!("{}: cannot hash: {e}", f.display());
+                                    failed += 1;
+                                    continue;
+                                }
+                            }
+                        }
+                        println!(
+                            "{}: ok: {}",
+                            f.display(),
+                            minerva::stage::describe_model(&info)
+                        );
+                        if let Some(h) = &info.sha256 {
+                            println!("  sha256 {h}");
+                        }
+                        if let (Some(v), Some(c)) = (info.vocab_size, info.context_length) {
+                            println!(
+                                "  vocabulary {v}, context {c}, {} tensors",
+                                info.tensor_count.unwrap_or(0)
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            Ok(if failed == 0 {
+                exit::OK
+            } else {
+                exit::RUN_FAILED
+            })
+        }
         Command::Report {
             run_dir,
             template,

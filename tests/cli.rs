@@ -1,59 +1,19 @@
 //! Integration tests: the real `minerva` binary, run from the repository root.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_minerva");
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A small builder over the binary, run in the repository root.
-struct Minerva {
-    cmd: Command,
-}
-
-impl Minerva {
-    fn new(args: &[&str]) -> Self {
-        let mut cmd = Command::new(BIN);
-        cmd.current_dir(root()).args(args).env_remove("RUST_LOG");
-        Minerva { cmd }
-    }
-    fn env(mut self, k: &str, v: &str) -> Self {
-        self.cmd.env(k, v);
-        self
-    }
-    fn output(mut self) -> Output {
-        self.cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run minerva: {e}"))
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn lines(p: &Path) -> Vec<serde_json::Value> {
-    read(p)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
 
 #[test]
 fn shipped_pipelines_validate() {
-    for p in ["pipelines/quickstart.yaml", "pipelines/mistral.yaml"] {
+    for p in [
+        "pipelines/quickstart.yaml",
+        "pipelines/mistral.yaml",
+        "tests/fixtures/pipelines/valid/simulated.yaml",
+    ] {
         let out = Minerva::new(&["validate", p]).output();
         assert_eq!(out.status.code(), Some(0), "{p}: {}", text(&out.stderr));
         assert!(
@@ -202,20 +162,13 @@ fn redact_report(report: &str) -> String {
 }
 
 #[test]
-fn quickstart_runs_end_to_end_and_report_rerenders_identically() {
+fn simulated_pipeline_runs_end_to_end_and_report_rerenders_identically() {
     let out_dir = tempdir();
     let out_path = out_dir.path().display().to_string();
-    let out = Minerva::new(&[
-        "run",
-        "pipelines/quickstart.yaml",
-        "--out",
-        &out_path,
-        "--run-id",
-        "r1",
-    ])
-    .output();
+    let pipeline = "tests/fixtures/pipelines/valid/simulated.yaml";
+    let out = Minerva::new(&["run", pipeline, "--out", &out_path, "--run-id", "r1"]).output();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let run = out_dir.path().join("quickstart/r1");
+    let run = out_dir.path().join("simulated/r1");
     assert!(text(&out.stdout).contains(&format!("report: {}", run.join("report.md").display())));
 
     // 6 scenarios × (1 warmup + 5 runs).
@@ -241,8 +194,8 @@ fn quickstart_runs_end_to_end_and_report_rerenders_identically() {
     let manifest: serde_json::Value =
         serde_json::from_str(&read(&run.join("manifest.json"))).unwrap_or_default();
     assert_eq!(manifest["status"], "complete");
-    assert_eq!(manifest["pipeline"]["name"], "quickstart");
-    assert_eq!(manifest["command"], "minerva run pipelines/quickstart.yaml");
+    assert_eq!(manifest["pipeline"]["name"], "simulated");
+    assert_eq!(manifest["command"], format!("minerva run {pipeline}"));
     assert!(manifest["host"]["logical_cpus"].as_u64().unwrap_or(0) >= 1);
     assert_eq!(manifest["resolved_sha256"].as_str().map(str::len), Some(64));
     assert!(manifest["runner_peak_rss_bytes"].as_u64().unwrap_or(0) > 0);
@@ -252,12 +205,12 @@ fn quickstart_runs_end_to_end_and_report_rerenders_identically() {
         csv.starts_with("job_id,backend,model,scenario,params,simulated,failed,metric,n,mean"),
         "{csv}"
     );
-    let latest = std::fs::read_link(out_dir.path().join("quickstart/latest")).unwrap_or_default();
+    let latest = std::fs::read_link(out_dir.path().join("simulated/latest")).unwrap_or_default();
     assert_eq!(latest, PathBuf::from("r1"));
 
     let first = read(&run.join("report.md"));
     assert!(first.contains("**SIMULATED**"));
-    insta::assert_snapshot!("quickstart_report", redact_report(&first));
+    insta::assert_snapshot!("simulated_report", redact_report(&first));
 
     // Re-rendering from stored results gives the same bytes, twice.
     for _ in 0..2 {
@@ -397,17 +350,6 @@ fn crashes_failures_and_missing_models_are_data_with_keep_going() {
         report.contains("simulated crash at repetition 2"),
         "{report}"
     );
-}
-
-trait OutputWith {
-    fn output_with(self, out: &Path) -> Output;
-}
-
-impl OutputWith for Minerva {
-    fn output_with(mut self, out: &Path) -> Output {
-        self.cmd.arg(out);
-        self.output()
-    }
 }
 
 #[test]

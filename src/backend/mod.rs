@@ -4,6 +4,7 @@
 //! Every bench job runs in a child process (`minerva worker`), so a crash inside an engine
 //! becomes a failed job instead of a failed run. `worker` is that child's side.
 
+pub mod llama_cpp;
 pub mod simulated;
 pub mod worker;
 
@@ -55,17 +56,7 @@ impl BackendKind {
     pub fn known_params(self) -> &'static [&'static str] {
         match self {
             BackendKind::Simulated => simulated::PARAMS,
-            BackendKind::LlamaCpp => &[
-                "threads",
-                "n_gpu_layers",
-                "ctx",
-                "batch",
-                "ubatch",
-                "flash_attn",
-                "mmap",
-                "seed",
-                "ignore_eos",
-            ],
+            BackendKind::LlamaCpp => llama_cpp::PARAMS,
             BackendKind::Candle => &["threads", "dtype", "seed", "ignore_eos"],
             BackendKind::Mlx => &["seed", "ignore_eos", "dtype"],
             BackendKind::Openai => &[
@@ -83,7 +74,16 @@ impl BackendKind {
     /// Whether this build of minerva can run the backend. Pipelines naming the others validate
     /// and plan; their jobs fail with a clear message at run time.
     pub fn available(self) -> bool {
-        matches!(self, BackendKind::Simulated)
+        matches!(self, BackendKind::Simulated | BackendKind::LlamaCpp)
+    }
+
+    /// The backend's build, for the manifest (None for backends without one).
+    pub fn build_info(self) -> Option<String> {
+        match self {
+            BackendKind::Simulated => Some("simulated latency model (no engine)".into()),
+            BackendKind::LlamaCpp => Some(llama_cpp::build_info()),
+            _ => None,
+        }
     }
 
     /// True when the backend's figures are not measurements.
@@ -124,6 +124,7 @@ pub fn run_job(
 ) -> Result<(), BackendError> {
     match job.backend {
         BackendKind::Simulated => simulated::run(job, job_id, sink),
+        BackendKind::LlamaCpp => llama_cpp::run(job, job_id, sink),
         other => Err(BackendError::Unavailable(other)),
     }
 }

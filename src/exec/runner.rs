@@ -87,7 +87,19 @@ pub async fn run(
         resolved_sha256,
         pipeline: resolved,
         host: host_info(),
-        backends: serde_json::json!({}),
+        backends: {
+            let mut used: Vec<_> = plan.bench_jobs().map(|(_, b)| b.backend).collect();
+            used.sort();
+            used.dedup();
+            let map: serde_json::Map<String, serde_json::Value> = used
+                .into_iter()
+                .filter_map(|b| {
+                    b.build_info()
+                        .map(|i| (b.name().to_string(), serde_json::Value::String(i)))
+                })
+                .collect();
+            serde_json::Value::Object(map)
+        },
         report_template: report_template.map(|p| p.display().to_string()),
         jobs: Vec::new(),
         runner_peak_rss_bytes: None,
@@ -124,6 +136,8 @@ pub async fn run(
         |j: usize| matches!(plan.jobs[j].kind, JobKind::Analyze | JobKind::Report { .. });
 
     loop {
+        // A job may notice the signal (and finish) before the select below does.
+        interrupted |= *cancel.borrow();
         if !stop_scheduling && !interrupted {
             // Skip what can no longer run.
             for j in 0..n {
@@ -216,6 +230,10 @@ pub async fn run(
         }
     }
 
+    if !interrupted && *cancel.borrow() {
+        interrupted = true;
+        let _ = events.send(Event::Interrupted);
+    }
     let mut failed = Vec::new();
     let mut skipped = Vec::new();
     for (j, st) in state.iter_mut().enumerate() {

@@ -16,12 +16,26 @@ pub struct ReportContext {
     pub any_simulated: bool,
     pub baseline: Option<String>,
     pub environment: Vec<(String, String)>,
+    pub models: Vec<ModelRow>,
     pub scenarios: Vec<ScenarioSection>,
     pub warnings: Vec<String>,
     pub failures: Vec<Failure>,
     pub methodology: Vec<String>,
     pub command: String,
     pub pipeline_sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelRow {
+    pub name: String,
+    pub format: String,
+    pub architecture: String,
+    pub parameters: String,
+    pub quantization: String,
+    pub context: String,
+    pub vocab: String,
+    pub size: String,
+    pub sha256: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -158,6 +172,7 @@ pub fn build_context(
     manifest: &Manifest,
     samples: &[Sample],
     analysis: &Analysis,
+    models: &[crate::stage::ModelInfo],
 ) -> ReportContext {
     let p = &manifest.pipeline;
     let baseline = p
@@ -340,6 +355,36 @@ pub fn build_context(
         any_simulated: analysis.jobs.iter().any(|j| j.simulated),
         baseline,
         environment,
+        models: models
+            .iter()
+            .map(|m| ModelRow {
+                name: m.name.clone(),
+                format: serde_json::to_value(m.format)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                architecture: m.architecture.clone().unwrap_or_else(|| DASH.into()),
+                parameters: m
+                    .parameters
+                    .map(|p| format!("{:.1}M", p as f64 / 1e6))
+                    .unwrap_or_else(|| DASH.into()),
+                quantization: m.quantization.clone().unwrap_or_else(|| DASH.into()),
+                context: m
+                    .context_length
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| DASH.into()),
+                vocab: m
+                    .vocab_size
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| DASH.into()),
+                size: format!("{:.1} MB", m.file_size as f64 / 1e6),
+                sha256: m
+                    .sha256
+                    .as_ref()
+                    .map(|h| format!("`{}…` verified", &h[..12.min(h.len())]))
+                    .unwrap_or_else(|| "not pinned".into()),
+            })
+            .collect(),
         scenarios,
         warnings,
         failures,

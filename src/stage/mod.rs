@@ -8,6 +8,7 @@ mod report;
 mod verify;
 
 pub use report::{render_run, RenderRunError};
+pub use verify::{describe as describe_model, verify_model, ModelInfo};
 
 use crate::exec::Event;
 use crate::plan::{JobKind, Plan};
@@ -27,7 +28,7 @@ pub async fn execute(job: usize, ctx: &StageCtx) -> Result<Option<String>, Strin
     let j = &ctx.plan.jobs[job];
     match &j.kind {
         JobKind::Download { model } => download::run(model).await,
-        JobKind::Verify { model } => verify::run(model).await,
+        JobKind::Verify { model } => verify::run(model, ctx).await,
         JobKind::Bench(b) => bench::run(&j.id, b, ctx).await,
         JobKind::Analyze => analyze::run(ctx).await,
         JobKind::Report { template } => report::run(ctx, template.as_deref()).await,

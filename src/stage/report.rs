@@ -27,7 +27,8 @@ pub fn render_run(
     let manifest = dir.read_manifest()?;
     let samples = read_samples(&dir.samples())?;
     let analysis = analyze(&samples)?;
-    let ctx = build_context(&manifest, &samples, &analysis);
+    let models = read_models(dir);
+    let ctx = build_context(&manifest, &samples, &analysis, &models);
     let recorded = manifest.report_template.as_ref().map(PathBuf::from);
     let template_path = template.map(Path::to_path_buf).or(recorded);
     let text = match &template_path {
@@ -42,6 +43,28 @@ pub fn render_run(
         .unwrap_or_else(|| dir.report());
     atomic_write(&out, text.as_bytes())?;
     Ok(out)
+}
+
+/// The model facts the verify stage stored (`model-<name>.json`), by name.
+fn read_models(dir: &RunDir) -> Vec<super::ModelInfo> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir.root)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("model-") && n.ends_with(".json"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .filter_map(|t| serde_json::from_str(&t).ok())
+        .collect()
 }
 
 pub async fn run(ctx: &StageCtx, template: Option<&Path>) -> Result<Option<String>, String> {

@@ -1,13 +1,34 @@
-//! Verify stage: checks a model's local files before any bench job uses them: presence, the
-//! format's magic, and the pinned sha256 (streamed, constant memory).
+//! Verify stage: checks a model's local files before any bench job uses them: the format's
+//! structure (GGUF header and layout, never trusting the file) and the pinned sha256 (streamed,
+//! constant memory). What it learns about the model is stored in the run directory for the
+//! report (`model-<name>.json`).
 
+use super::StageCtx;
+use crate::formats::gguf;
 use crate::plan::Model;
+use crate::results::atomic_write;
 use crate::spec::ModelFormat;
-use sha2::{Digest, Sha256};
-use std::io::Read;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-pub async fn run(model: &Model) -> Result<Option<String>, String> {
+/// What the report shows about a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub path: String,
+    pub format: ModelFormat,
+    pub file_size: u64,
+    pub architecture: Option<String>,
+    pub parameters: Option<u64>,
+    pub quantization: Option<String>,
+    pub context_length: Option<u64>,
+    pub vocab_size: Option<u64>,
+    pub tensor_count: Option<u64>,
+    pub sha256: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+pub async fn run(model: &Model, ctx: &StageCtx) -> Result<Option<String>, String> {
     let Some(path) = model.local_path() else {
         return Err(format!(
             "model `{}`: no local file to verify (its source is not a path)",
@@ -15,15 +36,56 @@ pub async fn run(model: &Model) -> Result<Option<String>, String> {
         ));
     };
     let model = model.clone();
-    tokio::task::spawn_blocking(move || verify_blocking(&model, &path))
-        .await
-        .map_err(|e| format!("verify task failed: {e}"))?
+    let out = ctx.run_dir.root.join(format!("model-{}.json", model.name));
+    tokio::task::spawn_blocking(move || {
+        let info = verify_model(&model, &path)?;
+        let bytes = serde_json::to_vec_pretty(&info).map_err(|e| e.to_string())?;
+        atomic_write(&out, &bytes).map_err(|e| e.to_string())?;
+        Ok(Some(describe(&info)))
+    })
+    .await
+    .map_err(|e| format!("verify task failed: {e}"))?
 }
 
-fn verify_blocking(model: &Model, path: &Path) -> Result<Option<String>, String> {
+pub fn describe(i: &ModelInfo) -> String {
+    let mut parts = vec![format!("{} ({} bytes)", i.path, i.file_size)];
+    if let Some(a) = &i.architecture {
+        parts.push(a.clone());
+    }
+    if let Some(p) = i.parameters {
+        parts.push(format!("{:.1}M parameters", p as f64 / 1e6));
+    }
+    if let Some(q) = &i.quantization {
+        parts.push(q.clone());
+    }
+    if i.sha256.is_some() {
+        parts.push("sha256 ok".into());
+    }
+    for w in &i.warnings {
+        parts.push(format!("warning: {w}"));
+    }
+    parts.join(", ")
+}
+
+/// Checks one model; every failure names the model, the file and what was wrong.
+pub fn verify_model(model: &Model, path: &Path) -> Result<ModelInfo, String> {
     let name = &model.name;
     let meta =
         std::fs::metadata(path).map_err(|e| format!("model `{name}`: {}: {e}", path.display()))?;
+    let mut info = ModelInfo {
+        name: name.clone(),
+        path: path.display().to_string(),
+        format: model.format,
+        file_size: meta.len(),
+        architecture: None,
+        parameters: None,
+        quantization: None,
+        context_length: None,
+        vocab_size: None,
+        tensor_count: None,
+        sha256: None,
+        warnings: Vec::new(),
+    };
     if model.format == ModelFormat::Gguf {
         if meta.is_dir() {
             return Err(format!(
@@ -31,24 +93,23 @@ fn verify_blocking(model: &Model, path: &Path) -> Result<Option<String>, String>
                 path.display()
             ));
         }
-        let mut magic = [0u8; 4];
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .map_err(|e| {
-                format!(
-                    "model `{name}`: {}: cannot read the header: {e}",
-                    path.display()
-                )
-            })?;
-        if &magic != b"GGUF" {
-            return Err(format!(
-                "model `{name}`: {} is not a GGUF file (magic {:02x?}, expected \"GGUF\")",
-                path.display(),
-                magic
-            ));
-        }
+        let s = gguf::verify_file(path)
+            .map_err(|e| format!("model `{name}`: {}: {e}", path.display()))?;
+        info.architecture = s.architecture.clone();
+        info.parameters = Some(s.parameters);
+        info.quantization = Some(
+            s.quantization
+                .iter()
+                .map(|(t, (n, _))| format!("{t}×{n}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+        .filter(|q| !q.is_empty());
+        info.context_length = s.context_length;
+        info.vocab_size = s.vocab_size;
+        info.tensor_count = Some(s.tensor_count);
+        info.warnings = s.warnings;
     }
-    let mut detail = format!("{} ({} bytes)", path.display(), meta.len());
     if let Some(expected) = &model.sha256 {
         if meta.is_dir() {
             return Err(format!(
@@ -56,7 +117,7 @@ fn verify_blocking(model: &Model, path: &Path) -> Result<Option<String>, String>
                 path.display()
             ));
         }
-        let actual = sha256_file(path)
+        let actual = gguf::sha256_file(path)
             .map_err(|e| format!("model `{name}`: hashing {}: {e}", path.display()))?;
         if &actual != expected {
             return Err(format!(
@@ -64,22 +125,7 @@ fn verify_blocking(model: &Model, path: &Path) -> Result<Option<String>, String>
                 path.display()
             ));
         }
-        detail.push_str(", sha256 ok");
+        info.sha256 = Some(actual);
     }
-    Ok(Some(detail))
-}
-
-/// Streams a file through sha256 in 1 MiB chunks.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(info)
 }

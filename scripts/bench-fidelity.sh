@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Fidelity benchmark: minerva's llama.cpp backend against llama.cpp's own llama-bench on the same
+# model, threads and batch (pp512 and tg128). Prints both tools' figures, the ratios and both
+# llama.cpp revisions. Goal: minerva within 2% of llama-bench on both.
+#
+#   scripts/bench-fidelity.sh [THREADS] [REPETITIONS]
+#
+# llama-bench comes from the full llama.cpp tree inside the PyPI sdist of llama-cpp-python
+# (the llama-cpp-sys-2 crate's copy omits the tools), fetched through pip and built with cmake
+# in release mode (about 10 minutes on 2 cores; cached under target/fidelity/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS="${1:-2}"
+REPS="${2:-5}"
+SDIST="llama-cpp-python==0.3.36"
+WORK="target/fidelity"
+MODEL="models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+scripts/setup.sh
+mkdir -p "$WORK"
+
+BENCH="$WORK/llama.cpp/build/bin/llama-bench"
+if [ ! -x "$BENCH" ]; then
+    if [ ! -d "$WORK/llama.cpp" ]; then
+        python3 -m pip download --no-deps --no-binary :all: --quiet --disable-pip-version-check -d "$WORK" "$SDIST"
+        tar -xzf "$WORK"/llama_cpp_python-*.tar.gz -C "$WORK"
+        mv "$WORK"/llama_cpp_python-*/vendor/llama.cpp "$WORK/llama.cpp"
+    fi
+    cmake -S "$WORK/llama.cpp" -B "$WORK/llama.cpp/build" -DCMAKE_BUILD_TYPE=Release \
+        -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+        -DLLAMA_BUILD_TOOLS=ON -DBUILD_SHARED_LIBS=OFF >/dev/null
+    cmake --build "$WORK/llama.cpp/build" --target llama-bench -j "$(nproc)" >/dev/null
+fi
+
+cargo build --release --locked >/dev/null 2>&1 || cargo build --release --locked
+echo "== llama-bench ($SDIST's llama.cpp), threads $THREADS, batch 2048, ubatch 512, $REPS repetitions"
+"$BENCH" -m "$MODEL" -p 512 -n 128 -t "$THREADS" -b 2048 -ub 512 -r "$REPS" -o json > "$WORK/llama-bench.json"
+echo "== minerva (llama-cpp-sys-2's llama.cpp)"
+target/release/minerva -q run pipelines/fidelity.yaml --set threads="$THREADS" --set runs="$REPS" \
+    --out "$WORK/out" --run-id fidelity >/dev/null
+python3 - "$WORK/llama-bench.json" "$WORK/out/fidelity/fidelity" <<'PY'
+import csv, json, sys
+lb = json.load(open(sys.argv[1]))
+run = sys.argv[2]
+man = json.load(open(f"{run}/manifest.json"))
+rows = list(csv.DictReader(open(f"{run}/summary.csv")))
+def minerva(scenario, metric):
+    for r in rows:
+        if r["scenario"] == scenario and r["metric"] == metric:
+            return float(r["mean"]), float(r["std"] or 0)
+    return None
+def bench(n_prompt, n_gen):
+    for t in lb:
+        if t["n_prompt"] == n_prompt and t["n_gen"] == n_gen:
+            return t["avg_ts"], t["stddev_ts"], t
+    return None
+print(f"llama-bench build: {lb[0].get('build_commit')} (build {lb[0].get('build_number')}), {lb[0].get('cpu_info')}")
+print(f"minerva build: {man['backends'].get('llama_cpp', '?')[:160]}")
+print(f"{'test':8} {'llama-bench t/s':>18} {'minerva t/s':>18} {'ratio':>7}")
+for name, (np_, ng), (sc, metric) in [("pp512", (512, 0), ("pp512", "pp_tps")), ("tg128", (0, 128), ("tg128", "tg_tps"))]:
+    b = bench(np_, ng)
+    m = minerva(sc, metric)
+    if not b or not m:
+        print(f"{name:8} missing figures"); continue
+    print(f"{name:8} {b[0]:10.2f} ± {b[1]:5.2f} {m[0]:10.2f} ± {m[1]:5.2f} {m[0]/b[0]:7.3f}")
+PY

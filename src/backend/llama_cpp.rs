@@ -1,0 +1,427 @@
+//! The llama.cpp backend (llama-cpp-2), measured the way llama-bench measures.
+//!
+//! - Synthetic scenarios (`prompt_tokens: N`) use random token ids from a seeded generator and no
+//!   sampling, like llama-bench's pp/tg tests, so figures compare directly with its tables.
+//! - Text scenarios apply the model's chat template, tokenize (timed apart), process the prompt
+//!   in `batch`-sized chunks, then sample greedily; with `ignore_eos` (default) every repetition
+//!   generates exactly `max_tokens` tokens.
+//! - Warmup as llama-bench: an untimed prompt run and a one-token generation; the KV cache is
+//!   cleared before every repetition.
+
+use super::{BackendError, SampleSink};
+use crate::plan::BenchJob;
+use crate::results::{Millis, Sample};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+pub const PARAMS: &[&str] = &[
+    "threads",
+    "n_gpu_layers",
+    "ctx",
+    "batch",
+    "ubatch",
+    "flash_attn",
+    "mmap",
+    "seed",
+    "ignore_eos",
+];
+
+/// Parameters with llama-bench's meanings and defaults.
+#[derive(Debug, Clone)]
+struct Params {
+    threads: i32,
+    n_gpu_layers: u32,
+    ctx: u32,
+    batch: u32,
+    ubatch: u32,
+    flash_attn: bool,
+    mmap: bool,
+    seed: u64,
+    ignore_eos: bool,
+}
+
+fn int(job: &BenchJob, name: &str, default: u64, max: u64) -> Result<u64, BackendError> {
+    match job.params.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| BackendError::Param {
+                name: name.into(),
+                message: format!("expected an integer from 0 to {max}, found {v}"),
+            }),
+    }
+}
+
+fn flag(job: &BenchJob, name: &str, default: bool) -> Result<bool, BackendError> {
+    match job.params.get(name) {
+        None => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::Number(n)) if n.as_u64() == Some(0) || n.as_u64() == Some(1) => {
+            Ok(n.as_u64() == Some(1))
+        }
+        Some(v) => Err(BackendError::Param {
+            name: name.into(),
+            message: format!("expected true or false, found {v}"),
+        }),
+    }
+}
+
+/// Physical cores, as llama-bench's default thread count.
+pub fn default_threads() -> u64 {
+    sysinfo::System::physical_core_count()
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1) as u64
+}
+
+impl Params {
+    fn from_job(job: &BenchJob) -> Result<Params, BackendError> {
+        let batch = int(job, "batch", 2048, 1 << 20)? as u32;
+        let p = Params {
+            threads: int(job, "threads", default_threads(), 1024)? as i32,
+            n_gpu_layers: int(job, "n_gpu_layers", 99, 100_000)? as u32,
+            ctx: int(job, "ctx", 0, 1 << 24)? as u32,
+            batch,
+            ubatch: int(job, "ubatch", 512, 1 << 20)? as u32,
+            flash_attn: flag(job, "flash_attn", false)?,
+            mmap: flag(job, "mmap", true)?,
+            seed: int(job, "seed", job.seed, u64::MAX)?,
+            ignore_eos: flag(job, "ignore_eos", true)?,
+        };
+        if p.threads == 0 || p.batch == 0 || p.ubatch == 0 {
+            return Err(BackendError::Param {
+                name: "threads/batch/ubatch".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(p)
+    }
+}
+
+/// The build, for the manifest: crate versions (each pins a llama.cpp revision) and llama.cpp's
+/// own system info (enabled CPU features and backends).
+pub fn build_info() -> String {
+    format!(
+        "llama-cpp-2 {}, llama-cpp-sys-2 {}; {}",
+        crate::build_info::LLAMA_CPP_2_VERSION,
+        crate::build_info::LLAMA_CPP_SYS_VERSION,
+        system_info()
+    )
+}
+
+#[allow(unsafe_code)]
+fn system_info() -> String {
+    // SAFETY: llama_print_system_info returns a pointer to a static, NUL-terminated buffer
+    // owned by llama.cpp; it is copied out at once.
+    unsafe {
+        let p = llama_cpp_sys_2::llama_print_system_info();
+        if p.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(p)
+            .to_string_lossy()
+            .trim()
+            .to_string()
+    }
+}
+
+fn engine<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> BackendError + '_ {
+    move |e| BackendError::Engine(format!("{what}: {e}"))
+}
+
+struct Timer {
+    submit: Instant,
+}
+
+impl Timer {
+    fn at(&self) -> Millis {
+        Millis::from_duration(self.submit.elapsed())
+    }
+}
+
+/// Decodes `tokens` from position `start` in chunks of `batch`; logits only for the last token.
+/// Returns the time spent in decode calls.
+fn decode_prompt(
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch,
+    tokens: &[LlamaToken],
+    n_batch: usize,
+) -> Result<Duration, BackendError> {
+    let mut spent = Duration::ZERO;
+    for (ci, chunk) in tokens.chunks(n_batch).enumerate() {
+        batch.clear();
+        let base = ci * n_batch;
+        for (i, t) in chunk.iter().enumerate() {
+            let pos = base + i;
+            batch
+                .add(*t, pos as i32, &[0], pos + 1 == tokens.len())
+                .map_err(engine("batch"))?;
+        }
+        let t0 = Instant::now();
+        ctx.decode(batch).map_err(engine("prompt decode"))?;
+        ctx.synchronize();
+        spent += t0.elapsed();
+    }
+    Ok(spent)
+}
+
+/// Greedy choice; with `ignore_eos`, the best token that does not end generation.
+fn pick(
+    ctx: &LlamaContext<'_>,
+    model: &LlamaModel,
+    sampler: &mut LlamaSampler,
+    idx: i32,
+    ignore_eos: bool,
+) -> LlamaToken {
+    let t = sampler.sample(ctx, idx);
+    if !ignore_eos || !model.vocab().is_eog(t) {
+        return t;
+    }
+    let vocab = model.vocab();
+    ctx.candidates_ith(idx)
+        .filter(|c| !vocab.is_eog(c.id()))
+        .max_by(|a, b| a.logit().total_cmp(&b.logit()))
+        .map(|c| c.id())
+        .unwrap_or(t)
+}
+
+pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<(), BackendError> {
+    let p = Params::from_job(job)?;
+    let Some(path) = job.model.local_path() else {
+        return Err(BackendError::Engine(format!(
+            "model `{}` has no local file",
+            job.model.name
+        )));
+    };
+    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+    let backend = LlamaBackend::init().map_err(engine("llama.cpp init"))?;
+
+    let load_start = Instant::now();
+    let mparams = LlamaModelParams::default()
+        .with_n_gpu_layers(p.n_gpu_layers)
+        .with_use_mmap(p.mmap);
+    let model = LlamaModel::load_from_file(&backend, &path, &mparams)
+        .map_err(engine("loading the model"))?;
+    let load_ms = Millis::from_duration(load_start.elapsed());
+
+    let scenario = &job.scenario;
+    let n_vocab = model.n_vocab().max(1);
+    let vocab = model.vocab();
+    let add_bos = vocab.should_add_bos();
+    let n_prompt = scenario.prompt_tokens.unwrap_or(0) as usize;
+    let n_gen = scenario.max_tokens as usize;
+
+    // The prompt text, chat-templated when asked and the model has a template.
+    let prompt_text = match (&scenario.prompt, scenario.chat) {
+        (Some(text), true) => match model.chat_template(None) {
+            Ok(tmpl) => {
+                let mut msgs = Vec::new();
+                if let Some(sys) = &scenario.system {
+                    msgs.push(
+                        LlamaChatMessage::new("system".into(), sys.clone())
+                            .map_err(engine("chat message"))?,
+                    );
+                }
+                msgs.push(
+                    LlamaChatMessage::new("user".into(), text.clone())
+                        .map_err(engine("chat message"))?,
+                );
+                Some(
+                    model
+                        .apply_chat_template(&tmpl, &msgs, true)
+                        .map_err(engine("chat template"))?,
+                )
+            }
+            Err(_) => Some(text.clone()),
+        },
+        (Some(text), false) => Some(text.clone()),
+        (None, _) => None,
+    };
+    let prompt_len_hint = prompt_text
+        .as_ref()
+        .map(|t| t.len() / 2 + 8)
+        .unwrap_or(n_prompt + 1);
+    let n_ctx = if p.ctx > 0 {
+        p.ctx
+    } else {
+        (prompt_len_hint + n_gen + 16).next_power_of_two().max(512) as u32
+    };
+    let cparams = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(p.batch)
+        .with_n_ubatch(p.ubatch)
+        .with_n_threads(p.threads)
+        .with_n_threads_batch(p.threads)
+        .with_no_perf(false)
+        .with_flash_attention_policy(if p.flash_attn {
+            llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
+        } else {
+            llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
+        });
+    let mut ctx = model
+        .new_context(&backend, cparams)
+        .map_err(engine("creating the context"))?;
+    let n_batch = ctx.n_batch().max(1) as usize;
+    let mut batch = LlamaBatch::new(n_batch.max(1), 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+    let random_token = |rng: &mut ChaCha8Rng| LlamaToken::new(rng.random_range(0..n_vocab));
+
+    // Warmup, as llama-bench: an untimed prompt run and a one-token generation.
+    for _ in 0..job.warmup.max(1) {
+        ctx.clear_kv_cache();
+        let warm: Vec<LlamaToken> = match &prompt_text {
+            Some(t) => vocab
+                .tokenize(t.as_bytes(), add_bos, true)
+                .into_iter()
+                .take(n_batch)
+                .collect(),
+            None => (0..n_prompt.clamp(1, n_batch))
+                .map(|_| random_token(&mut rng))
+                .collect(),
+        };
+        if !warm.is_empty() {
+            decode_prompt(&mut ctx, &mut batch, &warm, n_batch)?;
+        }
+        if n_gen > 0 {
+            ctx.clear_kv_cache();
+            let one = [if add_bos {
+                vocab.bos()
+            } else {
+                random_token(&mut rng)
+            }];
+            decode_prompt(&mut ctx, &mut batch, &one, n_batch)?;
+        }
+    }
+
+    for rep in 0..job.runs {
+        ctx.clear_kv_cache();
+        let mut sampler = LlamaSampler::greedy();
+        let mut s = Sample::blank(job_id, job, rep, false);
+        s.load_ms = Some(load_ms);
+        let timer = Timer {
+            submit: Instant::now(),
+        };
+        let mut sample_time = Duration::ZERO;
+
+        // Prompt.
+        let (tokens, tokenize) = match &prompt_text {
+            Some(t) => {
+                let t0 = Instant::now();
+                let toks = vocab.tokenize(t.as_bytes(), add_bos, true);
+                (toks, t0.elapsed())
+            }
+            None => {
+                let mut toks = Vec::with_capacity(n_prompt);
+                if n_prompt > 0 && add_bos {
+                    toks.push(vocab.bos());
+                }
+                while toks.len() < n_prompt {
+                    toks.push(random_token(&mut rng));
+                }
+                (toks, Duration::ZERO)
+            }
+        };
+        if tokens.len() + n_gen > n_ctx as usize {
+            return Err(BackendError::Engine(format!(
+                "prompt ({} tokens) + generation ({n_gen}) exceed the context of {n_ctx}",
+                tokens.len()
+            )));
+        }
+        s.tokenize_ms = Some(Millis::from_duration(tokenize));
+        s.prompt_tokens = Some(tokens.len() as u64);
+        let pp_time = if tokens.is_empty() {
+            Duration::ZERO
+        } else {
+            decode_prompt(&mut ctx, &mut batch, &tokens, n_batch)?
+        };
+        if !tokens.is_empty() {
+            s.pp_tps = Some(tokens.len() as f64 / pp_time.as_secs_f64().max(1e-9));
+        }
+
+        // Generation.
+        let mut pos = tokens.len();
+        let mut decode_time = Duration::ZERO;
+        let gen_start = timer.at();
+        if prompt_text.is_some() && n_gen > 0 {
+            // Text: sample from the prompt's logits, then decode each sampled token.
+            let t0 = Instant::now();
+            let mut tok = pick(
+                &ctx,
+                &model,
+                &mut sampler,
+                batch.n_tokens() - 1,
+                p.ignore_eos,
+            );
+            sample_time += t0.elapsed();
+            s.token_ms.push(timer.at());
+            while s.token_ms.len() < n_gen {
+                if !p.ignore_eos && vocab.is_eog(tok) {
+                    break;
+                }
+                batch.clear();
+                batch
+                    .add(tok, pos as i32, &[0], true)
+                    .map_err(engine("batch"))?;
+                pos += 1;
+                let t0 = Instant::now();
+                ctx.decode(&mut batch).map_err(engine("decode"))?;
+                decode_time += t0.elapsed();
+                let t1 = Instant::now();
+                tok = pick(&ctx, &model, &mut sampler, 0, p.ignore_eos);
+                sample_time += t1.elapsed();
+                s.token_ms.push(timer.at());
+            }
+            let n = s.token_ms.len();
+            if n > 1 {
+                s.tg_tps = Some(
+                    (n - 1) as f64 / ((s.token_ms[n - 1].0 - s.token_ms[0].0) / 1e3).max(1e-9),
+                );
+            }
+        } else if n_gen > 0 {
+            // Synthetic, as llama-bench's tg test: decode random tokens one at a time, no sampling.
+            let mut tok = if tokens.is_empty() && add_bos {
+                vocab.bos()
+            } else {
+                random_token(&mut rng)
+            };
+            for _ in 0..n_gen {
+                batch.clear();
+                batch
+                    .add(tok, pos as i32, &[0], true)
+                    .map_err(engine("batch"))?;
+                pos += 1;
+                let t0 = Instant::now();
+                ctx.decode(&mut batch).map_err(engine("decode"))?;
+                ctx.synchronize();
+                decode_time += t0.elapsed();
+                s.token_ms.push(timer.at());
+                tok = random_token(&mut rng);
+            }
+            let total = s.token_ms.last().map(|t| t.0 - gen_start.0).unwrap_or(0.0);
+            s.tg_tps = Some(n_gen as f64 / (total / 1e3).max(1e-9));
+        }
+        s.ttft_ms = s.token_ms.first().copied();
+        s.output_tokens = Some(s.token_ms.len() as u64);
+        s.e2e_ms = Some(timer.at());
+        s.sample_ms = Some(Millis::from_duration(sample_time));
+        tracing::debug!(
+            "rep {rep}: prompt decode {:?}, generation decode {:?}, sampling {:?}",
+            pp_time,
+            decode_time,
+            sample_time
+        );
+        sink.sample(s)?;
+    }
+    Ok(())
+}

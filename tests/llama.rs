@@ -1,0 +1,130 @@
+//! The llama.cpp backend on the real test model (SmolLM2-135M-Instruct Q4_1, fetched by
+//! scripts/fetch-test-model.sh). A separate test binary, so its CPU load does not disturb the
+//! timing-sensitive tests in cli.rs (cargo runs test binaries one after another).
+
+mod common;
+
+use common::*;
+
+const TEST_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const TEST_MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+fn require_test_model() {
+    assert!(
+        root().join(TEST_MODEL).is_file(),
+        "{TEST_MODEL} is missing: run scripts/fetch-test-model.sh (scripts/test.sh does)"
+    );
+}
+
+#[test]
+fn real_model_verifies_with_expected_metadata() {
+    require_test_model();
+    let out = Minerva::new(&["verify", TEST_MODEL, "--sha256", TEST_MODEL_SHA256]).output();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("(98362432 bytes), llama, 134.5M parameters"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Q4_1×"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("sha256 {TEST_MODEL_SHA256}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("vocabulary 49152, context 8192, 272 tensors"),
+        "{stdout}"
+    );
+
+    let bad = Minerva::new(&["verify", TEST_MODEL, "--sha256", &"0".repeat(64)]).output();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("sha256 mismatch"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let not_gguf = Minerva::new(&["verify", "Cargo.toml"]).output();
+    assert_eq!(
+        not_gguf.status.code(),
+        Some(0),
+        "non-GGUF files get existence checks only"
+    );
+    let bad_magic = Minerva::new(&["verify", "tests/fixtures/models/not-a-model.gguf"]).output();
+    assert_eq!(bad_magic.status.code(), Some(1));
+}
+
+#[test]
+fn quickstart_runs_on_the_real_model() {
+    require_test_model();
+    let out_dir = tempdir();
+    let out = Minerva::new(&[
+        "run",
+        "pipelines/quickstart.yaml",
+        "--set",
+        "runs=2",
+        "--run-id",
+        "q",
+        "--out",
+    ])
+    .output_with(out_dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let run = out_dir.path().join("quickstart/q");
+    let samples = lines(&run.join("samples.jsonl"));
+    // Warmups are untimed in the llama.cpp backend: 6 scenarios × 2 measured runs.
+    assert_eq!(samples.len(), 12, "{samples:?}");
+    assert!(samples
+        .iter()
+        .all(|s| s["simulated"] == false && s["error"].is_null()));
+    let by = |sc: &str| {
+        samples
+            .iter()
+            .filter(|s| s["scenario"] == sc)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for (sc, n) in [
+        ("short", 20),
+        ("medium", 100),
+        ("code", 150),
+        ("long", 200),
+        ("tg128", 128),
+    ] {
+        for s in by(sc) {
+            assert_eq!(
+                s["output_tokens"], n,
+                "{sc}: ignore_eos makes every run generate max_tokens"
+            );
+            assert_eq!(s["token_ms"].as_array().map(Vec::len), Some(n));
+            assert!(s["tg_tps"].as_f64().unwrap_or(0.0) > 1.0, "{sc}: {s}");
+            assert!(s["ttft_ms"].as_f64().unwrap_or(0.0) > 0.0);
+        }
+    }
+    for s in by("pp512") {
+        assert_eq!(s["prompt_tokens"], 512);
+        assert_eq!(s["output_tokens"], 0);
+        assert!(s["pp_tps"].as_f64().unwrap_or(0.0) > 10.0, "{s}");
+    }
+    // The chat template was applied: the short prompt is ~12 words but more tokens with markup.
+    let short = &by("short")[0];
+    assert!(short["prompt_tokens"].as_u64().unwrap_or(0) > 15, "{short}");
+    assert!(
+        short["peak_rss_bytes"].as_u64().unwrap_or(0) > 50 << 20,
+        "{short}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&run.join("manifest.json"))).unwrap_or_default();
+    let build = manifest["backends"]["llama_cpp"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        build.contains("llama-cpp-2 0.1.") && build.contains("CPU"),
+        "{build}"
+    );
+    let report = read(&run.join("report.md"));
+    assert!(!report.contains("SIMULATED"), "{report}");
+    assert!(
+        report.contains("| smollm2-135m-q4_1 | gguf | llama | 134.5M |"),
+        "{report}"
+    );
+    assert!(report.contains("verified"), "{report}");
+}
