@@ -238,7 +238,9 @@ async fn wait_for_signal() {
 
 fn main() {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Worker) {
+    if matches!(cli.command, Command::Worker) {
+        minerva::ui::init_worker_logging();
+    } else {
         minerva::ui::init_logging(cli.verbose, cli.quiet);
     }
     let code = match real_main(cli) {

@@ -391,3 +391,34 @@ fn secrets_never_reach_files_or_output() {
     let samples = lines(&run.join("samples.jsonl"));
     assert_eq!(samples[0]["params"]["ttft_ms"], 27);
 }
+
+#[test]
+fn a_job_past_its_timeout_is_killed_and_recorded() {
+    let out_dir = tempdir();
+    let started = Instant::now();
+    let out = Minerva::new(&[
+        "run",
+        "tests/fixtures/pipelines/valid/timeout.yaml",
+        "--run-id",
+        "t",
+        "--out",
+    ])
+    .output_with(out_dir.path());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the timeout did not stop the job"
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let samples = lines(&out_dir.path().join("timeout/t/samples.jsonl"));
+    assert_eq!(samples.len(), 1, "{samples:?}");
+    assert_eq!(samples[0]["error"]["kind"], "timeout");
+    assert_eq!(samples[0]["error"]["message"], "timed out after 1s");
+    assert!(
+        samples[0]["error"]["exit_status"]
+            .as_str()
+            .unwrap_or("")
+            .contains("signal: 9"),
+        "{}",
+        samples[0]
+    );
+}

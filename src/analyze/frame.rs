@@ -17,7 +17,7 @@ pub enum AnalyzeError {
     Store(#[from] crate::results::StoreError),
 }
 
-const PER_SAMPLE: [Metric; 7] = [
+const PER_SAMPLE: [Metric; 9] = [
     Metric::PpTps,
     Metric::TgTps,
     Metric::TtftMs,
@@ -25,6 +25,8 @@ const PER_SAMPLE: [Metric; 7] = [
     Metric::E2eMs,
     Metric::LoadMs,
     Metric::PeakRssMb,
+    Metric::TokenizeMs,
+    Metric::SampleMs,
 ];
 
 fn metric_value(s: &Sample, m: Metric) -> Option<f64> {
@@ -42,6 +44,8 @@ fn metric_value(s: &Sample, m: Metric) -> Option<f64> {
             .peak_rss_bytes
             .filter(|b| *b > 0)
             .map(|b| b as f64 / (1024.0 * 1024.0)),
+        Metric::TokenizeMs => s.tokenize_ms.map(|v| v.0),
+        Metric::SampleMs => s.sample_ms.map(|v| v.0),
         Metric::ItlMs => None,
     }
     .filter(|v| v.is_finite())

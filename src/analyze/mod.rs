@@ -32,10 +32,12 @@ pub enum Metric {
     E2eMs,
     LoadMs,
     PeakRssMb,
+    TokenizeMs,
+    SampleMs,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 10] = [
         Metric::PpTps,
         Metric::TgTps,
         Metric::TtftMs,
@@ -44,6 +46,8 @@ impl Metric {
         Metric::E2eMs,
         Metric::LoadMs,
         Metric::PeakRssMb,
+        Metric::TokenizeMs,
+        Metric::SampleMs,
     ];
     pub fn column(self) -> &'static str {
         match self {
@@ -55,6 +59,8 @@ impl Metric {
             Metric::E2eMs => "e2e_ms",
             Metric::LoadMs => "load_ms",
             Metric::PeakRssMb => "peak_rss_mb",
+            Metric::TokenizeMs => "tokenize_ms",
+            Metric::SampleMs => "sample_ms",
         }
     }
     pub fn higher_is_better(self) -> bool {

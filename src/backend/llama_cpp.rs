@@ -113,21 +113,24 @@ impl Params {
 /// own system info (enabled CPU features and backends).
 pub fn build_info() -> String {
     format!(
-        "llama-cpp-2 {}, llama-cpp-sys-2 {}; {}",
+        "llama-cpp-2 {}, llama-cpp-sys-2 {}, ggml {} (commit {}); {}",
         crate::build_info::LLAMA_CPP_2_VERSION,
         crate::build_info::LLAMA_CPP_SYS_VERSION,
-        system_info()
+        c_text(llama_cpp_sys_2::ggml_version),
+        c_text(llama_cpp_sys_2::ggml_commit),
+        c_text(llama_cpp_sys_2::llama_print_system_info).trim_end_matches(['|', ' ']),
     )
 }
 
+/// Copies the text a llama.cpp/ggml info function returns.
 #[allow(unsafe_code)]
-fn system_info() -> String {
-    // SAFETY: llama_print_system_info returns a pointer to a static, NUL-terminated buffer
-    // owned by llama.cpp; it is copied out at once.
+fn c_text(f: unsafe extern "C" fn() -> *const std::os::raw::c_char) -> String {
+    // SAFETY: these functions take no arguments and return a pointer to a static,
+    // NUL-terminated string owned by the library (or null); it is copied out at once.
     unsafe {
-        let p = llama_cpp_sys_2::llama_print_system_info();
+        let p = f();
         if p.is_null() {
-            return String::new();
+            return "unknown".into();
         }
         std::ffi::CStr::from_ptr(p)
             .to_string_lossy()
@@ -248,14 +251,22 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
         (Some(text), false) => Some(text.clone()),
         (None, _) => None,
     };
-    let prompt_len_hint = prompt_text
-        .as_ref()
-        .map(|t| t.len() / 2 + 8)
-        .unwrap_or(n_prompt + 1);
-    let n_ctx = if p.ctx > 0 {
-        p.ctx
+    // A synthetic prompt of 0 or 1 token is llama-bench's tg test: no prompt phase, generation
+    // starts from BOS (or a random token), n_gen decodes in all.
+    let synthetic_prompt = if prompt_text.is_none() && n_prompt > 1 {
+        n_prompt
     } else {
-        (prompt_len_hint + n_gen + 16).next_power_of_two().max(512) as u32
+        0
+    };
+    let n_ctx = match (&prompt_text, p.ctx) {
+        (_, c) if c > 0 => c,
+        // As llama-bench: exactly what the test needs.
+        (None, _) => (synthetic_prompt + n_gen).max(1) as u32,
+        (Some(t), _) => vocab
+            .tokenize(t.as_bytes(), add_bos, true)
+            .len()
+            .saturating_add(n_gen)
+            .max(1) as u32,
     };
     let cparams = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
@@ -286,7 +297,7 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
                 .into_iter()
                 .take(n_batch)
                 .collect(),
-            None => (0..n_prompt.clamp(1, n_batch))
+            None => (0..synthetic_prompt.min(n_batch))
                 .map(|_| random_token(&mut rng))
                 .collect(),
         };
@@ -322,11 +333,11 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
                 (toks, t0.elapsed())
             }
             None => {
-                let mut toks = Vec::with_capacity(n_prompt);
-                if n_prompt > 0 && add_bos {
+                let mut toks = Vec::with_capacity(synthetic_prompt);
+                if synthetic_prompt > 0 && add_bos {
                     toks.push(vocab.bos());
                 }
-                while toks.len() < n_prompt {
+                while toks.len() < synthetic_prompt {
                     toks.push(random_token(&mut rng));
                 }
                 (toks, Duration::ZERO)
@@ -339,7 +350,12 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
             )));
         }
         s.tokenize_ms = Some(Millis::from_duration(tokenize));
-        s.prompt_tokens = Some(tokens.len() as u64);
+        // For llama-bench's tg test the one "prompt" token is the first decoded token.
+        s.prompt_tokens = Some(if prompt_text.is_none() {
+            n_prompt
+        } else {
+            tokens.len()
+        } as u64);
         let pp_time = if tokens.is_empty() {
             Duration::ZERO
         } else {

@@ -61,6 +61,9 @@ pub struct Row {
     pub e2e: Cell,
     pub load: String,
     pub rss: String,
+    /// Mean time per run outside the engine's decode calls.
+    pub tokenize: String,
+    pub sampling: String,
     pub vs_baseline: String,
 }
 
@@ -285,6 +288,16 @@ pub fn build_context(
                     .metrics
                     .get(&Metric::PeakRssMb)
                     .map(|m| fmt(m.max))
+                    .unwrap_or_else(|| DASH.into()),
+                tokenize: j
+                    .metrics
+                    .get(&Metric::TokenizeMs)
+                    .map(|m| fmt(m.mean))
+                    .unwrap_or_else(|| DASH.into()),
+                sampling: j
+                    .metrics
+                    .get(&Metric::SampleMs)
+                    .map(|m| fmt(m.mean))
                     .unwrap_or_else(|| DASH.into()),
                 vs_baseline: vs_baseline(j, &analysis.jobs, baseline.as_deref()),
             })

@@ -153,43 +153,28 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
         .map(|t| t.iter().cloned().collect())
         .unwrap_or_default();
 
-    if let Some((kind, message)) = stop {
+    if let Some(message) = reported_error {
+        return Err(message);
+    }
+    let failed = match stop {
+        Some(f) => Some(f),
+        None if !status.success() => {
+            Some((ErrorKind::Crash, format!("worker exited with {status}")))
+        }
+        None if measured != job.runs => Some((
+            ErrorKind::Crash,
+            format!(
+                "worker reported {measured} of {} measured repetitions",
+                job.runs
+            ),
+        )),
+        None => None,
+    };
+    if let Some((kind, message)) = failed {
         let s = failure(
             job_id,
             job,
             kind,
-            message.clone(),
-            Some(status.to_string()),
-            tail,
-        );
-        record(ctx, &s).await?;
-        return Err(message);
-    }
-    if let Some(message) = reported_error {
-        return Err(message);
-    }
-    if !status.success() {
-        let message = format!("worker exited with {status}");
-        let s = failure(
-            job_id,
-            job,
-            ErrorKind::Crash,
-            message.clone(),
-            Some(status.to_string()),
-            tail,
-        );
-        record(ctx, &s).await?;
-        return Err(message);
-    }
-    if measured != job.runs {
-        let message = format!(
-            "worker reported {measured} of {} measured repetitions",
-            job.runs
-        );
-        let s = failure(
-            job_id,
-            job,
-            ErrorKind::Crash,
             message.clone(),
             Some(status.to_string()),
             tail,

@@ -8,16 +8,39 @@ use crate::plan::{JobKind, Plan};
 use std::fmt::Write as _;
 use tracing_subscriber::EnvFilter;
 
-/// Logs go to stderr; `RUST_LOG` wins over `-v`.
-pub fn init_logging(verbose: u8, quiet: bool) {
-    let default = match (quiet, verbose) {
+/// The environment variable through which the runner hands its log filter to workers.
+pub const WORKER_LOG_ENV: &str = "MINERVA_WORKER_LOG";
+
+/// The log filter in force (`RUST_LOG`, else from `-v`/`-q`), for workers to inherit.
+pub fn log_filter(verbose: u8, quiet: bool) -> String {
+    if let Ok(f) = std::env::var("RUST_LOG") {
+        return f;
+    }
+    match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
-        (false, 1) => "info,minerva=info",
-        (false, 2) => "info,minerva=debug",
+        (false, 1) => "info",
         _ => "debug",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    }
+    .to_string()
+}
+
+/// Logs go to stderr; `RUST_LOG` wins over `-v`. The filter is exported to worker processes,
+/// whose stderr the runner relays at debug level (llama.cpp's own log lines among them).
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let f = log_filter(verbose, quiet);
+    std::env::set_var(WORKER_LOG_ENV, &f);
+    init_with(&f);
+}
+
+/// A worker's logging: the filter its runner handed down (default: warnings only).
+pub fn init_worker_logging() {
+    let f = std::env::var(WORKER_LOG_ENV).unwrap_or_else(|_| "warn".into());
+    init_with(&f);
+}
+
+fn init_with(f: &str) {
+    let filter = EnvFilter::try_new(f).unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
