@@ -19,22 +19,27 @@ MODEL="models/SmolLM2-135M-Instruct.Q4_1.gguf"
 scripts/setup.sh
 mkdir -p "$WORK"
 
-BENCH="$WORK/llama.cpp/build/bin/llama-bench"
+# Built with the CPU features llama-cpp-sys-2 compiles llama.cpp with by default (it does not
+# build for the native CPU unless RUSTFLAGS has -C target-cpu=native): AVX/AVX2/FMA/F16C/BMI2.
+# A -march=native llama-bench would use AVX-512 where the CPU has it and compare builds, not tools.
+BENCH="$WORK/llama.cpp/build-avx2/bin/llama-bench"
 if [ ! -x "$BENCH" ]; then
     if [ ! -d "$WORK/llama.cpp" ]; then
         python3 -m pip download --no-deps --no-binary :all: --quiet --disable-pip-version-check -d "$WORK" "$SDIST"
         tar -xzf "$WORK"/llama_cpp_python-*.tar.gz -C "$WORK"
         mv "$WORK"/llama_cpp_python-*/vendor/llama.cpp "$WORK/llama.cpp"
     fi
-    cmake -S "$WORK/llama.cpp" -B "$WORK/llama.cpp/build" -DCMAKE_BUILD_TYPE=Release \
+    cmake -S "$WORK/llama.cpp" -B "$WORK/llama.cpp/build-avx2" -DCMAKE_BUILD_TYPE=Release \
         -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-        -DLLAMA_BUILD_TOOLS=ON -DBUILD_SHARED_LIBS=OFF >/dev/null
-    cmake --build "$WORK/llama.cpp/build" --target llama-bench -j "$(nproc)" >/dev/null
+        -DLLAMA_BUILD_TOOLS=ON -DBUILD_SHARED_LIBS=OFF \
+        -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON >/dev/null
+    cmake --build "$WORK/llama.cpp/build-avx2" --target llama-bench -j "$(nproc)" >/dev/null
 fi
 
 cargo build --release --locked >/dev/null 2>&1 || cargo build --release --locked
 echo "== llama-bench ($SDIST's llama.cpp), threads $THREADS, batch 2048, ubatch 512, $REPS repetitions"
-"$BENCH" -m "$MODEL" -p 512 -n 128 -t "$THREADS" -b 2048 -ub 512 -r "$REPS" -o json > "$WORK/llama-bench.json"
+# -fa 0: minerva's default (llama-bench's own default is auto).
+"$BENCH" -m "$MODEL" -p 512 -n 128 -t "$THREADS" -b 2048 -ub 512 -fa 0 -r "$REPS" -o json > "$WORK/llama-bench.json"
 echo "== minerva (llama-cpp-sys-2's llama.cpp)"
 target/release/minerva -q run pipelines/fidelity.yaml --set threads="$THREADS" --set runs="$REPS" \
     --out "$WORK/out" --run-id fidelity >/dev/null

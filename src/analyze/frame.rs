@@ -138,43 +138,47 @@ impl Builder {
     }
 }
 
-/// Aggregations for one metric column, named `<metric>__<stat>`.
-fn stat_exprs(name: &str, with_first: bool) -> Vec<Expr> {
+/// Aggregations for one metric column, named `<metric>__<stat>`. Outliers and the first run
+/// are judged only where a warning can come of them (`judged`): each costs sorts per group.
+fn stat_exprs(name: &str, judged: bool) -> Vec<Expr> {
     let c = || col(name);
     let med = || c().median();
-    // |x − median|, without polars' `abs` feature.
-    let dev = || {
-        let d = c() - med();
-        when(d.clone().lt(lit(0.0)))
-            .then(lit(0.0) - d.clone())
-            .otherwise(d)
-    };
     let mut v = vec![
         c().count()
             .cast(DataType::UInt64)
             .alias(format!("{name}__n")),
         c().mean().alias(format!("{name}__mean")),
+        // Linear p50 is the median; it is not computed twice.
         med().alias(format!("{name}__median")),
         c().std(1).alias(format!("{name}__std")),
         c().min().alias(format!("{name}__min")),
         c().max().alias(format!("{name}__max")),
-        c().quantile(lit(0.5), QuantileMethod::Linear)
-            .alias(format!("{name}__p50")),
         c().quantile(lit(0.9), QuantileMethod::Linear)
             .alias(format!("{name}__p90")),
         c().quantile(lit(0.99), QuantileMethod::Linear)
             .alias(format!("{name}__p99")),
-        // Modified z-score 0.6745·|x − median| / MAD > 3.5; no outliers when MAD is 0.
-        ((lit(0.6745) * dev())
-            .gt(lit(MAD_Z) * dev().median())
-            .and(dev().median().gt(lit(0.0))))
-        .cast(DataType::UInt64)
-        .sum()
-        .alias(format!("{name}__outliers")),
     ];
-    if with_first {
+    if judged {
+        // |x − median|, without polars' `abs` feature.
+        let dev = || {
+            let d = c() - med();
+            when(d.clone().lt(lit(0.0)))
+                .then(lit(0.0) - d.clone())
+                .otherwise(d)
+        };
+        let mad = || dev().median();
+        // Modified z-score 0.6745·|x − median| / MAD > 3.5; no outliers when MAD is 0.
         v.push(
-            c().sort_by([col("rep")], SortMultipleOptions::default())
+            ((lit(0.6745) * dev())
+                .gt(lit(MAD_Z) * mad())
+                .and(mad().gt(lit(0.0))))
+            .cast(DataType::UInt64)
+            .sum()
+            .alias(format!("{name}__outliers")),
+        );
+        // The value of the lowest measured repetition (O(n), no sort).
+        v.push(
+            c().filter(col("rep").eq(col("rep").min()))
                 .drop_nulls()
                 .first()
                 .alias(format!("{name}__first")),
@@ -226,7 +230,7 @@ fn metric_stats(df: &DataFrame, prefix: &str, row: usize) -> Option<MetricStats>
             .map(|sd| sd / mean.abs()),
         min: g("min")?,
         max: g("max")?,
-        p50: g("p50")?,
+        p50: g("median")?,
         p90: g("p90")?,
         p99: g("p99")?,
         ci95_low: ci_lo.filter(|x| x.is_finite()),
@@ -256,7 +260,7 @@ where
         col("failed").cast(DataType::UInt64).sum().alias("failed_n"),
     ];
     for m in PER_SAMPLE {
-        aggs.extend(stat_exprs(m.column(), true));
+        aggs.extend(stat_exprs(m.column(), super::warnings::JUDGED.contains(&m)));
     }
     let by_job = df.lazy().group_by([col("job")]).agg(aggs).collect()?;
     let itl = itl_df

@@ -23,7 +23,7 @@ pub struct Warning {
 }
 
 /// The metrics whose spread and outliers are worth a warning (others are shown, not judged).
-const JUDGED: [Metric; 5] = [
+pub(crate) const JUDGED: [Metric; 5] = [
     Metric::PpTps,
     Metric::TgTps,
     Metric::TtftMs,
