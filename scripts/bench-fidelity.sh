@@ -41,6 +41,7 @@ echo "== llama-bench ($SDIST's llama.cpp), threads $THREADS, batch 2048, ubatch 
 # -fa 0: minerva's default (llama-bench's own default is auto).
 "$BENCH" -m "$MODEL" -p 512 -n 128 -t "$THREADS" -b 2048 -ub 512 -fa 0 -r "$REPS" -o json > "$WORK/llama-bench.json"
 echo "== minerva (llama-cpp-sys-2's llama.cpp)"
+rm -rf "$WORK/out"
 target/release/minerva -q run pipelines/fidelity.yaml --set threads="$THREADS" --set runs="$REPS" \
     --out "$WORK/out" --run-id fidelity >/dev/null
 python3 - "$WORK/llama-bench.json" "$WORK/out/fidelity/fidelity" <<'PY'

@@ -422,3 +422,31 @@ fn a_job_past_its_timeout_is_killed_and_recorded() {
         samples[0]
     );
 }
+
+#[test]
+fn a_run_id_is_never_reused() {
+    let out_dir = tempdir();
+    let run = || {
+        Minerva::new(&[
+            "run",
+            "tests/fixtures/pipelines/valid/simulated.yaml",
+            "--run-id",
+            "same",
+            "--out",
+        ])
+        .output_with(out_dir.path())
+    };
+    assert_eq!(run().status.code(), Some(0));
+    let second = run();
+    assert_eq!(second.status.code(), Some(3), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("already exists"),
+        "{}",
+        text(&second.stderr)
+    );
+    // The first run's samples are untouched: 6 jobs × 6 repetitions.
+    assert_eq!(
+        lines(&out_dir.path().join("simulated/same/samples.jsonl")).len(),
+        36
+    );
+}

@@ -57,6 +57,16 @@ pub async fn run(
 ) -> Result<RunOutcome, StoreError> {
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
     let root = opts.out_dir.join(&plan.name).join(&run_id);
+    // A run directory belongs to one run: appending to another run's samples would mix them.
+    if root.join("samples.jsonl").exists() || root.join("manifest.json").exists() {
+        return Err(StoreError::Write {
+            path: root,
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a run with this id already exists; choose another --run-id",
+            ),
+        });
+    }
     std::fs::create_dir_all(&root).map_err(|source| StoreError::Write {
         path: root.clone(),
         source,
