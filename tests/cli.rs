@@ -450,3 +450,77 @@ fn a_run_id_is_never_reused() {
         36
     );
 }
+
+#[test]
+fn user_templates_render_sandboxed() {
+    let dir = tempdir();
+    let out = Minerva::new(&[
+        "run",
+        "tests/fixtures/pipelines/valid/simulated.yaml",
+        "--run-id",
+        "t",
+        "--out",
+    ])
+    .output_with(dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let run = dir.path().join("simulated/t").display().to_string();
+    let tpl = dir.path().join("mine.md.j2");
+    std::fs::write(
+        &tpl,
+        "{{ title }}: {{ scenarios | length }} scenarios, first {{ scenarios[0].name }}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dest = dir.path().join("mine.md");
+    let r = Minerva::new(&[
+        "report",
+        &run,
+        "--template",
+        &tpl.display().to_string(),
+        "-o",
+        &dest.display().to_string(),
+    ])
+    .output();
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
+    assert_eq!(read(&dest), "simulated: 6 scenarios, first short\n");
+    // No filesystem access, and runaway loops run out of fuel: exit 2, no hang.
+    for (name, body) in [
+        ("include.j2", "{% include '/etc/passwd' %}"),
+        (
+            "loop.j2",
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        ),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap_or_else(|e| panic!("{e}"));
+        let started = Instant::now();
+        let r = Minerva::new(&[
+            "report",
+            &run,
+            "--template",
+            &p.display().to_string(),
+            "-o",
+            &dest.display().to_string(),
+        ])
+        .output();
+        assert_eq!(r.status.code(), Some(2), "{name}: {}", text(&r.stderr));
+        assert!(started.elapsed() < Duration::from_secs(20), "{name}");
+    }
+}
+
+#[test]
+fn oversized_pipeline_files_are_refused_before_parsing() {
+    let dir = tempdir();
+    let p = dir.path().join("huge.yaml");
+    let body = format!(
+        "name: huge\ndescription: \"{}\"\nstages: []\n",
+        "x".repeat(5 << 20)
+    );
+    std::fs::write(&p, body).unwrap_or_else(|e| panic!("{e}"));
+    let out = Minerva::new(&["validate", &p.display().to_string()]).output();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("larger than the 4194304-byte limit"),
+        "{}",
+        text(&out.stderr)
+    );
+}
