@@ -179,6 +179,24 @@ fn decode_prompt(
     Ok(spent)
 }
 
+/// Decodes one token at `pos` (logits on) and waits for it; returns the time in the engine, so
+/// sampling time never includes waiting for the decode.
+fn decode_one(
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch,
+    tok: LlamaToken,
+    pos: usize,
+) -> Result<Duration, BackendError> {
+    batch.clear();
+    batch
+        .add(tok, pos as i32, &[0], true)
+        .map_err(engine("batch"))?;
+    let t0 = Instant::now();
+    ctx.decode(batch).map_err(engine("decode"))?;
+    ctx.synchronize();
+    Ok(t0.elapsed())
+}
+
 /// Greedy choice; with `ignore_eos`, the best token that does not end generation.
 fn pick(
     ctx: &LlamaContext<'_>,
@@ -385,14 +403,8 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
                 if !p.ignore_eos && vocab.is_eog(tok) {
                     break;
                 }
-                batch.clear();
-                batch
-                    .add(tok, pos as i32, &[0], true)
-                    .map_err(engine("batch"))?;
+                decode_time += decode_one(&mut ctx, &mut batch, tok, pos)?;
                 pos += 1;
-                let t0 = Instant::now();
-                ctx.decode(&mut batch).map_err(engine("decode"))?;
-                decode_time += t0.elapsed();
                 let t1 = Instant::now();
                 tok = pick(&ctx, &model, &mut sampler, 0, p.ignore_eos);
                 sample_time += t1.elapsed();
@@ -412,15 +424,8 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
                 random_token(&mut rng)
             };
             for _ in 0..n_gen {
-                batch.clear();
-                batch
-                    .add(tok, pos as i32, &[0], true)
-                    .map_err(engine("batch"))?;
+                decode_time += decode_one(&mut ctx, &mut batch, tok, pos)?;
                 pos += 1;
-                let t0 = Instant::now();
-                ctx.decode(&mut batch).map_err(engine("decode"))?;
-                ctx.synchronize();
-                decode_time += t0.elapsed();
                 s.token_ms.push(timer.at());
                 tok = random_token(&mut rng);
             }
