@@ -73,14 +73,8 @@ pub async fn run(
     })?;
     let run_dir = RunDir::new(root.clone());
     let resolved = plan.resolved_json();
-    let resolved_sha256 = {
-        use sha2::{Digest, Sha256};
-        let bytes = serde_json::to_vec(&resolved).unwrap_or_default();
-        Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
+    let resolved_sha256 =
+        crate::formats::sha256_hex(&serde_json::to_vec(&resolved).unwrap_or_default());
     let report_template = plan.jobs.iter().find_map(|j| match &j.kind {
         JobKind::Report { template } => template.clone(),
         _ => None,

@@ -648,7 +648,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         h.update(&buf[..n]);
     }
     let _ = f.rewind();
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(super::hex(&h.finalize()))
 }
 
 #[cfg(test)]

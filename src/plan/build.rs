@@ -61,17 +61,13 @@ fn valid_name(s: &str) -> bool {
 
 pub fn build_plan(path: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
     let loaded = spec::load_pipeline(path)?;
-    let bytes_hash = hex(&Sha256::digest(loaded.text.as_bytes()));
+    let bytes_hash = crate::formats::sha256_hex(loaded.text.as_bytes());
     let mut d = Diags::new(path.to_path_buf(), &loaded.text);
     let plan = check(&loaded.value, path, &mut d, opts, bytes_hash);
     match plan {
         Some(p) if d.items.is_empty() => Ok(p),
         _ => Err(PlanError::Invalid(d.items)),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn check(

@@ -131,6 +131,14 @@ fn cell(m: Option<&MetricStats>) -> Cell {
     }
 }
 
+/// One figure of one metric, or a dash when the job has none.
+fn stat(j: &JobSummary, metric: Metric, pick: fn(&MetricStats) -> f64) -> String {
+    j.metrics
+        .get(&metric)
+        .map(|m| fmt(pick(m)))
+        .unwrap_or_else(|| DASH.into())
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1024.0 * 1024.0 * 1024.0))
 }
@@ -279,26 +287,10 @@ pub fn build_context(
                 tpot: cell(j.metrics.get(&Metric::TpotMs)),
                 itl: cell(j.metrics.get(&Metric::ItlMs)),
                 e2e: cell(j.metrics.get(&Metric::E2eMs)),
-                load: j
-                    .metrics
-                    .get(&Metric::LoadMs)
-                    .map(|m| fmt(m.median))
-                    .unwrap_or_else(|| DASH.into()),
-                rss: j
-                    .metrics
-                    .get(&Metric::PeakRssMb)
-                    .map(|m| fmt(m.max))
-                    .unwrap_or_else(|| DASH.into()),
-                tokenize: j
-                    .metrics
-                    .get(&Metric::TokenizeMs)
-                    .map(|m| fmt(m.mean))
-                    .unwrap_or_else(|| DASH.into()),
-                sampling: j
-                    .metrics
-                    .get(&Metric::SampleMs)
-                    .map(|m| fmt(m.mean))
-                    .unwrap_or_else(|| DASH.into()),
+                load: stat(j, Metric::LoadMs, |m| m.median),
+                rss: stat(j, Metric::PeakRssMb, |m| m.max),
+                tokenize: stat(j, Metric::TokenizeMs, |m| m.mean),
+                sampling: stat(j, Metric::SampleMs, |m| m.mean),
                 vs_baseline: vs_baseline(j, &analysis.jobs, baseline.as_deref()),
             })
             .collect();
