@@ -4,6 +4,10 @@
 
 use libfuzzer_sys::fuzz_target;
 
+#[allow(dead_code)]
+#[path = "../../src/formats/mod.rs"]
+mod formats;
+
 fuzz_target!(|data: &[u8]| {
-    let _ = minerva::formats::gguf::verify_reader(data, data.len() as u64);
+    let _ = formats::gguf::verify_reader(data, data.len() as u64);
 });

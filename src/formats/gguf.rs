@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufReader, Read, Seek};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -634,22 +634,8 @@ pub fn verify_reader<R: Read>(r: R, size: u64) -> Result<GgufSummary, GgufError>
     })
 }
 
-/// Reads `path` through sha256 in constant memory.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let _ = f.rewind();
-    Ok(super::hex(&h.finalize()))
-}
+/// sha256 of a whole file (see [`super::sha256_file`]).
+pub use super::sha256_file;
 
 #[cfg(test)]
 mod tests;
