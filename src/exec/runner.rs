@@ -21,6 +21,8 @@ pub struct RunOptions {
     pub keep_going: bool,
     /// The command line that reproduces the run, for the manifest and the report.
     pub command: String,
+    /// Where downloads go, the HF cache, offline mode.
+    pub fetch: crate::fetch::FetchConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +109,7 @@ pub async fn run(
         report_template: report_template.map(|p| p.display().to_string()),
         jobs: Vec::new(),
         runner_peak_rss_bytes: None,
+        models: Default::default(),
     };
     run_dir.write_manifest(&manifest)?;
     run_dir.mark_latest()?;
@@ -124,6 +127,7 @@ pub async fn run(
         writer,
         events: events.clone(),
         cancel: cancel.clone(),
+        fetch: Arc::new(opts.fetch.clone()),
     });
 
     let n = plan.jobs.len();
@@ -286,6 +290,14 @@ pub async fn run(
     // Backend builds are recorded by backends that have one; keep what the stages stored.
     if let Ok(on_disk) = run_dir.read_manifest() {
         manifest.backends = on_disk.backends;
+    }
+    // Where each model came from (source, resolved commit, files and hashes).
+    for m in &plan.models {
+        if let Some(f) = stage::fetched(&run_dir, &m.name) {
+            if let Ok(v) = serde_json::to_value(&f) {
+                manifest.models.insert(m.name.clone(), v);
+            }
+        }
     }
     run_dir.write_manifest(&manifest)?;
     let report = run_dir.report();

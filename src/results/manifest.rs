@@ -60,6 +60,9 @@ pub struct Manifest {
     /// The runner's own peak RSS (workers excluded).
     #[serde(default)]
     pub runner_peak_rss_bytes: Option<u64>,
+    /// Per model: the download stage's record (source used, resolved commit, files, sha256).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub models: std::collections::BTreeMap<String, Value>,
 }
 
 pub fn host_info() -> HostInfo {

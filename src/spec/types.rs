@@ -43,15 +43,14 @@ pub enum ModelFormat {
 pub struct ModelSpec {
     pub name: At<String>,
     pub format: At<ModelFormat>,
-    pub source: At<SourceSpec>,
+    /// One source, or a list of sources tried in order (the first that succeeds wins).
+    pub source: At<Sources>,
     #[serde(default)]
-    pub sha256: Option<At<String>>,
+    pub sha256: Option<At<Sha256Spec>>,
 }
 
-/// Where a model comes from. Only `path` is fetched today; the other kinds are accepted so that
-/// pipelines can be written now, and fail at run time with a clear message until the download
-/// stage supports them.
-#[derive(Debug, Deserialize, Clone, serde::Serialize)]
+/// Where a model comes from.
+#[derive(Debug, Deserialize, Clone, PartialEq, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum SourceSpec {
     Path(String),
@@ -69,6 +68,81 @@ pub enum SourceSpec {
         package: String,
         member: String,
     },
+}
+
+/// `source:` as written: one mapping, or a list of them (ordered fallbacks).
+#[derive(Debug, Clone)]
+pub struct Sources(pub Vec<SourceItem>);
+
+/// One source and, for a list item, its line and column.
+#[derive(Debug, Clone)]
+pub struct SourceItem {
+    pub pos: Option<(u64, u64)>,
+    pub spec: SourceSpec,
+}
+
+impl<'de> Deserialize<'de> for Sources {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Sources;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a source mapping (`path`, `hf`, `url` or `pip`) or a list of them")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Sources, A::Error> {
+                SourceSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|spec| Sources(vec![SourceItem { pos: None, spec }]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Sources, A::Error> {
+                Vec::<Spanned<SourceSpec>>::deserialize(
+                    serde::de::value::SeqAccessDeserializer::new(seq),
+                )
+                .map(|v| {
+                    Sources(
+                        v.into_iter()
+                            .map(|s| SourceItem {
+                                pos: Some((s.referenced.line(), s.referenced.column())),
+                                spec: s.value,
+                            })
+                            .collect(),
+                    )
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `sha256:` as written: one digest (a single-file model), or file name → digest.
+#[derive(Debug, Clone)]
+pub enum Sha256Spec {
+    One(String),
+    PerFile(BTreeMap<String, String>),
+}
+
+impl<'de> Deserialize<'de> for Sha256Spec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Sha256Spec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sha256 hex digest, or a mapping of file name to digest")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Sha256Spec, E> {
+                Ok(Sha256Spec::One(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Sha256Spec, A::Error> {
+                BTreeMap::<String, String>::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )
+                .map(Sha256Spec::PerFile)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A scenario entry in a pipeline: the name of a file in `scenarios/`, or an inline scenario.

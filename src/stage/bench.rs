@@ -62,6 +62,8 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
         .spawn()
         .map_err(|e| format!("cannot start the worker: {e}"))?;
 
+    let mut job = job.clone();
+    job.model = super::resolve_model(&job.model, ctx).await?;
     let request = serde_json::to_vec(&WorkerRequest {
         job_id: job_id.to_string(),
         job: job.clone(),
@@ -173,7 +175,7 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
     if let Some((kind, message)) = failed {
         let s = failure(
             job_id,
-            job,
+            &job,
             kind,
             message.clone(),
             Some(status.to_string()),

@@ -1,35 +1,19 @@
-//! Download stage: makes each model's files present locally.
-//!
-//! Today only `path:` sources are resolved (the file or directory must exist). `hf`, `url` and
-//! `pip` sources validate and plan, and fail here with a clear message until they are built.
+//! Download stage: makes each model's files present locally and verified (see `crate::fetch`),
+//! and records where they are (`download-<model>.json`) for the stages after it.
 
+use super::StageCtx;
 use crate::plan::Model;
-use crate::spec::SourceSpec;
+use crate::results::atomic_write;
 
-pub async fn run(model: &Model) -> Result<Option<String>, String> {
-    match &model.source {
-        SourceSpec::Path(p) => {
-            let meta = tokio::fs::metadata(p)
-                .await
-                .map_err(|e| format!("model `{}`: {p}: {e}", model.name))?;
-            Ok(Some(if meta.is_dir() {
-                format!("{p} (directory)")
-            } else {
-                format!("{p} ({} bytes)", meta.len())
-            }))
-        }
-        SourceSpec::Hf { repo, .. } => Err(format!(
-            "model `{}`: downloading from Hugging Face (`hf: {repo}`) is not implemented in this build; \
-             download the file yourself and use `source: {{ path: ... }}`",
-            model.name
-        )),
-        SourceSpec::Url(u) => Err(format!(
-            "model `{}`: downloading from a URL ({u}) is not implemented in this build; use `source: {{ path: ... }}`",
-            model.name
-        )),
-        SourceSpec::Pip { package, .. } => Err(format!(
-            "model `{}`: fetching from a pip package ({package}) is not implemented in this build; use `source: {{ path: ... }}`",
-            model.name
-        )),
-    }
+pub async fn run(model: &Model, ctx: &StageCtx) -> Result<Option<String>, String> {
+    let fetched = crate::fetch::fetch_model(model, &ctx.fetch)
+        .await
+        .map_err(|e| e.to_string())?;
+    let out = ctx
+        .run_dir
+        .root
+        .join(format!("download-{}.json", model.name));
+    let bytes = serde_json::to_vec_pretty(&fetched).map_err(|e| e.to_string())?;
+    atomic_write(&out, &bytes).map_err(|e| e.to_string())?;
+    Ok(Some(fetched.describe()))
 }

@@ -11,7 +11,7 @@ pub use report::{render_run, RenderRunError};
 pub use verify::{describe as describe_model, verify_model, ModelInfo};
 
 use crate::exec::Event;
-use crate::plan::{JobKind, Plan};
+use crate::plan::{JobKind, Model, Plan};
 use crate::results::{RunDir, SampleWriter};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, Mutex};
@@ -22,12 +22,44 @@ pub struct StageCtx {
     pub writer: Arc<Mutex<SampleWriter>>,
     pub events: mpsc::UnboundedSender<Event>,
     pub cancel: watch::Receiver<bool>,
+    pub fetch: Arc<crate::fetch::FetchConfig>,
+}
+
+/// The download stage's record for `model` in this run, if it ran.
+pub fn fetched(run_dir: &RunDir, model: &str) -> Option<crate::fetch::FetchedModel> {
+    let bytes = std::fs::read(run_dir.root.join(format!("download-{model}.json"))).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// `model` with the local path it resolves to in this run: the download stage's record, else
+/// a `path` source, else what an earlier download left in the cache (looked up offline).
+pub async fn resolve_model(model: &Model, ctx: &StageCtx) -> Result<Model, String> {
+    let mut m = model.clone();
+    if let Some(f) = fetched(&ctx.run_dir, &model.name) {
+        m.resolved = Some(f.path);
+        return Ok(m);
+    }
+    if m.local_path().is_some() {
+        return Ok(m);
+    }
+    let mut offline = (*ctx.fetch).clone();
+    offline.offline = true;
+    offline.bars = None;
+    match crate::fetch::fetch_model(model, &Arc::new(offline)).await {
+        Ok(f) => {
+            m.resolved = Some(f.path);
+            Ok(m)
+        }
+        Err(e) => Err(format!(
+            "{e}\n(the pipeline has no download stage before this one; add `kind: download`)"
+        )),
+    }
 }
 
 pub async fn execute(job: usize, ctx: &StageCtx) -> Result<Option<String>, String> {
     let j = &ctx.plan.jobs[job];
     match &j.kind {
-        JobKind::Download { model } => download::run(model).await,
+        JobKind::Download { model } => download::run(model, ctx).await,
         JobKind::Verify { model } => verify::run(model, ctx).await,
         JobKind::Bench(b) => bench::run(&j.id, b, ctx).await,
         JobKind::Analyze => analyze::run(ctx).await,

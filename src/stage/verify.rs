@@ -29,6 +29,8 @@ pub struct ModelInfo {
 }
 
 pub async fn run(model: &Model, ctx: &StageCtx) -> Result<Option<String>, String> {
+    let model = super::resolve_model(model, ctx).await?;
+    let store = crate::fetch::VerifiedStore::new(&ctx.fetch.state_dir);
     let Some(path) = model.local_path() else {
         return Err(format!(
             "model `{}`: no local file to verify (its source is not a path)",
@@ -38,7 +40,7 @@ pub async fn run(model: &Model, ctx: &StageCtx) -> Result<Option<String>, String
     let model = model.clone();
     let out = ctx.run_dir.root.join(format!("model-{}.json", model.name));
     tokio::task::spawn_blocking(move || {
-        let info = verify_model(&model, &path)?;
+        let info = verify_model_with(&model, &path, Some(&store))?;
         let bytes = serde_json::to_vec_pretty(&info).map_err(|e| e.to_string())?;
         atomic_write(&out, &bytes).map_err(|e| e.to_string())?;
         Ok(Some(describe(&info)))
@@ -69,6 +71,22 @@ pub fn describe(i: &ModelInfo) -> String {
 
 /// Checks one model; every failure names the model, the file and what was wrong.
 pub fn verify_model(model: &Model, path: &Path) -> Result<ModelInfo, String> {
+    verify_model_with(model, path, None)
+}
+
+/// [`verify_model`], taking hashes from (and recording them in) `store` when given: a file
+/// unchanged since it was last hashed is not read again.
+pub fn verify_model_with(
+    model: &Model,
+    path: &Path,
+    store: Option<&crate::fetch::VerifiedStore>,
+) -> Result<ModelInfo, String> {
+    let hash = |p: &Path| -> std::io::Result<String> {
+        match store {
+            Some(s) => crate::fetch::sha256_verified(s, p).map(|(h, _)| h),
+            None => crate::formats::sha256_file(p),
+        }
+    };
     let name = &model.name;
     let meta =
         std::fs::metadata(path).map_err(|e| format!("model `{name}`: {}: {e}", path.display()))?;
@@ -110,22 +128,42 @@ pub fn verify_model(model: &Model, path: &Path) -> Result<ModelInfo, String> {
         info.tensor_count = Some(s.tensor_count);
         info.warnings = s.warnings;
     }
-    if let Some(expected) = &model.sha256 {
-        if meta.is_dir() {
-            return Err(format!(
-                "model `{name}`: a sha256 pin needs a file, {} is a directory",
-                path.display()
-            ));
-        }
-        let actual = gguf::sha256_file(path)
-            .map_err(|e| format!("model `{name}`: hashing {}: {e}", path.display()))?;
-        if &actual != expected {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let single_pin = model
+        .sha256
+        .as_deref()
+        .or_else(|| model.pinned_sha256(&file_name));
+    if let Some(expected) = single_pin.filter(|_| !meta.is_dir()) {
+        let actual =
+            hash(path).map_err(|e| format!("model `{name}`: hashing {}: {e}", path.display()))?;
+        if actual != expected {
             return Err(format!(
                 "model `{name}`: sha256 mismatch for {}: expected {expected}, found {actual}",
                 path.display()
             ));
         }
         info.sha256 = Some(actual);
+    } else if meta.is_dir() {
+        if model.sha256.is_some() {
+            return Err(format!(
+                "model `{name}`: a single sha256 pin needs a file, {} is a directory (pin each file: `sha256: {{file: hex}}`)",
+                path.display()
+            ));
+        }
+        for (file, expected) in &model.file_sha256 {
+            let p = path.join(file);
+            let actual =
+                hash(&p).map_err(|e| format!("model `{name}`: hashing {}: {e}", p.display()))?;
+            if &actual != expected {
+                return Err(format!(
+                    "model `{name}`: sha256 mismatch for {}: expected {expected}, found {actual}",
+                    p.display()
+                ));
+            }
+        }
     }
     Ok(info)
 }

