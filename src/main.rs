@@ -196,8 +196,9 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                 jobs,
                 keep_going,
                 command: reproduce_command(&pipeline),
-                fetch: fetch_config(&fetch, false),
+                fetch: fetch_config(&fetch, !cli.quiet),
             };
+            let multi = opts.fetch.bars.clone();
             let rt = runtime()?;
             let quiet = cli.quiet;
             let outcome = rt.block_on(async move {
@@ -210,7 +211,7 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                     wait_for_signal().await;
                     std::process::exit(exit::INTERRUPTED);
                 });
-                let ui = tokio::spawn(minerva::ui::consume_events(rx, quiet));
+                let ui = tokio::spawn(minerva::ui::consume_events(rx, quiet, multi));
                 let r = exec::run(plan, opts, tx, cancel_rx).await;
                 let _ = ui.await;
                 r

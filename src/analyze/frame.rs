@@ -29,8 +29,13 @@ const PER_SAMPLE: [Metric; 9] = [
     Metric::SampleMs,
 ];
 
+/// A sample whose figures do not count: a failed repetition or a failed server request.
+fn is_failed(s: &Sample) -> bool {
+    s.error.is_some() || s.request.as_ref().is_some_and(|r| r.failure.is_some())
+}
+
 fn metric_value(s: &Sample, m: Metric) -> Option<f64> {
-    if s.error.is_some() {
+    if is_failed(s) {
         return None;
     }
     match m {
@@ -73,11 +78,20 @@ struct Builder {
     metrics: Vec<Vec<Option<f64>>>,
     itl_job: Vec<u32>,
     itl: Vec<f64>,
+    /// Load-step summaries of server benchmarks, by job id.
+    loads: BTreeMap<String, Vec<crate::results::LoadSummary>>,
 }
 
 impl Builder {
     fn push(&mut self, s: &Sample) {
         if s.warmup {
+            return;
+        }
+        if let Some(l) = &s.load {
+            self.loads
+                .entry(s.job_id.clone())
+                .or_default()
+                .push(l.clone());
             return;
         }
         let idx = match self.index.get(&s.job_id) {
@@ -101,11 +115,11 @@ impl Builder {
         }
         self.job.push(idx);
         self.rep.push(s.rep);
-        self.failed.push(u32::from(s.error.is_some()));
+        self.failed.push(u32::from(is_failed(s)));
         for (col, m) in self.metrics.iter_mut().zip(PER_SAMPLE) {
             col.push(metric_value(s, m));
         }
-        if s.error.is_none() {
+        if !is_failed(s) {
             for gap in s.itl_ms() {
                 self.itl_job.push(idx);
                 self.itl.push(gap);
@@ -113,7 +127,15 @@ impl Builder {
         }
     }
 
-    fn finish(mut self) -> PolarsResult<(Vec<JobInfo>, DataFrame, DataFrame)> {
+    #[allow(clippy::type_complexity)]
+    fn finish(
+        mut self,
+    ) -> PolarsResult<(
+        Vec<JobInfo>,
+        DataFrame,
+        DataFrame,
+        BTreeMap<String, Vec<crate::results::LoadSummary>>,
+    )> {
         let n = self.job.len();
         if self.metrics.is_empty() {
             self.metrics = vec![Vec::new(); PER_SAMPLE.len()];
@@ -134,7 +156,7 @@ impl Builder {
                 Column::new("itl_ms".into(), self.itl),
             ],
         )?;
-        Ok((self.jobs, df, itl_df))
+        Ok((self.jobs, df, itl_df, self.loads))
     }
 }
 
@@ -155,6 +177,8 @@ fn stat_exprs(name: &str, judged: bool) -> Vec<Expr> {
         c().max().alias(format!("{name}__max")),
         c().quantile(lit(0.9), QuantileMethod::Linear)
             .alias(format!("{name}__p90")),
+        c().quantile(lit(0.95), QuantileMethod::Linear)
+            .alias(format!("{name}__p95")),
         c().quantile(lit(0.99), QuantileMethod::Linear)
             .alias(format!("{name}__p99")),
     ];
@@ -232,6 +256,7 @@ fn metric_stats(df: &DataFrame, prefix: &str, row: usize) -> Option<MetricStats>
         max: g("max")?,
         p50: g("median")?,
         p90: g("p90")?,
+        p95: g("p95")?,
         p99: g("p99")?,
         ci95_low: ci_lo.filter(|x| x.is_finite()),
         ci95_high: ci_hi.filter(|x| x.is_finite()),
@@ -251,7 +276,7 @@ where
     for s in samples {
         b.push(s.borrow());
     }
-    let (infos, df, itl_df) = b.finish()?;
+    let (infos, df, itl_df, mut loads) = b.finish()?;
     let mut aggs = vec![
         col("failed")
             .count()
@@ -292,6 +317,7 @@ where
                 metrics.insert(Metric::ItlMs, st);
             }
         }
+        let load = loads.remove(&info.job_id).unwrap_or_default();
         jobs.push(JobSummary {
             job_id: info.job_id,
             backend: info.backend,
@@ -301,6 +327,7 @@ where
             simulated: info.simulated,
             samples: get_f64(&by_job, "samples", row).unwrap_or(0.0) as u64,
             failed: get_f64(&by_job, "failed_n", row).unwrap_or(0.0) as u64,
+            load,
             metrics,
         });
     }
@@ -350,6 +377,7 @@ pub fn summary_frame(a: &Analysis) -> PolarsResult<DataFrame> {
             Column::new("max".into(), f(|m| m.max)),
             Column::new("p50".into(), f(|m| m.p50)),
             Column::new("p90".into(), f(|m| m.p90)),
+            Column::new("p95".into(), f(|m| m.p95)),
             Column::new("p99".into(), f(|m| m.p99)),
             Column::new("ci95_low".into(), o(|m| m.ci95_low)),
             Column::new("ci95_high".into(), o(|m| m.ci95_high)),

@@ -11,8 +11,9 @@ pub use warnings::{Warning, WarningKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// A percentile is claimed only with at least this many samples (p90: 64, p99: 662).
+/// A percentile is claimed only with at least this many samples (p90: 64, p95: 130, p99: 662).
 pub const MIN_SAMPLES_P90: u64 = 64;
+pub const MIN_SAMPLES_P95: u64 = 130;
 pub const MIN_SAMPLES_P99: u64 = 662;
 /// Coefficient of variation above which a result is flagged as noisy.
 pub const CV_WARN: f64 = 0.05;
@@ -79,6 +80,8 @@ pub struct MetricStats {
     pub max: f64,
     pub p50: f64,
     pub p90: f64,
+    #[serde(default)]
+    pub p95: f64,
     pub p99: f64,
     pub ci95_low: Option<f64>,
     pub ci95_high: Option<f64>,
@@ -98,6 +101,9 @@ pub struct JobSummary {
     /// Measured (non-warmup) samples, failed ones included.
     pub samples: u64,
     pub failed: u64,
+    /// Server benchmarks: the load step(s) as the client saw them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load: Vec<crate::results::LoadSummary>,
     pub metrics: BTreeMap<Metric, MetricStats>,
 }
 

@@ -5,6 +5,7 @@
 //! becomes a failed job instead of a failed run. `worker` is that child's side.
 
 pub mod llama_cpp;
+pub mod openai;
 pub mod simulated;
 pub mod worker;
 
@@ -59,22 +60,17 @@ impl BackendKind {
             BackendKind::LlamaCpp => llama_cpp::PARAMS,
             BackendKind::Candle => &["threads", "dtype", "seed", "ignore_eos"],
             BackendKind::Mlx => &["seed", "ignore_eos", "dtype"],
-            BackendKind::Openai => &[
-                "base_url",
-                "model",
-                "api_key_env",
-                "endpoint",
-                "timeout",
-                "extra",
-                "load",
-            ],
+            BackendKind::Openai => openai::PARAMS,
         }
     }
 
     /// Whether this build of minerva can run the backend. Pipelines naming the others validate
     /// and plan; their jobs fail with a clear message at run time.
     pub fn available(self) -> bool {
-        matches!(self, BackendKind::Simulated | BackendKind::LlamaCpp)
+        matches!(
+            self,
+            BackendKind::Simulated | BackendKind::LlamaCpp | BackendKind::Openai
+        )
     }
 
     /// The backend's build, for the manifest (None for backends without one).
@@ -82,6 +78,7 @@ impl BackendKind {
         match self {
             BackendKind::Simulated => Some("simulated latency model (no engine)".into()),
             BackendKind::LlamaCpp => Some(llama_cpp::build_info()),
+            BackendKind::Openai => Some(openai::build_info()),
             _ => None,
         }
     }
@@ -125,6 +122,7 @@ pub fn run_job(
     match job.backend {
         BackendKind::Simulated => simulated::run(job, job_id, sink),
         BackendKind::LlamaCpp => llama_cpp::run(job, job_id, sink),
+        BackendKind::Openai => openai::run(job, job_id, sink),
         other => Err(BackendError::Unavailable(other)),
     }
 }

@@ -13,6 +13,7 @@ mod pip;
 mod verified;
 
 pub use config::{FetchConfig, Secret};
+pub(crate) use http::without_url as error_text;
 pub use verified::{sha256_verified, VerifiedStore};
 
 use crate::plan::Model;
@@ -383,6 +384,20 @@ mod tests {
                 &parse_source("hf://o/r/f.gguf@main").unwrap_or(SourceSpec::Url(String::new()))
             ),
             "hf://o/r/f.gguf@main"
+        );
+    }
+
+    #[test]
+    fn a_download_that_cannot_fit_fails_early_with_the_numbers() {
+        let dir = std::env::temp_dir();
+        assert_eq!(check_free_space(&dir, 1024).ok(), Some(()));
+        let err = check_free_space(&dir, u64::MAX / 4)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        assert!(
+            err.contains("not enough free disk space") && err.contains("TiB needed"),
+            "{err}"
         );
     }
 

@@ -1,7 +1,9 @@
 //! The report's context: every figure pre-formatted here, so templates stay simple and the
 //! output is byte-identical for the same stored results.
 
-use crate::analyze::{Analysis, JobSummary, Metric, MetricStats, MIN_SAMPLES_P90, MIN_SAMPLES_P99};
+use crate::analyze::{
+    Analysis, JobSummary, Metric, MetricStats, MIN_SAMPLES_P90, MIN_SAMPLES_P95, MIN_SAMPLES_P99,
+};
 use crate::results::{Manifest, RunStatus, Sample};
 use serde::Serialize;
 use serde_json::Value;
@@ -20,6 +22,8 @@ pub struct ReportContext {
     pub scenarios: Vec<ScenarioSection>,
     pub warnings: Vec<String>,
     pub failures: Vec<Failure>,
+    /// Server benchmarks: one row per load step.
+    pub loads: Vec<LoadRow>,
     pub methodology: Vec<String>,
     pub command: String,
     pub pipeline_sha256: String,
@@ -67,12 +71,35 @@ pub struct Row {
     pub vs_baseline: String,
 }
 
+#[derive(Debug, Serialize)]
+pub struct LoadRow {
+    pub job: String,
+    pub pattern: String,
+    pub requests: u64,
+    /// "2 (1.0%): http 1, timeout 1"
+    pub errors: String,
+    pub target: String,
+    pub sent_rps: String,
+    pub achieved_rps: String,
+    pub output_tps: String,
+    pub ttft: Cell,
+    pub tpot: Cell,
+    pub itl: Cell,
+    pub e2e: Cell,
+    pub lag: String,
+    pub client_cpu: String,
+    pub client_bound: String,
+    pub goodput: String,
+    pub tokens_from: String,
+}
+
 #[derive(Debug, Serialize, Default)]
 pub struct Cell {
     /// "mean ± stddev"
     pub mean: String,
     pub p50: String,
     pub p90: String,
+    pub p95: String,
     pub p99: String,
     pub ci95: String,
 }
@@ -105,6 +132,7 @@ fn cell(m: Option<&MetricStats>) -> Cell {
             mean: DASH.into(),
             p50: DASH.into(),
             p90: DASH.into(),
+            p95: DASH.into(),
             p99: DASH.into(),
             ci95: DASH.into(),
         };
@@ -123,6 +151,7 @@ fn cell(m: Option<&MetricStats>) -> Cell {
         },
         p50: fmt(m.p50),
         p90: mark(m.p90, MIN_SAMPLES_P90),
+        p95: mark(m.p95, MIN_SAMPLES_P95),
         p99: mark(m.p99, MIN_SAMPLES_P99),
         ci95: match (m.ci95_low, m.ci95_high) {
             (Some(lo), Some(hi)) => format!("{} – {}", fmt(lo), fmt(hi)),
@@ -177,6 +206,70 @@ fn vs_baseline(j: &JobSummary, all: &[JobSummary], baseline: Option<&str>) -> St
     ratio
         .map(|r| format!("{r:.2}×"))
         .unwrap_or_else(|| DASH.into())
+}
+
+/// One row per load step of each server job.
+fn load_rows(analysis: &Analysis) -> Vec<LoadRow> {
+    let mut out = Vec::new();
+    for j in &analysis.jobs {
+        for l in &j.load {
+            let errors = if l.failed == 0 {
+                "0".to_string()
+            } else {
+                let kinds: Vec<String> = l.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                format!(
+                    "{} ({:.1}%): {}",
+                    l.failed,
+                    100.0 * l.failed as f64 / l.requests.max(1) as f64,
+                    kinds.join(", ")
+                )
+            };
+            out.push(LoadRow {
+                job: format!("{} {} {} {}", j.backend, j.model, j.scenario, j.params)
+                    .trim()
+                    .to_string(),
+                pattern: l.pattern.clone(),
+                requests: l.requests,
+                errors,
+                target: match (l.target_rps, l.concurrency) {
+                    (Some(r), _) => format!("{} req/s", fmt(r)),
+                    (None, Some(c)) => format!("{c} in flight"),
+                    _ => DASH.into(),
+                },
+                sent_rps: fmt(l.sent_rps),
+                achieved_rps: fmt(l.achieved_rps),
+                output_tps: fmt(l.output_tps),
+                ttft: cell(j.metrics.get(&Metric::TtftMs)),
+                tpot: cell(j.metrics.get(&Metric::TpotMs)),
+                itl: cell(j.metrics.get(&Metric::ItlMs)),
+                e2e: cell(j.metrics.get(&Metric::E2eMs)),
+                lag: l
+                    .lag_ms
+                    .map(|[p50, p99, max]| {
+                        format!(
+                            "{} / {} / {} ({} late)",
+                            fmt(p50),
+                            fmt(p99),
+                            fmt(max),
+                            l.late
+                        )
+                    })
+                    .unwrap_or_else(|| DASH.into()),
+                client_cpu: format!("{} cores", fmt(l.client_cpu_cores)),
+                client_bound: if l.client_bound {
+                    format!("**CLIENT-BOUND**: {}", l.client_bound_why.join("; "))
+                } else {
+                    "no".into()
+                },
+                goodput: l
+                    .goodput
+                    .map(|(f, r)| format!("{:.1}% ({} req/s)", 100.0 * f, fmt(r)))
+                    .unwrap_or_else(|| DASH.into()),
+                tokens_from: l.tokens_from.clone(),
+            });
+        }
+    }
+    out
 }
 
 pub fn build_context(
@@ -393,6 +486,7 @@ pub fn build_context(
         scenarios,
         warnings,
         failures,
+        loads: load_rows(analysis),
         methodology,
         command: manifest.command.clone(),
         pipeline_sha256: manifest.pipeline_sha256.clone(),

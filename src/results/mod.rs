@@ -8,5 +8,8 @@ pub use manifest::{host_info, HostInfo, Manifest, RunStatus};
 pub mod manifest_types {
     pub use super::manifest::JobOutcome;
 }
-pub use sample::{ErrorKind, Millis, Sample, SampleError};
+pub use sample::{
+    ErrorKind, LoadSummary, Millis, RequestFailure, RequestFailureKind, RequestInfo, Sample,
+    SampleError, TokenSource,
+};
 pub use store::{atomic_write, read_samples, RunDir, SampleWriter, StoreError};

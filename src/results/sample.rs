@@ -86,6 +86,125 @@ pub struct Sample {
     pub peak_rss_bytes: Option<u64>,
     #[serde(default)]
     pub error: Option<SampleError>,
+    /// Server backends: one request of a load test (when it was meant to go, when it went, how
+    /// it failed). Latencies of such samples count from the intended send time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestInfo>,
+    /// Server backends: the summary of one load step (a sample with no latencies of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadSummary>,
+}
+
+/// How a request failed. Failed requests are counted, never averaged into latencies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestFailureKind {
+    /// The connection could not be made.
+    Connect,
+    /// An HTTP status other than 200.
+    Http,
+    /// No answer (or no next event) within the timeout.
+    Timeout,
+    /// The stream ended or broke before its end marker.
+    Disconnect,
+    /// An event that is not valid JSON of the expected shape.
+    Malformed,
+    /// The server sent an error event inside the stream.
+    ServerError,
+}
+
+impl RequestFailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestFailureKind::Connect => "connect",
+            RequestFailureKind::Http => "http",
+            RequestFailureKind::Timeout => "timeout",
+            RequestFailureKind::Disconnect => "disconnect",
+            RequestFailureKind::Malformed => "malformed",
+            RequestFailureKind::ServerError => "server_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestFailure {
+    pub kind: RequestFailureKind,
+    pub message: String,
+}
+
+/// Where a request's output token count came from (token-count provenance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// The server's `usage` report.
+    Usage,
+    /// Streamed content events, one token each (the server reported no usage).
+    Chunks,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestInfo {
+    /// Load step (0 unless the load is a sweep).
+    pub step: u32,
+    /// When the request was meant to be sent, from the start of its step.
+    pub intended_ms: Millis,
+    /// When it was sent, from the start of its step.
+    pub sent_ms: Millis,
+    /// Response headers, from the intended send time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_from: Option<TokenSource>,
+    /// All SLO bounds met (None without an SLO).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_ok: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<RequestFailure>,
+}
+
+/// One load step of a server benchmark, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadSummary {
+    pub step: u32,
+    /// `sequential`, `concurrency 4`, `poisson 20/s`, ...
+    pub pattern: String,
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    #[serde(default)]
+    pub target_rps: Option<f64>,
+    /// Measured requests (warmups excluded), ok + failed.
+    pub requests: u64,
+    pub failed: u64,
+    /// Failed requests per kind.
+    pub errors: BTreeMap<String, u64>,
+    /// First intended send to last response end.
+    pub wall_s: f64,
+    /// Requests sent per second (what the client achieved).
+    pub sent_rps: f64,
+    /// Successful requests completed per second.
+    pub achieved_rps: f64,
+    /// Output tokens of successful requests per second.
+    pub output_tps: f64,
+    /// Intended → actual send: p50, p99, max (ms); open loop only.
+    #[serde(default)]
+    pub lag_ms: Option<[f64; 3]>,
+    /// Requests sent more than 1 ms after their intended time (counted, never hidden).
+    pub late: u64,
+    /// The client process's CPU time during the step, and as a share of the step's wall time
+    /// (1.0 = one core busy).
+    pub client_cpu_s: f64,
+    pub client_cpu_cores: f64,
+    /// True when the client, not the server, limited the result; `client_bound_why` says how.
+    pub client_bound: bool,
+    #[serde(default)]
+    pub client_bound_why: Vec<String>,
+    /// Requests meeting every SLO bound: fraction of measured requests, and per second.
+    #[serde(default)]
+    pub goodput: Option<(f64, f64)>,
+    /// How output tokens were counted: `usage`, `chunks`, or `mixed`.
+    pub tokens_from: String,
 }
 
 impl Sample {
@@ -113,6 +232,8 @@ impl Sample {
             sample_ms: None,
             peak_rss_bytes: None,
             error: None,
+            request: None,
+            load: None,
         }
     }
 

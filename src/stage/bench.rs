@@ -102,6 +102,8 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
     tokio::pin!(deadline);
 
     let mut measured = 0u32;
+    let mut load_steps = 0u32;
+    let mut failed_requests = 0u32;
     let mut reported_error: Option<String> = None;
     let mut stop: Option<(ErrorKind, String)> = None;
     loop {
@@ -117,8 +119,13 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
                     };
                     if let Some(err) = &s.error {
                         reported_error = Some(err.message.clone());
+                    } else if s.load.is_some() {
+                        load_steps += 1;
                     } else if !s.warmup {
                         measured += 1;
+                        if s.request.as_ref().is_some_and(|r| r.failure.is_some()) {
+                            failed_requests += 1;
+                        }
                     }
                     record(ctx, &s).await?;
                 }
@@ -143,6 +150,11 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
     if stop.is_some() {
         let _ = child.start_kill();
     }
+    // Everything this job measured reaches the disk before the job counts as done.
+    ctx.writer.lock().await.sync().map_err(|e| e.to_string())?;
+    // A load test's size is set by its load (requests, duration): it is complete when every
+    // step reported its summary. Other backends report exactly `runs` repetitions.
+    let is_load = job.backend == crate::backend::BackendKind::Openai;
     let status = child
         .wait()
         .await
@@ -163,7 +175,11 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
         None if !status.success() => {
             Some((ErrorKind::Crash, format!("worker exited with {status}")))
         }
-        None if measured != job.runs => Some((
+        None if is_load && load_steps == 0 => Some((
+            ErrorKind::Crash,
+            "the worker ended without a load summary".to_string(),
+        )),
+        None if !is_load && measured != job.runs => Some((
             ErrorKind::Crash,
             format!(
                 "worker reported {measured} of {} measured repetitions",
@@ -183,6 +199,11 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
         );
         record(ctx, &s).await?;
         return Err(message);
+    }
+    if is_load {
+        return Ok(Some(format!(
+            "{measured} requests ({failed_requests} failed) in {load_steps} load step(s)"
+        )));
     }
     Ok(Some(format!("{measured} samples")))
 }

@@ -1,14 +1,24 @@
 //! Run progress: an indicatif bar on a terminal, plain log lines otherwise.
 
 use crate::exec::Event;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-pub async fn consume_events(mut rx: UnboundedReceiver<Event>, quiet: bool) {
+/// Shows run events. With `multi` (a terminal), the run's bar joins it, so the download stage's
+/// per-file bars (added to the same `MultiProgress`) draw below it without garbling.
+pub async fn consume_events(
+    mut rx: UnboundedReceiver<Event>,
+    quiet: bool,
+    multi: Option<MultiProgress>,
+) {
     let tty = std::io::stderr().is_terminal() && !quiet;
     let bar = if tty {
         let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        let b = match &multi {
+            Some(m) => m.add(b),
+            None => b,
+        };
         if let Ok(style) = ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} jobs, ETA {eta}  {wide_msg}",
         ) {

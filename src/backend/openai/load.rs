@@ -1,0 +1,775 @@
+//! Load patterns and the request loop of the `openai` backend.
+//!
+//! Closed loop (`sequential`, `concurrency: N`): N clients, each sending its next request when
+//! the previous one finished. Open loop (`rate: R`, constant or Poisson arrivals from a seeded
+//! generator): requests go at their scheduled times whatever the server does; latency counts
+//! from the scheduled time, and the lag between scheduled and actual send is recorded. `sweep:
+//! K` runs closed-loop steps at concurrency 1, 2, 4, ... until throughput stops growing (under
+//! 5% gain: saturation) or K steps ran.
+
+use super::sse::{Event, Parser};
+use super::{BackendError, Config, Endpoint, SampleSink};
+use crate::plan::BenchJob;
+use crate::results::{
+    LoadSummary, Millis, RequestFailure, RequestFailureKind, RequestInfo, Sample, TokenSource,
+};
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pattern {
+    /// Closed loop with this many clients (1 = sequential).
+    Concurrency(u32),
+    /// Open loop at `rps` requests per second.
+    Rate { rps: f64, poisson: bool },
+    /// Closed-loop steps at concurrency 1, 2, 4, ... (at most this many).
+    Sweep { steps: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadSpec {
+    pub pattern: Pattern,
+    /// Measured requests per step (at most).
+    pub requests: Option<u64>,
+    /// Length of each step (at most).
+    pub duration: Option<Duration>,
+    /// Unmeasured requests before the first step, sent one at a time.
+    pub warmup: u64,
+    /// Seed of Poisson arrivals and synthetic prompts.
+    pub seed: u64,
+}
+
+fn bad(message: impl Into<String>) -> BackendError {
+    BackendError::Param {
+        name: "load".into(),
+        message: message.into(),
+    }
+}
+
+impl LoadSpec {
+    pub fn from_param(v: Option<&Value>, job: &BenchJob) -> Result<LoadSpec, BackendError> {
+        let mut spec = LoadSpec {
+            pattern: Pattern::Concurrency(1),
+            requests: None,
+            duration: None,
+            warmup: u64::from(job.warmup),
+            seed: job.seed,
+        };
+        match v {
+            None => {}
+            Some(Value::String(s)) if s == "sequential" => {}
+            Some(Value::Object(m)) => {
+                let mut pattern = None;
+                let mut poisson = false;
+                for (k, v) in m {
+                    let num = || {
+                        v.as_f64()
+                            .filter(|x| x.is_finite() && *x > 0.0)
+                            .ok_or_else(|| {
+                                bad(format!("`{k}`: expected a positive number, found {v}"))
+                            })
+                    };
+                    match k.as_str() {
+                        "sequential" => pattern = Some(Pattern::Concurrency(1)),
+                        "concurrency" => pattern = Some(Pattern::Concurrency(num()?.round().max(1.0) as u32)),
+                        "rate" => pattern = Some(Pattern::Rate { rps: num()?, poisson: false }),
+                        "sweep" => pattern = Some(Pattern::Sweep { steps: num()?.round().clamp(1.0, 16.0) as u32 }),
+                        "arrival" => match v.as_str() {
+                            Some("poisson") => poisson = true,
+                            Some("constant") => poisson = false,
+                            _ => return Err(bad(format!("`arrival`: expected `constant` or `poisson`, found {v}"))),
+                        },
+                        "requests" => spec.requests = Some(num()?.round() as u64),
+                        "duration" => spec.duration = Some(Duration::from_secs_f64(num()?)),
+                        "warmup" => {
+                            spec.warmup = v.as_u64().ok_or_else(|| bad(format!("`warmup`: expected a count, found {v}")))?
+                        }
+                        "seed" => spec.seed = v.as_u64().ok_or_else(|| bad(format!("`seed`: expected an integer, found {v}")))?,
+                        other => {
+                            return Err(bad(format!(
+                                "unknown key `{other}` (sequential, concurrency, rate, arrival, sweep, requests, duration, warmup, seed)"
+                            )))
+                        }
+                    }
+                }
+                spec.pattern = match pattern {
+                    Some(Pattern::Rate { rps, .. }) => Pattern::Rate { rps, poisson },
+                    Some(p) => p,
+                    None => {
+                        return Err(bad(
+                            "name a pattern: sequential, concurrency: N, rate: R or sweep: K",
+                        ))
+                    }
+                };
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "expected `sequential` or a mapping, found {other}"
+                )))
+            }
+        }
+        if spec.requests.is_none() && spec.duration.is_none() {
+            spec.requests = Some(u64::from(job.runs));
+        }
+        Ok(spec)
+    }
+
+    fn describe(p: &Pattern) -> String {
+        match p {
+            Pattern::Concurrency(1) => "sequential".into(),
+            Pattern::Concurrency(n) => format!("concurrency {n}"),
+            Pattern::Rate { rps, poisson: true } => format!("poisson {rps}/s"),
+            Pattern::Rate {
+                rps,
+                poisson: false,
+            } => format!("constant {rps}/s"),
+            Pattern::Sweep { steps } => format!("sweep {steps}"),
+        }
+    }
+}
+
+/// Intended send times of an open-loop step, from its start: constant spacing, or exponential
+/// gaps (Poisson arrivals) from a seeded generator, so the same seed gives the same schedule.
+pub fn schedule(rps: f64, poisson: bool, seed: u64, n: usize) -> Vec<Duration> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut t = 0.0f64;
+    (0..n)
+        .map(|i| {
+            if poisson {
+                if i > 0 {
+                    let u: f64 = rng.random_range(f64::EPSILON..1.0);
+                    t += -u.ln() / rps;
+                }
+            } else {
+                t = i as f64 / rps;
+            }
+            Duration::from_secs_f64(t)
+        })
+        .collect()
+}
+
+/// Request bodies: one shared body for a text prompt; fresh random token ids per request for a
+/// synthetic prompt (so a server's prefix cache cannot serve them).
+struct Bodies {
+    fixed: Option<Bytes>,
+    template: serde_json::Map<String, Value>,
+    prompt_tokens: u64,
+    seed: u64,
+}
+
+impl Bodies {
+    fn new(job: &BenchJob, cfg: &Config, seed: u64) -> Bodies {
+        let sc = &job.scenario;
+        let mut m = serde_json::Map::new();
+        m.insert("model".into(), json!(cfg.model));
+        m.insert("max_tokens".into(), json!(sc.max_tokens.max(1)));
+        m.insert("temperature".into(), json!(cfg.temperature));
+        m.insert("stream".into(), json!(true));
+        m.insert("stream_options".into(), json!({ "include_usage": true }));
+        if cfg.ignore_eos {
+            m.insert("ignore_eos".into(), json!(true));
+        }
+        let prompt = sc.prompt.clone().unwrap_or_default();
+        match cfg.endpoint {
+            Endpoint::Chat => {
+                let mut msgs = Vec::new();
+                if let Some(sys) = &sc.system {
+                    msgs.push(json!({ "role": "system", "content": sys }));
+                }
+                msgs.push(json!({ "role": "user", "content": prompt }));
+                m.insert("messages".into(), Value::Array(msgs));
+            }
+            Endpoint::Completions => {
+                m.insert("prompt".into(), json!(prompt));
+            }
+        }
+        for (k, v) in &cfg.extra {
+            m.insert(k.clone(), v.clone());
+        }
+        let synthetic = sc.prompt_tokens.filter(|_| sc.prompt.is_none());
+        let fixed = match synthetic {
+            Some(_) => None,
+            None => Some(Bytes::from(
+                serde_json::to_vec(&Value::Object(m.clone())).unwrap_or_default(),
+            )),
+        };
+        Bodies {
+            fixed,
+            template: m,
+            prompt_tokens: synthetic.unwrap_or(0),
+            seed,
+        }
+    }
+
+    fn body(&self, i: u64) -> Bytes {
+        if let Some(b) = &self.fixed {
+            return b.clone();
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let ids: Vec<u32> = (0..self.prompt_tokens)
+            .map(|_| rng.random_range(100..1000))
+            .collect();
+        let mut m = self.template.clone();
+        m.insert("prompt".into(), json!(ids));
+        Bytes::from(serde_json::to_vec(&Value::Object(m)).unwrap_or_default())
+    }
+}
+
+/// What happened to one request; times from its origin (intended send) unless said otherwise.
+#[derive(Debug)]
+struct Record {
+    index: u64,
+    /// From the step's start.
+    intended: Duration,
+    sent: Duration,
+    first_byte: Option<Duration>,
+    tokens: Vec<Duration>,
+    end: Duration,
+    status: Option<u16>,
+    usage_prompt: Option<u64>,
+    usage_completion: Option<u64>,
+    failure: Option<RequestFailure>,
+}
+
+fn fail(kind: RequestFailureKind, message: impl Into<String>) -> Option<RequestFailure> {
+    Some(RequestFailure {
+        kind,
+        message: message.into(),
+    })
+}
+
+fn classify(e: &reqwest::Error) -> RequestFailureKind {
+    if e.is_timeout() {
+        RequestFailureKind::Timeout
+    } else if e.is_connect() {
+        RequestFailureKind::Connect
+    } else {
+        RequestFailureKind::Disconnect
+    }
+}
+
+/// Sends one request and reads its stream. `origin` is the intended send time.
+async fn one(
+    client: &reqwest::Client,
+    cfg: &Config,
+    body: Bytes,
+    index: u64,
+    step_start: Instant,
+    origin: Instant,
+) -> Record {
+    let sent = Instant::now();
+    let mut r = Record {
+        index,
+        intended: origin.saturating_duration_since(step_start),
+        sent: sent.saturating_duration_since(step_start),
+        first_byte: None,
+        tokens: Vec::new(),
+        end: Duration::ZERO,
+        status: None,
+        usage_prompt: None,
+        usage_completion: None,
+        failure: None,
+    };
+    let mut req = client
+        .post(&cfg.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .body(body);
+    if let Some(key) = &cfg.api_key {
+        if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")) {
+            v.set_sensitive(true);
+            req = req.header(reqwest::header::AUTHORIZATION, v);
+        }
+    }
+    let work = async {
+        let mut resp = match req.send().await {
+            Ok(x) => x,
+            Err(e) => {
+                r.failure = fail(
+                    classify(&e),
+                    format!("request failed: {}", crate::fetch::error_text(&e)),
+                );
+                return;
+            }
+        };
+        r.first_byte = Some(origin.elapsed());
+        let status = resp.status();
+        r.status = Some(status.as_u16());
+        if status != reqwest::StatusCode::OK {
+            let text = resp.text().await.unwrap_or_default();
+            let excerpt: String = text.chars().filter(|c| !c.is_control()).take(160).collect();
+            r.failure = fail(
+                RequestFailureKind::Http,
+                format!("HTTP {status}: {excerpt}"),
+            );
+            return;
+        }
+        let mut parser = Parser::default();
+        let mut events = Vec::new();
+        let mut done = false;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(bytes)) => {
+                    // The arrival time, before any parsing.
+                    let at = origin.elapsed();
+                    parser.feed(&bytes, &mut events);
+                    for ev in events.drain(..) {
+                        match ev {
+                            Event::Content { text_len } if text_len > 0 => r.tokens.push(at),
+                            Event::Content { .. } => {}
+                            Event::Usage {
+                                prompt_tokens,
+                                completion_tokens,
+                            } => {
+                                r.usage_prompt = prompt_tokens.or(r.usage_prompt);
+                                r.usage_completion = completion_tokens.or(r.usage_completion);
+                            }
+                            Event::Done => done = true,
+                            Event::Error(m) => {
+                                if r.failure.is_none() {
+                                    r.failure = fail(RequestFailureKind::ServerError, m);
+                                }
+                            }
+                            Event::Malformed(m) => {
+                                if r.failure.is_none() {
+                                    r.failure = fail(RequestFailureKind::Malformed, m);
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    if r.failure.is_none() {
+                        r.failure = fail(
+                            RequestFailureKind::Disconnect,
+                            format!(
+                                "the stream broke after {} tokens: {}",
+                                r.tokens.len(),
+                                crate::fetch::error_text(&e)
+                            ),
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+        if !done && r.failure.is_none() {
+            r.failure = fail(
+                RequestFailureKind::Disconnect,
+                format!(
+                    "the stream ended after {} tokens without [DONE]",
+                    r.tokens.len()
+                ),
+            );
+        }
+    };
+    if tokio::time::timeout_at(tokio::time::Instant::from_std(sent) + cfg.timeout, work)
+        .await
+        .is_err()
+    {
+        r.failure = fail(
+            RequestFailureKind::Timeout,
+            format!(
+                "no complete answer within {:.0} s",
+                cfg.timeout.as_secs_f64()
+            ),
+        );
+    }
+    r.end = origin.elapsed();
+    r
+}
+
+fn ms(d: Duration) -> Millis {
+    Millis(d.as_secs_f64() * 1e3)
+}
+
+fn to_sample(
+    job: &BenchJob,
+    job_id: &str,
+    cfg: &Config,
+    step: u32,
+    warmup: bool,
+    r: &Record,
+) -> Sample {
+    let mut s = Sample::blank(job_id, job, r.index as u32, warmup);
+    s.prompt_tokens = r.usage_prompt.or(job.scenario.prompt_tokens);
+    s.output_tokens = Some(r.usage_completion.unwrap_or(r.tokens.len() as u64));
+    s.token_ms = r.tokens.iter().copied().map(ms).collect();
+    s.ttft_ms = r.tokens.first().copied().map(ms);
+    s.e2e_ms = Some(ms(r.end));
+    s.tg_tps = match r.tokens.as_slice() {
+        [first, .., last] if last > first => {
+            Some((r.tokens.len() - 1) as f64 / (*last - *first).as_secs_f64())
+        }
+        _ => None,
+    };
+    let slo_ok = cfg.slo.map(|slo| {
+        r.failure.is_none()
+            && slo
+                .ttft_ms
+                .is_none_or(|b| s.ttft_ms.is_some_and(|t| t.0 <= b))
+            && slo
+                .tpot_ms
+                .is_none_or(|b| s.tpot_ms().is_none_or(|t| t <= b))
+            && slo
+                .e2e_ms
+                .is_none_or(|b| s.e2e_ms.is_some_and(|t| t.0 <= b))
+    });
+    s.request = Some(RequestInfo {
+        step,
+        intended_ms: ms(r.intended),
+        sent_ms: ms(r.sent),
+        first_byte_ms: r.first_byte.map(ms),
+        status: r.status,
+        tokens_from: Some(if r.usage_completion.is_some() {
+            TokenSource::Usage
+        } else {
+            TokenSource::Chunks
+        }),
+        slo_ok,
+        failure: r.failure.clone(),
+    });
+    s
+}
+
+/// CPU seconds this process has used (user + system), from /proc.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start at index 2.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux architecture minerva runs on.
+    Some((utime + stime) / 100.0)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Aggregates of one step, kept as requests finish.
+#[derive(Default)]
+struct Tally {
+    n: u64,
+    failed: u64,
+    errors: BTreeMap<String, u64>,
+    first_intended: Option<Duration>,
+    last_finish: Duration,
+    first_sent: Option<Duration>,
+    last_sent: Duration,
+    lags_ms: Vec<f64>,
+    output_tokens: u64,
+    slo_ok: u64,
+    with_usage: u64,
+}
+
+impl Tally {
+    fn add(&mut self, r: &Record, s: &Sample) {
+        self.n += 1;
+        let finish = r.intended + r.end;
+        self.first_intended = Some(
+            self.first_intended
+                .map_or(r.intended, |f| f.min(r.intended)),
+        );
+        self.first_sent = Some(self.first_sent.map_or(r.sent, |f| f.min(r.sent)));
+        self.last_finish = self.last_finish.max(finish);
+        self.last_sent = self.last_sent.max(r.sent);
+        self.lags_ms
+            .push(r.sent.saturating_sub(r.intended).as_secs_f64() * 1e3);
+        match &r.failure {
+            Some(f) => {
+                self.failed += 1;
+                *self.errors.entry(f.kind.as_str().to_string()).or_insert(0) += 1;
+            }
+            None => {
+                self.output_tokens += s.output_tokens.unwrap_or(0);
+                if r.usage_completion.is_some() {
+                    self.with_usage += 1;
+                }
+            }
+        }
+        if s.request.as_ref().and_then(|q| q.slo_ok) == Some(true) {
+            self.slo_ok += 1;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    t: &mut Tally,
+    step: u32,
+    pattern: &Pattern,
+    cpu_s: f64,
+    wall_clock: Duration,
+    has_slo: bool,
+) -> LoadSummary {
+    let wall = t
+        .last_finish
+        .saturating_sub(t.first_intended.unwrap_or_default())
+        .as_secs_f64()
+        .max(1e-9);
+    let ok = t.n - t.failed;
+    let send_span = t
+        .last_sent
+        .saturating_sub(t.first_sent.unwrap_or_default())
+        .as_secs_f64();
+    let sent_rps = if t.n > 1 && send_span > 0.0 {
+        (t.n - 1) as f64 / send_span
+    } else {
+        t.n as f64 / wall
+    };
+    let (concurrency, target_rps) = match pattern {
+        Pattern::Concurrency(c) => (Some(*c), None),
+        Pattern::Rate { rps, .. } => (None, Some(*rps)),
+        Pattern::Sweep { .. } => (None, None),
+    };
+    t.lags_ms.sort_by(f64::total_cmp);
+    let lag = [
+        percentile(&t.lags_ms, 0.5),
+        percentile(&t.lags_ms, 0.99),
+        t.lags_ms.last().copied().unwrap_or(0.0),
+    ];
+    let late = t.lags_ms.iter().filter(|l| **l > 1.0).count() as u64;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cpu_cores = cpu_s / wall_clock.as_secs_f64().max(1e-9);
+    let mut why = Vec::new();
+    if cpu_cores >= 0.9 * cores {
+        why.push(format!(
+            "the client used {cpu_cores:.2} of {cores:.0} cores (saturated)"
+        ));
+    }
+    if let Some(rps) = target_rps {
+        let allowed = (0.1e3 / rps).max(2.0);
+        if lag[1] > allowed {
+            why.push(format!(
+                "sends fell behind schedule: lag p99 {:.2} ms > {allowed:.2} ms",
+                lag[1]
+            ));
+        }
+        if t.n > 10
+            && sent_rps < 0.95 * rps
+            && !matches!(pattern, Pattern::Rate { poisson: true, .. })
+        {
+            why.push(format!("sent {sent_rps:.1}/s of the {rps}/s target"));
+        }
+    }
+    LoadSummary {
+        step,
+        pattern: LoadSpec::describe(pattern),
+        concurrency,
+        target_rps,
+        requests: t.n,
+        failed: t.failed,
+        errors: t.errors.clone(),
+        wall_s: wall,
+        sent_rps,
+        achieved_rps: ok as f64 / wall,
+        output_tps: t.output_tokens as f64 / wall,
+        lag_ms: target_rps.map(|_| lag),
+        late,
+        client_cpu_s: cpu_s,
+        client_cpu_cores: cpu_cores,
+        client_bound: !why.is_empty(),
+        client_bound_why: why,
+        goodput: has_slo.then(|| {
+            (
+                t.slo_ok as f64 / (t.n.max(1)) as f64,
+                t.slo_ok as f64 / wall,
+            )
+        }),
+        tokens_from: if t.with_usage == ok {
+            "usage"
+        } else if t.with_usage == 0 {
+            "chunks"
+        } else {
+            "mixed"
+        }
+        .into(),
+    }
+}
+
+/// Runs warmups, then every step; writes each request's sample as it finishes and each step's
+/// summary at its end.
+pub async fn drive(
+    job: &BenchJob,
+    job_id: &str,
+    cfg: &Config,
+    sink: &mut dyn SampleSink,
+) -> Result<(), BackendError> {
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(4096)
+        .connect_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| BackendError::Engine(format!("cannot start an HTTP client: {e}")))?;
+    let spec = &cfg.load;
+    let bodies = Arc::new(Bodies::new(job, cfg, spec.seed));
+    let cfg_arc = Arc::new(cfg.clone());
+
+    for i in 0..spec.warmup {
+        let start = Instant::now();
+        let r = one(&client, cfg, bodies.body(u64::MAX - i), i, start, start).await;
+        sink.sample(to_sample(job, job_id, cfg, 0, true, &r))?;
+    }
+
+    let steps: Vec<Pattern> = match &spec.pattern {
+        Pattern::Sweep { steps } => (0..*steps).map(|k| Pattern::Concurrency(1 << k)).collect(),
+        p => vec![p.clone()],
+    };
+    let sweep = matches!(spec.pattern, Pattern::Sweep { .. });
+    let mut best = 0.0f64;
+    for (k, pattern) in steps.iter().enumerate() {
+        let step = k as u32;
+        // Sweep steps are reported as jobs of their own: same id, `/step=K`, and their load.
+        let (sid, mut step_job) = (
+            if sweep {
+                format!("{job_id}/step={k}")
+            } else {
+                job_id.to_string()
+            },
+            job.clone(),
+        );
+        if let (true, Pattern::Concurrency(c)) = (sweep, pattern) {
+            step_job
+                .display_params
+                .insert("load".into(), json!({ "concurrency": c }));
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
+        let start = Instant::now();
+        let cpu0 = cpu_seconds().unwrap_or(0.0);
+        let requests = spec.requests.unwrap_or(u64::MAX);
+        let deadline = spec.duration.map(|d| start + d);
+        let mut tasks = tokio::task::JoinSet::new();
+        match pattern {
+            Pattern::Concurrency(c) | Pattern::Sweep { steps: c } => {
+                let next = Arc::new(AtomicU64::new(0));
+                for _ in 0..*c {
+                    let (client, cfg, bodies, next, tx) = (
+                        client.clone(),
+                        cfg_arc.clone(),
+                        bodies.clone(),
+                        next.clone(),
+                        tx.clone(),
+                    );
+                    tasks.spawn(async move {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= requests || deadline.is_some_and(|d| Instant::now() >= d) {
+                                break;
+                            }
+                            let now = Instant::now();
+                            let r = one(&client, &cfg, bodies.body(i), i, start, now).await;
+                            if tx.send(r).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+            Pattern::Rate { rps, poisson } => {
+                let n = match (spec.requests, spec.duration) {
+                    (Some(n), _) => n as usize,
+                    (None, Some(d)) => (d.as_secs_f64() * rps * 1.5 + 16.0) as usize,
+                    (None, None) => 0,
+                };
+                let times = schedule(*rps, *poisson, spec.seed ^ u64::from(step), n);
+                let (client, cfg, bodies, tx) =
+                    (client.clone(), cfg_arc.clone(), bodies.clone(), tx.clone());
+                tasks.spawn(async move {
+                    let mut inner = tokio::task::JoinSet::new();
+                    for (i, t) in times.into_iter().enumerate() {
+                        let at = start + t;
+                        if deadline.is_some_and(|d| at >= d) {
+                            break;
+                        }
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                        let (client, cfg, bodies, tx) =
+                            (client.clone(), cfg.clone(), bodies.clone(), tx.clone());
+                        inner.spawn(async move {
+                            let r = one(&client, &cfg, bodies.body(i as u64), i as u64, start, at)
+                                .await;
+                            let _ = tx.send(r);
+                        });
+                    }
+                    while inner.join_next().await.is_some() {}
+                });
+            }
+        }
+        drop(tx);
+        let mut tally = Tally::default();
+        while let Some(r) = rx.recv().await {
+            let s = to_sample(&step_job, &sid, cfg, step, false, &r);
+            tally.add(&r, &s);
+            sink.sample(s)?;
+        }
+        while tasks.join_next().await.is_some() {}
+        let wall_clock = start.elapsed();
+        let cpu = cpu_seconds().map_or(0.0, |c| c - cpu0);
+        let summary = summarize(
+            &mut tally,
+            step,
+            pattern,
+            cpu,
+            wall_clock,
+            cfg.slo.is_some(),
+        );
+        let achieved = summary.achieved_rps;
+        let mut s = Sample::blank(&sid, &step_job, tally.n as u32, false);
+        s.load = Some(summary);
+        sink.sample(s)?;
+        if sweep {
+            if k > 0 && achieved < best * 1.05 {
+                tracing::info!(
+                    "sweep: saturated at step {k} ({achieved:.1} req/s, best {best:.1})"
+                );
+                break;
+            }
+            best = best.max(achieved);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poisson_schedules_follow_the_seed_and_the_rate() {
+        let a = schedule(100.0, true, 7, 5000);
+        assert_eq!(
+            a,
+            schedule(100.0, true, 7, 5000),
+            "same seed, same arrivals"
+        );
+        assert_ne!(a, schedule(100.0, true, 8, 5000));
+        let mean_gap = a[4999].as_secs_f64() / 4999.0;
+        assert!((mean_gap - 0.01).abs() < 0.0005, "mean gap {mean_gap}");
+        // Exponential gaps: the coefficient of variation is about 1.
+        let gaps: Vec<f64> = a.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        let var = gaps.iter().map(|g| (g - mean_gap).powi(2)).sum::<f64>() / gaps.len() as f64;
+        let cv = var.sqrt() / mean_gap;
+        assert!((cv - 1.0).abs() < 0.06, "cv {cv}");
+        let c = schedule(4.0, false, 0, 3);
+        assert_eq!(
+            c,
+            vec![
+                Duration::ZERO,
+                Duration::from_millis(250),
+                Duration::from_millis(500)
+            ]
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! The `openai` backend against a mock OpenAI-compatible server started by each test on
+//! 127.0.0.1 (tests/common/openai_mock.rs). No internet.
+//!
+//! Timing tolerances, for a shared 2-core machine: TTFT within [injected, injected + 40 ms];
+//! mean inter-token latency within ±30% of the injected delay.
+
+mod common;
+
+use common::openai_mock::{Fault, Mock, MockConfig};
+use common::{text, Minerva};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Writes a one-job pipeline (the openai backend against `base_url`) and runs it.
+fn run(
+    dir: &Path,
+    base_url: &str,
+    scenario: &str,
+    params: &str,
+    env: &[(&str, &str)],
+) -> (PathBuf, std::process::Output) {
+    let pipeline = dir.join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"name: server
+models:
+  - {{ name: served, format: gguf, source: {{ path: {root}/tests/fixtures/models/tiny.gguf }} }}
+scenarios:
+  - {scenario}
+stages:
+  - name: bench
+    kind: bench
+    matrix:
+      backend: [openai]
+      model: [served]
+      scenario: [s]
+      params: {{ base_url: "{base_url}", {params} }}
+    warmup: 1
+    runs: 5
+  - {{ name: analyze, kind: analyze, needs: [bench] }}
+  - {{ name: report, kind: report, needs: [analyze] }}
+"#,
+            root = common::root().display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut m = Minerva::new(&[
+        "run",
+        &pipeline.display().to_string(),
+        "--out",
+        &dir.join("out").display().to_string(),
+        "--run-id",
+        "r",
+    ]);
+    for (k, v) in env {
+        m = m.env(k, v);
+    }
+    let out = m.output();
+    (dir.join("out/server/r"), out)
+}
+
+fn samples(run: &Path) -> Vec<Value> {
+    common::lines(&run.join("samples.jsonl"))
+}
+
+fn requests(run: &Path) -> Vec<Value> {
+    samples(run)
+        .into_iter()
+        .filter(|s| s["warmup"] == false && s.get("request").is_some())
+        .collect()
+}
+
+fn summaries(run: &Path) -> Vec<Value> {
+    samples(run)
+        .into_iter()
+        .filter_map(|s| s.get("load").cloned())
+        .collect()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+#[test]
+fn measured_ttft_and_inter_token_latency_match_the_injected_delays() {
+    let mock = Mock::start(MockConfig {
+        ttft: Duration::from_millis(80),
+        itl: Duration::from_millis(15),
+        tokens: 20,
+        ..MockConfig::default()
+    });
+    let dir = common::tempdir();
+    let (run, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, prompt: "Say something.", max_tokens: 20 }"#,
+        "load: sequential",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let reqs = requests(&run);
+    assert_eq!(reqs.len(), 5);
+    for r in &reqs {
+        let ttft = f(&r["ttft_ms"]);
+        assert!((80.0..120.0).contains(&ttft), "ttft {ttft}");
+        let toks = r["token_ms"].as_array().map(Vec::len).unwrap_or(0);
+        assert_eq!(toks, 20);
+        assert_eq!(r["output_tokens"], 20);
+        assert_eq!(r["request"]["tokens_from"], "usage");
+        let t: Vec<f64> = r["token_ms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(f)
+            .collect();
+        let mean_itl = (t[19] - t[0]) / 19.0;
+        assert!((10.5..19.5).contains(&mean_itl), "mean ITL {mean_itl}");
+    }
+    let sum = summaries(&run);
+    assert_eq!(sum.len(), 1);
+    assert_eq!(sum[0]["requests"], 5);
+    assert_eq!(sum[0]["failed"], 0);
+    assert_eq!(sum[0]["pattern"], "sequential");
+    let report = common::read(&run.join("report.md"));
+    assert!(report.contains("## Server load"), "{report}");
+    assert!(report.contains("| openai served s"), "{report}");
+}
+
+#[test]
+fn failed_requests_are_counted_by_kind_and_left_out_of_latencies() {
+    let mock = Mock::start(MockConfig {
+        tokens: 8,
+        faults: vec![
+            Fault::Ok,
+            Fault::Status500,
+            Fault::Disconnect(3),
+            Fault::Malformed,
+            Fault::SlowFirstByte(Duration::from_millis(1500)),
+        ],
+        ..MockConfig::default()
+    });
+    let dir = common::tempdir();
+    let (run, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, prompt: "x", max_tokens: 8 }"#,
+        // The warmup takes request 0; the 10 measured ones cycle through the faults twice.
+        "timeout: 0.5, load: { sequential: true, requests: 10 }",
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "failed requests are data, not a failed job: {}",
+        text(&out.stderr)
+    );
+    let sum = &summaries(&run)[0];
+    assert_eq!(sum["requests"], 10);
+    assert_eq!(sum["failed"], 8);
+    for kind in ["http", "disconnect", "malformed", "timeout"] {
+        assert_eq!(sum["errors"][kind], 2, "{kind}: {sum}");
+    }
+    let failed: Vec<Value> = requests(&run)
+        .into_iter()
+        .filter(|r| !r["request"]["failure"].is_null())
+        .collect();
+    assert_eq!(failed.len(), 8);
+    assert!(failed.iter().any(|r| r["request"]["status"] == 500));
+    // Only the two successful requests count in the latency statistics.
+    let summary = common::read(&run.join("summary.csv"));
+    let ttft_row = summary
+        .lines()
+        .find(|l| l.contains(",ttft_ms,"))
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(ttft_row.contains(",ttft_ms,2,"), "{ttft_row}");
+    let report = common::read(&run.join("report.md"));
+    assert!(report.contains("8 (80.0%)"), "{report}");
+}
+
+#[test]
+fn open_loop_latency_includes_a_server_stall_coordinated_omission() {
+    // 50 requests/s; the server stalls for 400 ms when request 10 arrives. Requests scheduled
+    // during the stall keep going out on time, and their latency counts from their scheduled
+    // time, so about 20 of them show the stall (from ~400 ms down to 0).
+    let mock = Mock::start(MockConfig {
+        tokens: 4,
+        stall: Some((11, Duration::from_millis(400))),
+        ..MockConfig::default()
+    });
+    let dir = common::tempdir();
+    let (run, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, prompt: "x", max_tokens: 4 }"#,
+        "load: { rate: 50, requests: 50 }",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let reqs = requests(&run);
+    assert_eq!(reqs.len(), 50);
+    let ttfts: Vec<f64> = reqs.iter().map(|r| f(&r["ttft_ms"])).collect();
+    let slow = ttfts.iter().filter(|t| **t > 200.0).count();
+    let max = ttfts.iter().copied().fold(0.0, f64::max);
+    assert!(slow >= 8, "{slow} requests above 200 ms: {ttfts:?}");
+    assert!(max >= 350.0, "max {max}");
+    // The schedule was kept: sends stayed within a few ms of their intended times.
+    let lags: Vec<f64> = reqs
+        .iter()
+        .map(|r| f(&r["request"]["sent_ms"]) - f(&r["request"]["intended_ms"]))
+        .collect();
+    let mut sorted = lags.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert!(sorted[sorted.len() / 2] < 5.0, "median lag {lags:?}");
+    let sum = &summaries(&run)[0];
+    assert_eq!(sum["target_rps"], 50.0);
+    assert!(f(&sum["sent_rps"]) > 45.0, "{sum}");
+}
+
+#[test]
+fn poisson_arrivals_follow_the_seed() {
+    let mock = Mock::start(MockConfig {
+        tokens: 2,
+        ..MockConfig::default()
+    });
+    let intended = |seed: u64| -> Vec<f64> {
+        let dir = common::tempdir();
+        let (run, out) = run(
+            dir.path(),
+            &mock.base_url(),
+            r#"{ name: s, prompt: "x", max_tokens: 2 }"#,
+            &format!("load: {{ rate: 200, arrival: poisson, requests: 40, seed: {seed} }}"),
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let mut v: Vec<(u64, f64)> = requests(&run)
+            .iter()
+            .map(|r| {
+                (
+                    r["rep"].as_u64().unwrap_or(0),
+                    f(&r["request"]["intended_ms"]),
+                )
+            })
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v.into_iter().map(|x| x.1).collect()
+    };
+    let a = intended(7);
+    assert_eq!(a.len(), 40);
+    assert_eq!(a, intended(7), "the same seed gives the same arrivals");
+    assert_ne!(a, intended(8));
+    // 40 arrivals at 200/s span about 0.2 s.
+    assert!((0.08e3..0.4e3).contains(&a[39]), "{a:?}");
+}
+
+#[test]
+fn the_api_key_is_sent_and_never_written_and_goodput_follows_the_slo() {
+    let mock = Mock::start(MockConfig {
+        ttft: Duration::from_millis(30),
+        tokens: 4,
+        ..MockConfig::default()
+    });
+    let key = "sk-test-Very-Secret-0042";
+    let dir = common::tempdir();
+    let (run, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, prompt_tokens: 16, max_tokens: 4 }"#,
+        "api_key_env: MINERVA_TEST_KEY, load: { concurrency: 2, requests: 6 }, slo: { ttft_ms: 20 }",
+        &[("MINERVA_TEST_KEY", key)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(mock
+        .auth_seen()
+        .iter()
+        .all(|a| a.eq_ignore_ascii_case(&format!("bearer {key}"))));
+    assert_eq!(mock.auth_seen().len(), 7);
+    for entry in std::fs::read_dir(&run)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+    {
+        let body = std::fs::read(entry.path()).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&body).contains(key),
+            "{} holds the key",
+            entry.path().display()
+        );
+    }
+    assert!(!text(&out.stderr).contains(key) && !text(&out.stdout).contains(key));
+    let sum = &summaries(&run)[0];
+    // TTFT is at least 30 ms, so no request meets a 20 ms bound.
+    assert_eq!(sum["goodput"][0], 0.0, "{sum}");
+    assert_eq!(sum["concurrency"], 2);
+    let reqs = requests(&run);
+    assert!(reqs.iter().all(|r| r["request"]["slo_ok"] == false));
+    // A synthetic prompt goes as token ids to the completions endpoint.
+    assert_eq!(reqs[0]["prompt_tokens"], 7, "the server's usage count wins");
+}
