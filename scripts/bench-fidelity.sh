@@ -6,8 +6,7 @@
 #   scripts/bench-fidelity.sh [THREADS] [REPETITIONS] [PAIRS]
 #
 # llama-bench comes from the full llama.cpp tree inside the PyPI sdist of llama-cpp-python
-# (the llama-cpp-sys-2 crate's copy omits the tools), fetched through pip and built with cmake
-# in release mode (about 10 minutes on 2 cores; cached under target/fidelity/).
+# (scripts/build-llama-tools.sh: about 10 minutes on 2 cores the first time; cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${1:-2}"
@@ -17,25 +16,8 @@ SDIST="llama-cpp-python==0.3.36"
 WORK="target/fidelity"
 MODEL="models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-scripts/setup.sh
-mkdir -p "$WORK"
-
-# Built with the CPU features llama-cpp-sys-2 compiles llama.cpp with by default (it does not
-# build for the native CPU unless RUSTFLAGS has -C target-cpu=native): AVX/AVX2/FMA/F16C/BMI2.
-# A -march=native llama-bench would use AVX-512 where the CPU has it and compare builds, not tools.
-BENCH="$WORK/llama.cpp/build-avx2/bin/llama-bench"
-if [ ! -x "$BENCH" ]; then
-    if [ ! -d "$WORK/llama.cpp" ]; then
-        python3 -m pip download --no-deps --no-binary :all: --quiet --disable-pip-version-check -d "$WORK" "$SDIST"
-        tar -xzf "$WORK"/llama_cpp_python-*.tar.gz -C "$WORK"
-        mv "$WORK"/llama_cpp_python-*/vendor/llama.cpp "$WORK/llama.cpp"
-    fi
-    cmake -S "$WORK/llama.cpp" -B "$WORK/llama.cpp/build-avx2" -DCMAKE_BUILD_TYPE=Release \
-        -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-        -DLLAMA_BUILD_TOOLS=ON -DBUILD_SHARED_LIBS=OFF \
-        -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON >/dev/null
-    cmake --build "$WORK/llama.cpp/build-avx2" --target llama-bench -j "$(nproc)" >/dev/null
-fi
+# llama-bench from the llama-cpp-python sdist's llama.cpp, AVX2 build (see build-llama-tools.sh).
+BENCH="$(scripts/build-llama-tools.sh llama-bench)"
 
 cargo build --release --locked >/dev/null 2>&1 || cargo build --release --locked
 # A VM's speed drifts by several percent within minutes, so one run of each tool compares two

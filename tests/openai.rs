@@ -297,3 +297,44 @@ fn the_api_key_is_sent_and_never_written_and_goodput_follows_the_slo() {
     // A synthetic prompt goes as token ids to the completions endpoint.
     assert_eq!(reqs[0]["prompt_tokens"], 7, "the server's usage count wins");
 }
+
+#[test]
+fn a_sweep_steps_up_concurrency_and_reports_each_step_as_a_job() {
+    let mock = Mock::start(MockConfig {
+        ttft: Duration::from_millis(20),
+        tokens: 4,
+        ..MockConfig::default()
+    });
+    let dir = common::tempdir();
+    let (run, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, prompt: "x", max_tokens: 4 }"#,
+        "load: { sweep: 3, requests: 16 }",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sums = summaries(&run);
+    // A server that answers in a fixed 20 ms scales with concurrency: no early stop.
+    assert_eq!(sums.len(), 3, "{sums:?}");
+    let conc: Vec<u64> = sums
+        .iter()
+        .map(|s| s["concurrency"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(conc, vec![1, 2, 4]);
+    assert!(
+        f(&sums[2]["achieved_rps"]) > 1.5 * f(&sums[0]["achieved_rps"]),
+        "{sums:?}"
+    );
+    let ids: std::collections::BTreeSet<String> = requests(&run)
+        .iter()
+        .map(|r| r["job_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|i| i.contains("/step=")), "{ids:?}");
+    let report = common::read(&run.join("report.md"));
+    if std::env::var("SHOW_REPORT").is_ok() {
+        eprintln!("{report}");
+    }
+    assert_eq!(report.matches("| concurrency 4 |").count(), 2, "{report}");
+}

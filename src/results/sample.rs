@@ -190,7 +190,7 @@ pub struct LoadSummary {
     /// Intended → actual send: p50, p99, max (ms); open loop only.
     #[serde(default)]
     pub lag_ms: Option<[f64; 3]>,
-    /// Requests sent more than 1 ms after their intended time (counted, never hidden).
+    /// Requests sent more than 2 ms after their intended time (counted, never hidden).
     pub late: u64,
     /// The client process's CPU time during the step, and as a share of the step's wall time
     /// (1.0 = one core busy).
