@@ -524,3 +524,27 @@ fn oversized_pipeline_files_are_refused_before_parsing() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn verify_checks_safetensors_files_and_directories() {
+    let dir = common::tempdir();
+    let header = r#"{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&[0u8; 24]);
+    let good = dir.path().join("model.safetensors");
+    std::fs::write(&good, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let out = Minerva::new(&["verify", &good.display().to_string()]).output();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("6"), "{}", text(&out.stdout));
+    // One byte of data short: the tensor runs past the end of the file.
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, &bytes[..bytes.len() - 1]).unwrap_or_else(|e| panic!("{e}"));
+    let out = Minerva::new(&["verify", &bad.display().to_string()]).output();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("tensor `w` ends at 24, past the 23-byte data buffer"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -362,7 +362,7 @@ fn result(
     commit: &str,
     files: Vec<FetchedFile>,
 ) -> FetchedModel {
-    let single = files.len() == 1 && !files[0].name.contains('/');
+    let single = files.len() == 1;
     FetchedModel {
         model: model.name.clone(),
         source: format!("hf://{repo}@{revision}"),

@@ -4,7 +4,7 @@
 //! report (`model-<name>.json`).
 
 use super::StageCtx;
-use crate::formats::gguf;
+use crate::formats::{gguf, safetensors};
 use crate::plan::Model;
 use crate::results::atomic_write;
 use crate::spec::ModelFormat;
@@ -127,6 +127,39 @@ pub fn verify_model_with(
         info.vocab_size = s.vocab_size;
         info.tensor_count = Some(s.tensor_count);
         info.warnings = s.warnings;
+    }
+    if model.format == ModelFormat::Safetensors {
+        let s = if meta.is_dir() {
+            safetensors::verify_dir(path)
+        } else {
+            safetensors::verify_file(path)
+        }
+        .map_err(|e| format!("model `{name}`: {}: {e}", path.display()))?;
+        info.parameters = Some(s.parameters);
+        info.tensor_count = Some(s.tensor_count);
+        info.quantization = Some(
+            s.dtypes
+                .iter()
+                .map(|(t, (n, _))| format!("{t}×{n}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+        .filter(|q| !q.is_empty());
+        if meta.is_dir() {
+            let config = path.join("config.json");
+            if let Ok(text) = std::fs::read_to_string(&config) {
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| format!("model `{name}`: {}: not JSON: {e}", config.display()))?;
+                info.architecture = v
+                    .get("architectures")
+                    .and_then(|a| a.get(0))
+                    .or_else(|| v.get("model_type"))
+                    .and_then(|a| a.as_str())
+                    .map(str::to_string);
+                info.context_length = v.get("max_position_embeddings").and_then(|x| x.as_u64());
+                info.vocab_size = v.get("vocab_size").and_then(|x| x.as_u64());
+            }
+        }
     }
     let file_name = path
         .file_name()
