@@ -30,7 +30,6 @@ rm -rf "$WORK/out"
 target/release/minerva -q run pipelines/llama-server.yaml --set threads="$THREADS" --set runs="$RUNS" \
     --set base_url="http://127.0.0.1:$PORT/v1" --out "$WORK/out" --run-id run
 run="$WORK/out/llama-server/run"
-echo "report: $run/report.md"
 python3 - "$run" <<'PY'
 import csv, json, sys
 run = sys.argv[1]
@@ -39,14 +38,24 @@ def get(job, metric):
     for r in rows:
         if r["job_id"] == job and r["metric"] == metric:
             return float(r["mean"]), float(r["p50"]), float(r["p99"])
-jobs = sorted({r["job_id"] for r in rows})
-print(f"{'job':90} {'tg tok/s':>9} {'TTFT ms p50':>12} {'TPOT ms':>8} {'E2E ms':>8}")
+def label(job):
+    stage, backend, _model, scenario = job.split("/")[:4]
+    load = ""
+    if "load=" in job:
+        l = json.loads(job.split("load=", 1)[1])
+        load = f"concurrency {l['concurrency']}" if "concurrency" in l else "sequential"
+    return f"{scenario:6} {backend:9} {load}"
+jobs = sorted({r["job_id"] for r in rows}, key=lambda j: (j.split("/")[3], j))
+print(f"{'scenario / backend / load':36} {'tg tok/s':>9} {'TTFT p50 ms':>12} {'TPOT ms':>8} {'E2E ms':>8}")
 for j in jobs:
     tg, ttft, tpot, e2e = (get(j, m) for m in ("tg_tps", "ttft_ms", "tpot_ms", "e2e_ms"))
     f = lambda x, i=0: f"{x[i]:.2f}" if x else "-"
-    print(f"{j[:90]:90} {f(tg):>9} {f(ttft, 1):>12} {f(tpot):>8} {f(e2e):>8}")
-loads = [json.loads(l)["load"] for l in open(f"{run}/samples.jsonl") if '"load":{' in l]
-for l in loads:
-    print(f"load {l['pattern']:>14}: {l['requests']} requests, {l['failed']} failed, {l['achieved_rps']:.2f} req/s, "
-          f"{l['output_tps']:.1f} tok/s, client CPU {l['client_cpu_cores']:.2f} cores, client-bound {l['client_bound']}, tokens by {l['tokens_from']}")
+    print(f"{label(j):36} {f(tg):>9} {f(ttft, 1):>12} {f(tpot):>8} {f(e2e):>8}")
+for line in open(f"{run}/samples.jsonl"):
+    s = json.loads(line)
+    l = s.get("load")
+    if l:
+        print(f"{s['scenario']:6} {l['pattern']:>14}: {l['requests']} requests, {l['failed']} failed, {l['achieved_rps']:.2f} req/s, "
+              f"{l['output_tps']:.1f} tok/s, client CPU {l['client_cpu_cores']:.2f} cores, client-bound {l['client_bound']}, tokens by {l['tokens_from']}")
+print(f"report: {run}/report.md")
 PY

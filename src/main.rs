@@ -252,8 +252,15 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             for f in &files {
                 let format = if f.extension().is_some_and(|e| e == "gguf") {
                     minerva::spec::ModelFormat::Gguf
-                } else {
+                } else if f.is_dir() || f.extension().is_some_and(|e| e == "safetensors") {
                     minerva::spec::ModelFormat::Safetensors
+                } else {
+                    eprintln!(
+                        "{}: cannot tell the model format (expected a .gguf or .safetensors file, or a SafeTensors model directory)",
+                        f.display()
+                    );
+                    failed += 1;
+                    continue;
                 };
                 let model = minerva::plan::Model {
                     name: f

@@ -536,7 +536,11 @@ fn verify_checks_safetensors_files_and_directories() {
     std::fs::write(&good, &bytes).unwrap_or_else(|e| panic!("{e}"));
     let out = Minerva::new(&["verify", &good.display().to_string()]).output();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("6"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("6 parameters, F32×1"),
+        "{}",
+        text(&out.stdout)
+    );
     // One byte of data short: the tensor runs past the end of the file.
     let bad = dir.path().join("bad.safetensors");
     std::fs::write(&bad, &bytes[..bytes.len() - 1]).unwrap_or_else(|e| panic!("{e}"));

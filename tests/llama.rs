@@ -43,11 +43,12 @@ fn real_model_verifies_with_expected_metadata() {
         "{}",
         text(&bad.stderr)
     );
-    let not_gguf = Minerva::new(&["verify", "Cargo.toml"]).output();
-    assert_eq!(
-        not_gguf.status.code(),
-        Some(0),
-        "non-GGUF files get existence checks only"
+    let not_a_model = Minerva::new(&["verify", "Cargo.toml"]).output();
+    assert_eq!(not_a_model.status.code(), Some(1));
+    assert!(
+        text(&not_a_model.stderr).contains("cannot tell the model format"),
+        "{}",
+        text(&not_a_model.stderr)
     );
     let bad_magic = Minerva::new(&["verify", "tests/fixtures/models/not-a-model.gguf"]).output();
     assert_eq!(bad_magic.status.code(), Some(1));

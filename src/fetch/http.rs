@@ -271,8 +271,14 @@ struct Writer {
     done: tokio::task::JoinHandle<std::io::Result<(String, Option<String>)>>,
 }
 
-/// Opens the incomplete file, hashes what it already holds (`have` bytes), and starts the
-/// writer thread that appends and hashes each received chunk.
+/// Bytes written between background flushes (see [`start_writer`]).
+const FLUSH_EVERY: u64 = 128 << 20;
+
+/// Opens the incomplete file and starts three threads: a writer that appends each received
+/// chunk, a hasher that first hashes what the file already holds (`have` bytes, a resumed
+/// download) and then each chunk, and a flusher that fdatasyncs every 128 MiB so the final
+/// fsync does not wait for a whole file's writeback. The network task, the writer and the
+/// hasher overlap; the download is as fast as the slowest of them, not their sum.
 fn start_writer(inc: &Path, have: u64, git_size: Option<u64>) -> std::io::Result<Writer> {
     use sha1::Digest as _;
     let f = std::fs::OpenOptions::new()
@@ -283,8 +289,9 @@ fn start_writer(inc: &Path, have: u64, git_size: Option<u64>) -> std::io::Result
         f.set_len(have)?;
     }
     let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
+    let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(256);
     let inc = inc.to_path_buf();
-    let done = tokio::task::spawn_blocking(move || {
+    let hasher = std::thread::spawn(move || -> std::io::Result<(String, Option<String>)> {
         let mut sha = crate::formats::Sha256Stream::default();
         let mut sha1 = git_size.map(|n| {
             let mut h = sha1::Sha1::new();
@@ -303,20 +310,55 @@ fn start_writer(inc: &Path, have: u64, git_size: Option<u64>) -> std::io::Result
                 sha.consume(&mut limited)?;
             }
         }
-        let mut w = std::io::BufWriter::with_capacity(4 << 20, f);
-        while let Ok(chunk) = rx.recv() {
+        while let Ok(chunk) = hash_rx.recv() {
             sha.update(&chunk);
             if let Some(h) = sha1.as_mut() {
                 h.update(&chunk);
             }
-            w.write_all(&chunk)?;
         }
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
         Ok((
             sha.finish(),
             sha1.map(|h| crate::formats::hex(&h.finalize())),
         ))
+    });
+    let flush_file = f.try_clone()?;
+    let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let flusher = std::thread::spawn(move || {
+        while flush_rx.recv().is_ok() {
+            let _ = flush_file.sync_data();
+        }
+    });
+    let done = tokio::task::spawn_blocking(move || {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let mut since_flush = 0u64;
+        let mut failed = None;
+        while let Ok(chunk) = rx.recv() {
+            since_flush += chunk.len() as u64;
+            // The hasher gets its own handle on the same bytes (no copy).
+            let _ = hash_tx.send(chunk.clone());
+            if let Err(e) = w.write_all(&chunk) {
+                failed = Some(e);
+                break;
+            }
+            if since_flush >= FLUSH_EVERY {
+                since_flush = 0;
+                // Start writeback in the background; skip if the last one is still running.
+                let _ = w.flush();
+                let _ = flush_tx.try_send(());
+            }
+        }
+        drop(hash_tx);
+        drop(flush_tx);
+        let hashed = hasher
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the hashing thread panicked")));
+        let _ = flusher.join();
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        hashed
     });
     Ok(Writer { tx, done })
 }

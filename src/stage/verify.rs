@@ -55,7 +55,11 @@ pub fn describe(i: &ModelInfo) -> String {
         parts.push(a.clone());
     }
     if let Some(p) = i.parameters {
-        parts.push(format!("{:.1}M parameters", p as f64 / 1e6));
+        parts.push(if p < 1_000_000 {
+            format!("{p} parameters")
+        } else {
+            format!("{:.1}M parameters", p as f64 / 1e6)
+        });
     }
     if let Some(q) = &i.quantization {
         parts.push(q.clone());

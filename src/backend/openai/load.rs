@@ -22,6 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Re-sends of a request whose pooled connection turned out closed (several may be stale at
+/// once under concurrency).
+const STALE_RETRIES: usize = 3;
+
 /// A send more than this late counts as late.
 pub const LATE_MS: f64 = 2.0;
 
@@ -279,19 +283,32 @@ async fn one(
         usage_completion: None,
         failure: None,
     };
-    let mut req = client
-        .post(&cfg.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(reqwest::header::ACCEPT, "text/event-stream")
-        .body(body);
-    if let Some(key) = &cfg.api_key {
-        if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")) {
-            v.set_sensitive(true);
-            req = req.header(reqwest::header::AUTHORIZATION, v);
+    let request = || {
+        let mut req = client
+            .post(&cfg.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .body(body.clone());
+        if let Some(key) = &cfg.api_key {
+            if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")) {
+                v.set_sensitive(true);
+                req = req.header(reqwest::header::AUTHORIZATION, v);
+            }
         }
-    }
+        req
+    };
     let work = async {
-        let mut resp = match req.send().await {
+        // A pooled keep-alive connection the server has just closed (llama-server closes one
+        // after a few requests without saying so) fails before any answer; such a request is
+        // sent again (at most 3 times), and still timed from its intended send time.
+        let mut sent = request().send().await;
+        for _ in 0..STALE_RETRIES {
+            match &sent {
+                Err(e) if !e.is_timeout() && !e.is_connect() => sent = request().send().await,
+                _ => break,
+            }
+        }
+        let mut resp = match sent {
             Ok(x) => x,
             Err(e) => {
                 r.failure = fail(
