@@ -84,7 +84,12 @@ pub fn plan_text(plan: &Plan) -> String {
             let job = &plan.jobs[j];
             let extra = match &job.kind {
                 JobKind::Bench(b) => {
-                    let mut e = format!("  runs={} warmup={} seed={}", b.runs, b.warmup, b.seed);
+                    // A server job's size is its load (requests/duration), not `runs`.
+                    let mut e = if b.backend == crate::backend::BackendKind::Openai {
+                        format!("  load (see params) warmup={} seed={}", b.warmup, b.seed)
+                    } else {
+                        format!("  runs={} warmup={} seed={}", b.runs, b.warmup, b.seed)
+                    };
                     if !b.backend.available() {
                         e.push_str("  (backend not available in this build)");
                     }
