@@ -377,19 +377,6 @@ fn result(
     }
 }
 
-fn pin_for(model: &Model, name: &str, single: bool) -> Option<String> {
-    model
-        .file_sha256
-        .get(name)
-        .cloned()
-        .or_else(|| {
-            model
-                .pinned_sha256(name.rsplit('/').next().unwrap_or(name))
-                .map(str::to_string)
-        })
-        .or_else(|| if single { model.sha256.clone() } else { None })
-}
-
 fn offline(
     model: &Model,
     repo: &str,
@@ -440,7 +427,7 @@ fn offline(
             .map_err(|e| FetchError(format!("offline: {}: {e}", path.display())))?
             .len();
         let mut expect = Expect::default();
-        if let Some(pin) = pin_for(model, &name, single) {
+        if let Some(pin) = model.file_pin(&name, single).map(str::to_string) {
             expect.sha256.push(("the pinned sha256".into(), pin));
         }
         let sha = http::check_existing(&store, &path, &expect)
@@ -529,7 +516,7 @@ pub(crate) async fn fetch(
         let sem = sem.clone();
         let repo_dir = repo_dir.clone();
         let snapshot = snapshot.clone();
-        let pin = pin_for(model, &m.name, single);
+        let pin = model.file_pin(&m.name, single).map(str::to_string);
         let total_bar = total_bar.clone();
         let repo = repo.to_string();
         tasks.spawn(async move {

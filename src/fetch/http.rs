@@ -539,11 +539,7 @@ async fn attempt_once(
     }
     std::fs::rename(&inc, &t.dest)
         .map_err(|e| Failure::Fatal(format!("cannot move {} into place: {e}", inc.display())))?;
-    if let Some(dir) = t.dest.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
+    crate::results::sync_parent(&t.dest);
     Ok((sha, received))
 }
 
@@ -588,7 +584,7 @@ pub(crate) async fn fetch_url(
         .ok_or_else(|| FetchError(format!("{url}: the URL does not end in a file name")))?;
     let dest = cfg.models_dir.join(&name);
     let mut expect = Expect::default();
-    if let Some(pin) = model.pinned_sha256(&name).or(model.sha256.as_deref()) {
+    if let Some(pin) = model.file_pin(&name, true) {
         expect
             .sha256
             .push(("the pinned sha256".into(), pin.to_string()));

@@ -20,7 +20,7 @@ pub(crate) async fn fetch(
     let name = member.rsplit('/').next().unwrap_or(member).to_string();
     let dest = cfg.models_dir.join(&name);
     let mut expect = Expect::default();
-    if let Some(pin) = model.pinned_sha256(&name).or(model.sha256.as_deref()) {
+    if let Some(pin) = model.file_pin(&name, true) {
         expect
             .sha256
             .push(("the pinned sha256".into(), pin.to_string()));
@@ -151,10 +151,6 @@ fn extract(
         }
     }
     std::fs::rename(&inc, dest).map_err(|e| err(&e))?;
-    if let Some(dir) = dest.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
+    crate::results::sync_parent(dest);
     Ok((actual, size))
 }

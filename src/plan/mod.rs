@@ -51,18 +51,23 @@ impl Model {
         })
     }
 
-    /// The pinned sha256 of `file_name`, if any.
-    pub fn pinned_sha256(&self, file_name: &str) -> Option<&str> {
+    /// The pinned sha256 of the file `name` (a repo path or a file name): its own entry in
+    /// `sha256: {file: digest}` (by path, else by file name), else, for a single-file model,
+    /// the model's `sha256`.
+    pub fn file_pin(&self, name: &str, single: bool) -> Option<&str> {
+        let base = Path::new(name)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(name);
         self.file_sha256
-            .get(file_name)
+            .get(name)
             .or_else(|| {
-                // A per-file pin may be written with the repo path (`sub/dir/file`).
                 self.file_sha256.iter().find_map(|(k, v)| {
-                    (Path::new(k).file_name().and_then(|n| n.to_str()) == Some(file_name))
-                        .then_some(v)
+                    (Path::new(k).file_name().and_then(|n| n.to_str()) == Some(base)).then_some(v)
                 })
             })
             .map(String::as_str)
+            .or(if single { self.sha256.as_deref() } else { None })
     }
 }
 

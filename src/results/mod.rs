@@ -12,4 +12,4 @@ pub use sample::{
     ErrorKind, LoadSummary, Millis, RequestFailure, RequestFailureKind, RequestInfo, Sample,
     SampleError, TokenSource,
 };
-pub use store::{atomic_write, read_samples, RunDir, SampleWriter, StoreError};
+pub use store::{atomic_write, read_samples, sync_parent, RunDir, SampleWriter, StoreError};

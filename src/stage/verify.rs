@@ -169,10 +169,7 @@ pub fn verify_model_with(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let single_pin = model
-        .sha256
-        .as_deref()
-        .or_else(|| model.pinned_sha256(&file_name));
+    let single_pin = model.file_pin(&file_name, true);
     if let Some(expected) = single_pin.filter(|_| !meta.is_dir()) {
         let actual =
             hash(path).map_err(|e| format!("model `{name}`: hashing {}: {e}", path.display()))?;
