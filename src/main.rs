@@ -97,6 +97,7 @@ fn download(
                 sources: vec![src],
                 sha256: pin.clone(),
                 file_sha256: Default::default(),
+                allow_code: false,
                 resolved: None,
             };
             let cfg = cfg.clone();
@@ -271,6 +272,7 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                     sources: vec![minerva::spec::SourceSpec::Path(f.display().to_string())],
                     sha256: sha256.clone().map(|h| h.to_ascii_lowercase()),
                     file_sha256: Default::default(),
+                    allow_code: false,
                     resolved: None,
                 };
                 match minerva::stage::verify_model(&model, f) {

@@ -70,6 +70,7 @@ fn hf(repo: &str, files: &[&str]) -> Model {
         }],
         sha256: None,
         file_sha256: BTreeMap::new(),
+        allow_code: false,
         resolved: None,
     }
 }

@@ -2,6 +2,7 @@
 //! `minerva verify`. Pure parsing; no policy about where files come from.
 
 pub mod gguf;
+pub mod mlx;
 pub mod safetensors;
 
 /// sha256 of `bytes`, as lowercase hex (pipeline files, resolved pipelines).

@@ -139,6 +139,14 @@ struct Tensor {
     end: u64,
 }
 
+/// One tensor as its header describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+}
+
 fn parse_header(bytes: &[u8]) -> Result<J, SafetensorsError> {
     let text = std::str::from_utf8(bytes).map_err(|e| SafetensorsError::BadHeader {
         offset: 8 + e.valid_up_to() as u64,
@@ -178,7 +186,7 @@ fn parse_header(bytes: &[u8]) -> Result<J, SafetensorsError> {
 pub fn verify_reader<R: Read>(
     mut r: R,
     size: u64,
-) -> Result<(Summary, Vec<String>), SafetensorsError> {
+) -> Result<(Summary, Vec<TensorInfo>), SafetensorsError> {
     if size < 8 {
         return Err(SafetensorsError::TooShort { size });
     }
@@ -295,10 +303,14 @@ pub fn verify_reader<R: Read>(
         }
         summary.tensor_count += 1;
         summary.parameters = summary.parameters.saturating_add(elems);
-        let e = summary.dtypes.entry(dtype).or_insert((0, 0));
+        let e = summary.dtypes.entry(dtype.clone()).or_insert((0, 0));
         e.0 += 1;
         e.1 = e.1.saturating_add(elems);
-        names.push(name.clone());
+        names.push(TensorInfo {
+            name: name.clone(),
+            dtype,
+            shape,
+        });
         tensors.push(Tensor { name, begin, end });
     }
     // Sorted by offset, the tensors must tile the buffer: no gap, no overlap, nothing after.
@@ -369,6 +381,21 @@ fn merge(into: &mut Summary, s: Summary) {
 /// Verifies a model directory: `model.safetensors`, or the shards its
 /// `model.safetensors.index.json` lists (every tensor in exactly one listed shard).
 pub fn verify_dir(dir: &Path) -> Result<Summary, SafetensorsError> {
+    verify_dir_tensors(dir).map(|(s, _)| s)
+}
+
+fn verify_file_tensors(path: &Path) -> Result<(Summary, Vec<TensorInfo>), SafetensorsError> {
+    let io = |e: std::io::Error| SafetensorsError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let size = f.metadata().map_err(io)?.len();
+    verify_reader(std::io::BufReader::new(f), size)
+}
+
+/// [`verify_dir`], also returning every tensor's dtype and shape.
+pub fn verify_dir_tensors(dir: &Path) -> Result<(Summary, Vec<TensorInfo>), SafetensorsError> {
     let index = dir.join("model.safetensors.index.json");
     let shards_err = |message: String| SafetensorsError::Shards {
         path: index.display().to_string(),
@@ -377,7 +404,7 @@ pub fn verify_dir(dir: &Path) -> Result<Summary, SafetensorsError> {
     if !index.exists() {
         let single = dir.join("model.safetensors");
         if single.exists() {
-            return verify_file(&single);
+            return verify_file_tensors(&single);
         }
         // Any lone *.safetensors file.
         let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -391,7 +418,7 @@ pub fn verify_dir(dir: &Path) -> Result<Summary, SafetensorsError> {
             .collect();
         files.sort();
         return match files.as_slice() {
-            [one] => verify_file(one),
+            [one] => verify_file_tensors(one),
             [] => Err(SafetensorsError::Shards {
                 path: dir.display().to_string(),
                 message: "no .safetensors file".into(),
@@ -430,6 +457,7 @@ pub fn verify_dir(dir: &Path) -> Result<Summary, SafetensorsError> {
         shards.insert(shard);
     }
     let mut total = Summary::default();
+    let mut all = Vec::new();
     let mut found: BTreeMap<String, String> = BTreeMap::new();
     for shard in &shards {
         let path = dir.join(shard);
@@ -447,7 +475,9 @@ pub fn verify_dir(dir: &Path) -> Result<Summary, SafetensorsError> {
                 message: e.to_string(),
             }
         })?;
-        for n in names {
+        for t in names {
+            let n = t.name.clone();
+            all.push(t);
             if let Some(other) = found.insert(n.clone(), shard.to_string()) {
                 return Err(shards_err(format!(
                     "tensor `{n}` is in both `{other}` and `{shard}`"
@@ -486,7 +516,7 @@ pub fn verify_dir(dir: &Path) -> Result<Summary, SafetensorsError> {
             )));
         }
     }
-    Ok(total)
+    Ok((total, all))
 }
 
 #[cfg(test)]

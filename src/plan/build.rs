@@ -548,6 +548,7 @@ fn check_models(spec: &PipelineSpec, d: &mut Diags<'_>, t: &Templater) -> Vec<Mo
             sources,
             sha256,
             file_sha256,
+            allow_code: m.allow_code,
             resolved: None,
         });
     }

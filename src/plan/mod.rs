@@ -33,6 +33,9 @@ pub struct Model {
     /// Pinned sha256 per file name (multi-file models; a single file may use it too).
     #[serde(default)]
     pub file_sha256: BTreeMap<String, String>,
+    /// Accept a model directory that ships code.
+    #[serde(default)]
+    pub allow_code: bool,
     /// Where the download stage put the model (set from its record before a stage uses it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<PathBuf>,

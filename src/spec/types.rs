@@ -47,6 +47,9 @@ pub struct ModelSpec {
     pub source: At<Sources>,
     #[serde(default)]
     pub sha256: Option<At<Sha256Spec>>,
+    /// Accept a model directory that ships code (`*.py`, a `model_file`): off by default.
+    #[serde(default)]
+    pub allow_code: bool,
 }
 
 /// Where a model comes from.

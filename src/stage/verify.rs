@@ -4,7 +4,7 @@
 //! report (`model-<name>.json`).
 
 use super::StageCtx;
-use crate::formats::{gguf, safetensors};
+use crate::formats::{gguf, mlx, safetensors};
 use crate::plan::Model;
 use crate::results::atomic_write;
 use crate::spec::ModelFormat;
@@ -131,6 +131,28 @@ pub fn verify_model_with(
         info.vocab_size = s.vocab_size;
         info.tensor_count = Some(s.tensor_count);
         info.warnings = s.warnings;
+    }
+    if model.format == ModelFormat::Mlx {
+        if !meta.is_dir() {
+            return Err(format!(
+                "model `{name}`: {} is a file; an MLX model is a directory",
+                path.display()
+            ));
+        }
+        let s =
+            mlx::verify_dir(path, model.allow_code).map_err(|e| format!("model `{name}`: {e}"))?;
+        info.architecture = Some(s.model_type.clone());
+        info.parameters = Some(s.parameters);
+        info.tensor_count = Some(s.tensor_count);
+        let dtypes: Vec<String> = s
+            .dtypes
+            .iter()
+            .map(|(t, (n, _))| format!("{t}×{n}"))
+            .collect();
+        info.quantization = Some(match &s.quantization {
+            Some(q) => format!("{q} ({})", dtypes.join(" ")),
+            None => dtypes.join(" "),
+        });
     }
     if model.format == ModelFormat::Safetensors {
         let s = if meta.is_dir() {
