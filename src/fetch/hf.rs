@@ -426,10 +426,7 @@ fn offline(
         let size = std::fs::metadata(&path)
             .map_err(|e| FetchError(format!("offline: {}: {e}", path.display())))?
             .len();
-        let mut expect = Expect::default();
-        if let Some(pin) = model.file_pin(&name, single).map(str::to_string) {
-            expect.sha256.push(("the pinned sha256".into(), pin));
-        }
+        let expect = Expect::pinned(model.file_pin(&name, single));
         let sha = http::check_existing(&store, &path, &expect)
             .map_err(|why| FetchError(format!("offline: {}: {why}", path.display())))?;
         files.push(FetchedFile {

@@ -26,6 +26,18 @@ pub(crate) struct Expect {
     pub git_sha1: Option<String>,
 }
 
+impl Expect {
+    /// Only a pinned hash (if any) to check: sources that announce no size or hash.
+    pub(crate) fn pinned(pin: Option<&str>) -> Expect {
+        Expect {
+            sha256: pin
+                .map(|p| vec![("the pinned sha256".to_string(), p.to_string())])
+                .unwrap_or_default(),
+            ..Expect::default()
+        }
+    }
+}
+
 /// Where a file comes from and goes.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
@@ -583,12 +595,7 @@ pub(crate) async fn fetch_url(
     let name = url_file_name(url)
         .ok_or_else(|| FetchError(format!("{url}: the URL does not end in a file name")))?;
     let dest = cfg.models_dir.join(&name);
-    let mut expect = Expect::default();
-    if let Some(pin) = model.file_pin(&name, true) {
-        expect
-            .sha256
-            .push(("the pinned sha256".into(), pin.to_string()));
-    }
+    let expect = Expect::pinned(model.file_pin(&name, true));
     let store = VerifiedStore::new(&cfg.state_dir);
     if cfg.offline {
         if !dest.is_file() {

@@ -19,12 +19,7 @@ pub(crate) async fn fetch(
     check_repo_path(member).map_err(|why| FetchError(format!("member `{member}`: {why}")))?;
     let name = member.rsplit('/').next().unwrap_or(member).to_string();
     let dest = cfg.models_dir.join(&name);
-    let mut expect = Expect::default();
-    if let Some(pin) = model.file_pin(&name, true) {
-        expect
-            .sha256
-            .push(("the pinned sha256".into(), pin.to_string()));
-    }
+    let expect = Expect::pinned(model.file_pin(&name, true));
     std::fs::create_dir_all(&cfg.models_dir)
         .map_err(|e| FetchError(format!("cannot create {}: {e}", cfg.models_dir.display())))?;
     let _lock = lock(
