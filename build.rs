@@ -26,6 +26,9 @@ fn main() {
     for (krate, var) in [
         ("llama-cpp-2", "MINERVA_LLAMA_CPP_2_VERSION"),
         ("llama-cpp-sys-2", "MINERVA_LLAMA_CPP_SYS_VERSION"),
+        ("candle-core", "MINERVA_CANDLE_CORE_VERSION"),
+        ("candle-transformers", "MINERVA_CANDLE_TRANSFORMERS_VERSION"),
+        ("tokenizers", "MINERVA_TOKENIZERS_VERSION"),
     ] {
         let needle = format!("name = \"{krate}\"\nversion = \"");
         let version = lock

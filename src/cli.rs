@@ -108,7 +108,25 @@ pub enum Command {
         #[arg(long, value_name = "HEX")]
         sha256: Option<String>,
     },
+    /// Convert a model to another format.
+    #[command(subcommand)]
+    Convert(ConvertCommand),
     /// Internal: runs one bench job in a child process.
     #[command(hide = true)]
     Worker,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConvertCommand {
+    /// Dequantize a GGUF (llama architecture) into a SafeTensors model directory: weights,
+    /// config.json, tokenizer.json (rebuilt from the GGUF's vocabulary), tokenizer_config.json.
+    GgufToSafetensors {
+        /// The GGUF file.
+        input: PathBuf,
+        /// The directory to create (must not exist).
+        output: PathBuf,
+        /// Weight dtype: f32, bf16 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
 }

@@ -6,6 +6,7 @@
 pub mod analyze;
 pub mod backend;
 pub mod cli;
+pub mod convert;
 pub mod error;
 pub mod exec;
 pub mod fetch;
@@ -24,4 +25,7 @@ pub const GIT_REVISION: &str = env!("MINERVA_GIT_REVISION");
 pub mod build_info {
     pub const LLAMA_CPP_2_VERSION: &str = env!("MINERVA_LLAMA_CPP_2_VERSION");
     pub const LLAMA_CPP_SYS_VERSION: &str = env!("MINERVA_LLAMA_CPP_SYS_VERSION");
+    pub const CANDLE_CORE_VERSION: &str = env!("MINERVA_CANDLE_CORE_VERSION");
+    pub const CANDLE_TRANSFORMERS_VERSION: &str = env!("MINERVA_CANDLE_TRANSFORMERS_VERSION");
+    pub const TOKENIZERS_VERSION: &str = env!("MINERVA_TOKENIZERS_VERSION");
 }

@@ -314,6 +314,30 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                 exit::RUN_FAILED
             })
         }
+        Command::Convert(minerva::cli::ConvertCommand::GgufToSafetensors {
+            input,
+            output,
+            dtype,
+        }) => {
+            let dt = minerva::convert::parse_dtype(&dtype).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--dtype: expected f32, bf16 or f16, found `{dtype}`"
+                ))
+            })?;
+            let t0 = std::time::Instant::now();
+            let c = minerva::convert::gguf_to_safetensors(&input, &output, dt, None)
+                .map_err(|e| Error::Other(e.to_string()))?;
+            println!(
+                "{}: {} tensors, {} parameters, {:?}, {} in {:.1} s",
+                c.dir.display(),
+                c.tensors,
+                c.parameters,
+                c.dtype,
+                minerva::fetch::human_bytes(c.bytes),
+                t0.elapsed().as_secs_f64()
+            );
+            Ok(exit::OK)
+        }
         Command::Report {
             run_dir,
             template,

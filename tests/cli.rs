@@ -29,9 +29,10 @@ fn mistral_plans_the_whole_study() {
     let out = Minerva::new(&["plan", "pipelines/mistral.yaml"]).output();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    // 3 engines × their own format × 4 scenarios; 3 downloads, 3 verifies, analyze, report.
+    // 3 engines × their own format × 4 scenarios (candle in its own stage, for its bf16
+    // dtype); 3 downloads, 3 verifies, analyze, report.
     assert!(
-        stdout.contains("pipeline mistral (5 stages, 20 jobs)"),
+        stdout.contains("pipeline mistral (6 stages, 20 jobs)"),
         "{stdout}"
     );
     assert!(
@@ -40,7 +41,7 @@ fn mistral_plans_the_whole_study() {
     );
     for id in [
         "bench/llama_cpp/mistral-7b-q4_k_m/long/seed=42",
-        "bench/candle/mistral-7b-safetensors/code/seed=42",
+        "bench-candle/candle/mistral-7b-safetensors/code/dtype=bf16,seed=42",
         "bench/mlx/mistral-7b-mlx-4bit/short/seed=42",
     ] {
         assert!(stdout.contains(id), "missing {id}:\n{stdout}");
@@ -62,8 +63,9 @@ fn mistral_plans_the_whole_study() {
     let bench = v["jobs"]
         .as_array()
         .and_then(|j| {
-            j.iter()
-                .find(|j| j["id"] == "bench/candle/mistral-7b-safetensors/short/seed=42")
+            j.iter().find(|j| {
+                j["id"] == "bench-candle/candle/mistral-7b-safetensors/short/dtype=bf16,seed=42"
+            })
         })
         .cloned()
         .unwrap_or_default();
@@ -551,4 +553,143 @@ fn verify_checks_safetensors_files_and_directories() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn divergent_outputs_are_marked_and_their_speed_not_comparable() {
+    let dir = tempdir();
+    let p = dir.path().join("agree.yaml");
+    std::fs::write(
+        &p,
+        r#"name: agree
+models:
+  - { name: m, format: gguf, source: { path: models/m.gguf } }
+  - { name: copy, format: gguf, source: { path: models/copy.gguf } }
+scenarios:
+  - { name: s, prompt: "Hello there", max_tokens: 32 }
+agreement: { min_prefix: 16 }
+stages:
+  - name: bench
+    kind: bench
+    matrix:
+      backend: [simulated]
+      model: [m, copy]
+      scenario: [s]
+      params: { diverge_at: [32, 20, 3] }
+      exclude: [{ model: copy, diverge_at: 32 }, { model: copy, diverge_at: 20 }]
+    runs: 2
+  - { name: analyze, kind: analyze, needs: [bench] }
+  - { name: report, kind: report, needs: [analyze] }
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = Minerva::new(&["run", &p.display().to_string(), "--run-id", "a", "--out"])
+        .output_with(dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report = read(&dir.path().join("agree/a/report.md"));
+    // m/diverge_at=32 is the reference; 20 agrees on 20 ≥ 16; 3 does not.
+    assert!(report.contains("## Output agreement"), "{report}");
+    assert!(
+        report.contains("| s | simulated · m | simulated · m | 20/32 | same | agree |"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "| s | simulated · m | simulated · m | 3/32 | same | **DIVERGENT**: speed not comparable |"
+        ),
+        "{report}"
+    );
+    // Different weights: shown, not judged.
+    assert!(
+        report.contains("| s | simulated · m | simulated · copy | 3/32 | same | different weights: not judged |"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "| simulated **SIMULATED** **DIVERGENT: not comparable** | m | diverge_at=3 |"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("**DIVERGENT** 3/32 vs simulated"),
+        "{report}"
+    );
+    assert_eq!(
+        report.matches("DIVERGENT: not comparable").count(),
+        1,
+        "{report}"
+    );
+
+    // Bad keys: located errors, exit 2.
+    for (body, want) in [
+        (
+            "agreement: { min_prefix: 0 }",
+            "agreement.min_prefix: must be at least 1",
+        ),
+        ("agreement: { prefix: 3 }", "unknown field `prefix`"),
+    ] {
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(
+            &bad,
+            format!("name: bad\n{body}\nstages:\n  - {{ name: a, kind: analyze }}\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let r = Minerva::new(&["validate", &bad.display().to_string()]).output();
+        assert_eq!(r.status.code(), Some(2), "{body}");
+        assert!(
+            text(&r.stderr).contains(want),
+            "{body}: {}",
+            text(&r.stderr)
+        );
+    }
+}
+
+#[test]
+fn convert_sources_are_checked_before_anything_runs() {
+    let dir = tempdir();
+    for (models, want) in [
+        (
+            "  - { name: st, format: safetensors, source: { convert: { from: q } } }\n  - { name: q, format: gguf, source: { path: q.gguf } }",
+            "`q` is not a model declared before `st`",
+        ),
+        (
+            "  - { name: q, format: gguf, source: { path: q.gguf } }\n  - { name: st, format: gguf, source: { convert: { from: q } } }",
+            "a model converted from a GGUF has `format: safetensors`",
+        ),
+        (
+            "  - { name: q, format: gguf, source: { path: q.gguf } }\n  - { name: st, format: safetensors, source: { convert: { from: q, dtype: f8 } } }",
+            "`f8`: expected f32, bf16 or f16",
+        ),
+        (
+            "  - { name: d, format: safetensors, source: { path: d } }\n  - { name: st, format: safetensors, source: { convert: { from: d } } }",
+            "`d` is not a GGUF model",
+        ),
+    ] {
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            format!("name: c\nmodels:\n{models}\nstages:\n  - {{ name: fetch, kind: download }}\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let r = Minerva::new(&["validate", &p.display().to_string()]).output();
+        assert_eq!(r.status.code(), Some(2), "{models}");
+        let err = text(&r.stderr);
+        assert!(err.contains(want) && err.contains("c.yaml:"), "{want}: {err}");
+    }
+    // A valid one: the converted model's download waits for its source's.
+    let p = dir.path().join("ok.yaml");
+    std::fs::write(
+        &p,
+        "name: ok\nmodels:\n  - { name: q, format: gguf, source: { path: q.gguf } }\n  - { name: st, format: safetensors, source: { convert: { from: q } } }\nstages:\n  - { name: fetch, kind: download }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = Minerva::new(&["plan", &p.display().to_string(), "--json"]).output();
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_default();
+    let st = v["jobs"]
+        .as_array()
+        .and_then(|j| j.iter().find(|j| j["id"] == "fetch/st"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(st["needs"], serde_json::json!(["fetch/q"]));
 }

@@ -71,8 +71,9 @@ fn quickstart_runs_on_the_real_model() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let run = out_dir.path().join("quickstart/q");
     let samples = lines(&run.join("samples.jsonl"));
-    // Warmups are untimed in the llama.cpp backend: 6 scenarios × 2 measured runs.
-    assert_eq!(samples.len(), 12, "{samples:?}");
+    // Warmups are untimed in the in-process backends: 3 legs (llama.cpp and candle on the GGUF,
+    // candle on the F32 copy) × 6 scenarios × 2 measured runs.
+    assert_eq!(samples.len(), 36, "{samples:?}");
     assert!(samples
         .iter()
         .all(|s| s["simulated"] == false && s["error"].is_null()));
@@ -121,8 +122,27 @@ fn quickstart_runs_on_the_real_model() {
         build.contains("llama-cpp-2 0.1.") && build.contains("CPU"),
         "{build}"
     );
+    assert!(manifest["backends"]["candle"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("candle-core"));
+    // The converted copy was made by the download stage and verified as SafeTensors.
+    assert!(root()
+        .join("models/smollm2-135m-f32/minerva-convert.json")
+        .is_file());
     let report = read(&run.join("report.md"));
     assert!(!report.contains("SIMULATED"), "{report}");
+    assert!(
+        report.contains("| smollm2-135m-f32 | safetensors |"),
+        "{report}"
+    );
+    // Three legs side by side with agreement; the same weights agree on ≥ 16 tokens.
+    assert!(report.contains("## Output agreement"), "{report}");
+    assert!(
+        report.contains("| short | llama_cpp · smollm2-135m-q4_1 | candle · smollm2-135m-q4_1 |"),
+        "{report}"
+    );
+    assert!(!report.contains("**DIVERGENT"), "{report}");
     assert!(
         report.contains("| smollm2-135m-q4_1 | gguf | llama | 134.5M |"),
         "{report}"

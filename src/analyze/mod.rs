@@ -2,6 +2,7 @@
 //!
 //! Warmups are excluded; failed samples are counted, never averaged.
 
+pub mod agreement;
 mod frame;
 mod warnings;
 

@@ -399,6 +399,13 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
             );
             sample_time += t0.elapsed();
             s.token_ms.push(timer.at());
+            // The first repetition's greedy output, for the agreement check across backends.
+            let record = rep == 0;
+            if record {
+                let ids: Vec<u32> = tokens.iter().map(|t| t.0 as u32).collect();
+                s.prompt_digest = Some(Sample::digest_ids(&ids));
+                s.output_ids.push(tok.0 as u32);
+            }
             while s.token_ms.len() < n_gen {
                 if !p.ignore_eos && vocab.is_eog(tok) {
                     break;
@@ -409,6 +416,9 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
                 tok = pick(&ctx, &model, &mut sampler, 0, p.ignore_eos);
                 sample_time += t1.elapsed();
                 s.token_ms.push(timer.at());
+                if record {
+                    s.output_ids.push(tok.0 as u32);
+                }
             }
             let n = s.token_ms.len();
             if n > 1 {

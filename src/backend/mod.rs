@@ -4,6 +4,8 @@
 //! Every bench job runs in a child process (`minerva worker`), so a crash inside an engine
 //! becomes a failed job instead of a failed run. `worker` is that child's side.
 
+pub mod candle;
+pub mod chat;
 pub mod llama_cpp;
 pub mod openai;
 pub mod simulated;
@@ -58,7 +60,7 @@ impl BackendKind {
         match self {
             BackendKind::Simulated => simulated::PARAMS,
             BackendKind::LlamaCpp => llama_cpp::PARAMS,
-            BackendKind::Candle => &["threads", "dtype", "seed", "ignore_eos"],
+            BackendKind::Candle => candle::PARAMS,
             BackendKind::Mlx => &["seed", "ignore_eos", "dtype"],
             BackendKind::Openai => openai::PARAMS,
         }
@@ -69,7 +71,10 @@ impl BackendKind {
     pub fn available(self) -> bool {
         matches!(
             self,
-            BackendKind::Simulated | BackendKind::LlamaCpp | BackendKind::Openai
+            BackendKind::Simulated
+                | BackendKind::LlamaCpp
+                | BackendKind::Candle
+                | BackendKind::Openai
         )
     }
 
@@ -78,6 +83,7 @@ impl BackendKind {
         match self {
             BackendKind::Simulated => Some("simulated latency model (no engine)".into()),
             BackendKind::LlamaCpp => Some(llama_cpp::build_info()),
+            BackendKind::Candle => Some(candle::build_info()),
             BackendKind::Openai => Some(openai::build_info()),
             _ => None,
         }
@@ -122,6 +128,7 @@ pub fn run_job(
     match job.backend {
         BackendKind::Simulated => simulated::run(job, job_id, sink),
         BackendKind::LlamaCpp => llama_cpp::run(job, job_id, sink),
+        BackendKind::Candle => candle::run(job, job_id, sink),
         BackendKind::Openai => openai::run(job, job_id, sink),
         other => Err(BackendError::Unavailable(other)),
     }

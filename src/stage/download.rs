@@ -1,14 +1,22 @@
 //! Download stage: makes each model's files present locally and verified (see `crate::fetch`),
-//! and records where they are (`download-<model>.json`) for the stages after it.
+//! and records where they are (`download-<model>.json`) for the stages after it. A model with a
+//! `convert` source is made here from another model of the pipeline (see `crate::convert`).
 
 use super::StageCtx;
+use crate::fetch::FetchedModel;
 use crate::plan::Model;
 use crate::results::atomic_write;
+use crate::spec::SourceSpec;
 
 pub async fn run(model: &Model, ctx: &StageCtx) -> Result<Option<String>, String> {
-    let fetched = crate::fetch::fetch_model(model, &ctx.fetch)
-        .await
-        .map_err(|e| e.to_string())?;
+    let fetched = match model.sources.as_slice() {
+        [SourceSpec::Convert { from, dtype }] => {
+            convert(model, from, dtype.as_deref(), ctx).await?
+        }
+        _ => crate::fetch::fetch_model(model, &ctx.fetch)
+            .await
+            .map_err(|e| e.to_string())?,
+    };
     let out = ctx
         .run_dir
         .root
@@ -16,4 +24,73 @@ pub async fn run(model: &Model, ctx: &StageCtx) -> Result<Option<String>, String
     let bytes = serde_json::to_vec_pretty(&fetched).map_err(|e| e.to_string())?;
     atomic_write(&out, &bytes).map_err(|e| e.to_string())?;
     Ok(Some(fetched.describe()))
+}
+
+/// Makes (or reuses) the SafeTensors copy of the GGUF model `from`: reused when the models
+/// directory holds a conversion of the same source file (by sha256) in the same dtype.
+async fn convert(
+    model: &Model,
+    from: &str,
+    dtype: Option<&str>,
+    ctx: &StageCtx,
+) -> Result<FetchedModel, String> {
+    let source = ctx
+        .plan
+        .models
+        .iter()
+        .find(|m| m.name == from)
+        .ok_or_else(|| format!("model `{from}` is not in the pipeline"))?;
+    let source = super::resolve_model(source, ctx).await?;
+    let input = source
+        .local_path()
+        .ok_or_else(|| format!("model `{from}` has no local file"))?;
+    let dtype = crate::convert::parse_dtype(dtype.unwrap_or("f32"))
+        .ok_or_else(|| format!("dtype `{}`: expected f32, bf16 or f16", dtype.unwrap_or("")))?;
+    let out = crate::fetch::converted_dir(model, &ctx.fetch);
+    let model = model.clone();
+    let state_dir = ctx.fetch.state_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = crate::fetch::VerifiedStore::new(&state_dir);
+        let (digest, _) = crate::fetch::sha256_verified(&store, &input)
+            .map_err(|e| format!("{}: {e}", input.display()))?;
+        let prov_path = out.join(crate::convert::PROVENANCE);
+        if out.exists() {
+            let prov: Option<serde_json::Value> = std::fs::read(&prov_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let Some(prov) = prov else {
+                return Err(format!(
+                    "{} exists but is not a conversion made by minerva (no {}): move it away",
+                    out.display(),
+                    crate::convert::PROVENANCE
+                ));
+            };
+            let same = prov.get("source_sha256").and_then(|v| v.as_str()) == Some(&digest)
+                && prov.get("dtype").and_then(|v| v.as_str())
+                    == Some(crate::convert::dtype_name(dtype));
+            if same {
+                return crate::fetch::converted_record(&model, &out, &prov)
+                    .map_err(|e| format!("{}: {e}", out.display()));
+            }
+            tracing::info!(
+                "{}: made from another file or dtype; converting again",
+                out.display()
+            );
+            std::fs::remove_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        }
+        crate::convert::gguf_to_safetensors(&input, &out, dtype, Some(&digest))
+            .map_err(|e| e.to_string())?;
+        let prov: serde_json::Value = std::fs::read(&prov_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut rec = crate::fetch::converted_record(&model, &out, &prov)
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        for f in &mut rec.files {
+            f.reused = false;
+        }
+        Ok(rec)
+    })
+    .await
+    .map_err(|e| format!("conversion task failed: {e}"))?
 }

@@ -108,6 +108,19 @@ pub fn verify_model_with(
         sha256: None,
         warnings: Vec::new(),
     };
+    if meta.is_dir() {
+        // A model directory's size is its files' (hub snapshots are links to blobs: followed).
+        info.file_size = std::fs::read_dir(path)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| std::fs::metadata(e.path()).ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+    }
     if model.format == ModelFormat::Gguf {
         if meta.is_dir() {
             return Err(format!(

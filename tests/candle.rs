@@ -1,0 +1,320 @@
+//! The candle backend, the GGUF → SafeTensors conversion and the output-agreement check, on the
+//! real test model (SmolLM2-135M-Instruct Q4_1, fetched by scripts/fetch-test-model.sh).
+
+mod common;
+
+use candle_core::quantized::gguf_file;
+use common::*;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use serde_json::Value;
+
+const TEST_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn require_test_model() {
+    assert!(
+        root().join(TEST_MODEL).is_file(),
+        "{TEST_MODEL} is missing: run scripts/fetch-test-model.sh (scripts/test.sh does)"
+    );
+}
+
+/// Strings that trip tokenizers: digits, CJK and emoji, whitespace runs, contractions, code,
+/// and the model's own chat markup (special tokens).
+const HARD: &[&str] = &[
+    "In 2024, 1234567 people paid $3.50 each (12.5%).",
+    "日本語のテキストと絵文字 🤖🚀 mixed with English.",
+    "tabs\tand\nnewlines\n\n   and  double  spaces  ",
+    "I'm sure they'll say it's John's, won't they? DON'T",
+    "fn main() {\n    println!(\"{}\", x.map(|v| v * 2));\n}",
+    "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
+];
+
+#[test]
+fn gguf_vocabulary_tokenizes_like_llama_cpp() {
+    require_test_model();
+    let path = root().join(TEST_MODEL);
+    let mut f = std::fs::File::open(&path).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let tok = minerva::backend::candle::tokenizer::from_gguf(&content.metadata).unwrap();
+    assert_eq!(tok.vocab_size(), 49152);
+    assert!(!tok.add_bos, "SmolLM2's GGUF says add_bos_token = false");
+    assert!(tok.eog.contains(&2), "<|im_end|> (id 2) ends generation");
+
+    let backend = LlamaBackend::init().unwrap();
+    let model = LlamaModel::load_from_file(&backend, &path, &LlamaModelParams::default()).unwrap();
+    let vocab = model.vocab();
+    for s in HARD {
+        let ours = tok.encode(s).unwrap();
+        let theirs: Vec<u32> = vocab
+            .tokenize(s.as_bytes(), false, true)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect();
+        assert_eq!(ours, theirs, "{s:?}");
+        assert!(!ours.is_empty());
+    }
+    // Special tokens are single ids, not spelled out.
+    let markup = tok.encode(HARD[5]).unwrap();
+    assert_eq!(markup[0], 1, "<|im_start|>");
+    assert_eq!(
+        tok.tokenizer
+            .decode(&tok.encode(HARD[1]).unwrap(), false)
+            .unwrap(),
+        HARD[1]
+    );
+}
+
+fn samples_by_job(run: &std::path::Path) -> Vec<Value> {
+    lines(&run.join("samples.jsonl"))
+        .into_iter()
+        .filter(|s| s["warmup"] == false)
+        .collect()
+}
+
+fn prefix(a: &[Value], b: &[Value]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[test]
+fn converted_safetensors_and_three_engines_agree() {
+    require_test_model();
+    let tmp = tempdir();
+    let st = tmp.path().join("smol-f32");
+    let out = Minerva::new(&[
+        "convert",
+        "gguf-to-safetensors",
+        TEST_MODEL,
+        st.to_str().unwrap(),
+    ])
+    .output();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(
+        printed.contains("272 tensors, 134515008 parameters, F32"),
+        "{printed}"
+    );
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "minerva-convert.json",
+    ] {
+        assert!(st.join(f).is_file(), "{f} missing");
+    }
+    let config: Value = serde_json::from_str(&read(&st.join("config.json"))).unwrap();
+    assert_eq!(config["model_type"], "llama");
+    assert_eq!(config["num_hidden_layers"], 30);
+    assert_eq!(config["num_key_value_heads"], 3);
+    assert_eq!(config["tie_word_embeddings"], true);
+    assert_eq!(config["rope_theta"], 100000.0);
+    let prov: Value = serde_json::from_str(&read(&st.join("minerva-convert.json"))).unwrap();
+    assert_eq!(
+        prov["source_sha256"],
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    );
+    // F32: 4 bytes a parameter plus the header.
+    let size = std::fs::metadata(st.join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        size > 134_515_008 * 4 && size < 134_515_008 * 4 + (1 << 20),
+        "{size}"
+    );
+    // The project's own verifier accepts it; converting onto it again is refused.
+    let v = Minerva::new(&["verify", st.to_str().unwrap()]).output();
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v.stderr));
+    let again = Minerva::new(&[
+        "convert",
+        "gguf-to-safetensors",
+        TEST_MODEL,
+        st.to_str().unwrap(),
+    ])
+    .output();
+    assert_eq!(again.status.code(), Some(3));
+    assert!(text(&again.stderr).contains("already exists"));
+
+    // One pipeline: the GGUF on llama.cpp and candle, the F32 copy on candle; one text prompt,
+    // 64 greedy tokens; a pp and a tg job for the speed ratio.
+    let pipeline = tmp.path().join("three.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"name: three
+models:
+  - name: q4
+    format: gguf
+    source: {{ path: {gguf} }}
+  - name: f32
+    format: safetensors
+    source: {{ path: {st} }}
+scenarios:
+  - name: prose
+    prompt: "Explain in a few sentences why the sky is blue."
+    max_tokens: 64
+  - name: pp128
+    prompt_tokens: 128
+    max_tokens: 0
+  - name: tg32
+    prompt_tokens: 0
+    max_tokens: 32
+agreement:
+  min_prefix: 16
+stages:
+  - name: verify
+    kind: verify
+  - name: bench
+    kind: bench
+    needs: [verify]
+    matrix:
+      backend: [llama_cpp, candle]
+      model: [q4, f32]
+      scenario: [prose, pp128, tg32]
+      params:
+        threads: 2
+      exclude:
+        - {{ backend: llama_cpp, model: f32 }}
+    runs: 2
+    warmup: 1
+  - name: analyze
+    kind: analyze
+    needs: [bench]
+  - name: report
+    kind: report
+    needs: [analyze]
+"#,
+            gguf = root().join(TEST_MODEL).display(),
+            st = st.display()
+        ),
+    )
+    .unwrap();
+    let out = Minerva::new(&[
+        "run",
+        pipeline.to_str().unwrap(),
+        "--run-id",
+        "r",
+        "--out",
+        tmp.path().join("out").to_str().unwrap(),
+    ])
+    .output();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let run = tmp.path().join("out/three/r");
+    let samples = samples_by_job(&run);
+    assert_eq!(samples.len(), 3 * 3 * 2, "{samples:?}");
+    assert!(samples.iter().all(|s| s["error"].is_null()), "{samples:?}");
+    let first = |backend: &str, model: &str, scenario: &str| -> Value {
+        samples
+            .iter()
+            .find(|s| s["backend"] == backend && s["model"] == model && s["scenario"] == scenario)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let llama = first("llama_cpp", "q4", "prose");
+    let candle_q4 = first("candle", "q4", "prose");
+    let candle_f32 = first("candle", "f32", "prose");
+    for s in [&llama, &candle_q4, &candle_f32] {
+        assert_eq!(s["output_ids"].as_array().map(Vec::len), Some(64), "{s}");
+        assert_eq!(s["output_tokens"], 64);
+    }
+    // The same prompt tokens everywhere (chat template and tokenizer agree with llama.cpp's).
+    assert_eq!(llama["prompt_digest"], candle_q4["prompt_digest"]);
+    assert_eq!(llama["prompt_digest"], candle_f32["prompt_digest"]);
+    assert_eq!(llama["prompt_tokens"], candle_q4["prompt_tokens"]);
+    let ids = |s: &Value| s["output_ids"].as_array().cloned().unwrap_or_default();
+    let same_weights = prefix(&ids(&llama), &ids(&candle_q4));
+    let converted = prefix(&ids(&candle_q4), &ids(&candle_f32));
+    eprintln!("agreement: llama.cpp vs candle (Q4_1) {same_weights}/64; candle Q4_1 vs F32 copy {converted}/64");
+    // Same weights, two engines: at least the gate's 16 tokens.
+    assert!(same_weights >= 16, "{same_weights}");
+    // The dequantized copy: Q4_1 kernels round activations to 8 bits, F32 does not, so greedy
+    // paths may part after a while; the tolerance here is the first 8 tokens.
+    assert!(converted >= 8, "{converted}");
+
+    for s in samples.iter().filter(|s| s["scenario"] == "pp128") {
+        assert_eq!(s["prompt_tokens"], 128);
+        assert!(s["pp_tps"].as_f64().unwrap_or(0.0) > 5.0, "{s}");
+    }
+    for s in samples.iter().filter(|s| s["scenario"] == "tg32") {
+        assert_eq!(s["output_tokens"], 32);
+        assert!(s["tg_tps"].as_f64().unwrap_or(0.0) > 2.0, "{s}");
+    }
+    let manifest: Value = serde_json::from_str(&read(&run.join("manifest.json"))).unwrap();
+    let build = manifest["backends"]["candle"].as_str().unwrap_or_default();
+    assert!(
+        build.contains("candle-core 0.11") && build.contains("avx2"),
+        "{build}"
+    );
+
+    let report = read(&run.join("report.md"));
+    assert!(report.contains("## Output agreement"), "{report}");
+    assert!(
+        report.contains(&format!(
+            "| prose | llama_cpp · q4 | candle · q4 | {same_weights}/64 | same | agree |"
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("| prose | candle · f32 | candle · q4 |"),
+        "{report}"
+    );
+    assert!(report.contains("different weights: not judged"), "{report}");
+    assert!(!report.contains("**DIVERGENT"), "{report}");
+    // llama.cpp is the reference of every pair it is in.
+    assert!(
+        report.contains("| 64 | reference |") || report.contains("| reference |"),
+        "{report}"
+    );
+}
+
+#[test]
+fn candle_refuses_bad_models_with_clear_errors() {
+    let tmp = tempdir();
+    // A directory with a config but no weights.
+    let dir = tmp.path().join("empty");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+    let pipeline = tmp.path().join("bad.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"name: bad
+models:
+  - name: empty
+    format: safetensors
+    source: {{ path: {dir} }}
+scenarios:
+  - name: s
+    prompt: "Hi"
+    max_tokens: 4
+stages:
+  - name: bench
+    kind: bench
+    matrix:
+      backend: [candle]
+      model: [empty]
+      scenario: [s]
+    runs: 1
+"#,
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let out = Minerva::new(&[
+        "run",
+        pipeline.to_str().unwrap(),
+        "--out",
+        tmp.path().join("out").to_str().unwrap(),
+    ])
+    .output();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let run = std::fs::read_dir(tmp.path().join("out/bad"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.path().join("samples.jsonl").is_file())
+        .map(|e| e.path())
+        .unwrap();
+    let samples = lines(&run.join("samples.jsonl"));
+    let msg = samples[0]["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("empty/tokenizer.json"), "{msg}");
+}
