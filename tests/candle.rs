@@ -134,6 +134,7 @@ fn converted_safetensors_and_three_engines_agree() {
     .output();
     assert_eq!(again.status.code(), Some(3));
     assert!(text(&again.stderr).contains("already exists"));
+    mlx_directories_from_the_converted_weights(&st, tmp.path());
 
     // One pipeline: the GGUF on llama.cpp and candle, the F32 copy on candle; one text prompt,
     // 64 greedy tokens; a pp and a tg job for the speed ratio.
@@ -317,4 +318,143 @@ stages:
     let samples = lines(&run.join("samples.jsonl"));
     let msg = samples[0]["error"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("empty/tokenizer.json"), "{msg}");
+}
+
+/// MLX affine quantization of a `[out, in]` F32 matrix: per group of `group` columns,
+/// scale = (max − min) / (2^bits − 1), bias = min; values packed little-end first into U32 words.
+fn mlx_quantize(w: &[Vec<f32>], group: usize, bits: u32) -> (Vec<u32>, Vec<f32>, Vec<f32>) {
+    let levels = ((1u32 << bits) - 1) as f32;
+    let per_word = (32 / bits) as usize;
+    let (mut packed, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+    for row in w {
+        let mut q = Vec::with_capacity(row.len());
+        for g in row.chunks(group) {
+            let (lo, hi) = g
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+            let scale = ((hi - lo) / levels).max(f32::MIN_POSITIVE);
+            scales.push(scale);
+            biases.push(lo);
+            q.extend(
+                g.iter()
+                    .map(|&x| ((x - lo) / scale).round().clamp(0.0, levels) as u32),
+            );
+        }
+        for word in q.chunks(per_word) {
+            packed.push(
+                word.iter()
+                    .enumerate()
+                    .fold(0u32, |acc, (i, &v)| acc | (v << (bits as usize * i))),
+            );
+        }
+    }
+    (packed, scales, biases)
+}
+
+/// MLX-style directories built from the converted SmolLM2 weights (layer 0's seven projections
+/// quantized in MLX's affine 4-bit layout, the rest full precision), and broken variants.
+fn mlx_directories_from_the_converted_weights(st: &std::path::Path, tmp: &std::path::Path) {
+    use candle_core::{Device, Tensor};
+    use minerva::formats::mlx::verify_dir;
+    let mut tensors =
+        candle_core::safetensors::load(st.join("model.safetensors"), &Device::Cpu).unwrap();
+    let (group, bits) = (64usize, 4u32);
+    for proj in [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ] {
+        let base = format!("model.layers.0.{proj}");
+        let w = tensors.remove(&format!("{base}.weight")).unwrap();
+        let rows = w.to_vec2::<f32>().unwrap();
+        let (out, cols) = (rows.len(), rows[0].len());
+        let (packed, scales, biases) = mlx_quantize(&rows, group, bits);
+        // The packing round-trips within half a quantization step.
+        let per_word = (32 / bits) as usize;
+        for (r, row) in rows.iter().enumerate().step_by(97) {
+            for (c, &x) in row.iter().enumerate().step_by(13) {
+                let word = packed[r * cols / per_word + c / per_word];
+                let q = (word >> (bits as usize * (c % per_word))) & 0xF;
+                let g = r * cols / group + c / group;
+                let back = q as f32 * scales[g] + biases[g];
+                assert!(
+                    (back - x).abs() <= scales[g] / 2.0 + 1e-6,
+                    "{base}[{r},{c}]"
+                );
+            }
+        }
+        let dev = &Device::Cpu;
+        tensors.insert(
+            format!("{base}.weight"),
+            Tensor::from_vec(packed, (out, cols / per_word), dev).unwrap(),
+        );
+        tensors.insert(
+            format!("{base}.scales"),
+            Tensor::from_vec(scales, (out, cols / group), dev).unwrap(),
+        );
+        tensors.insert(
+            format!("{base}.biases"),
+            Tensor::from_vec(biases, (out, cols / group), dev).unwrap(),
+        );
+    }
+    let mut config: Value = serde_json::from_str(&read(&st.join("config.json"))).unwrap();
+    config["quantization"] = serde_json::json!({ "group_size": group, "bits": bits });
+    let make = |name: &str, tensors: &std::collections::HashMap<String, Tensor>, config: &Value| {
+        let dir = tmp.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        candle_core::safetensors::save(tensors, dir.join("model.safetensors")).unwrap();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        std::fs::copy(st.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+        dir
+    };
+    let good = make("mlx-q4", &tensors, &config);
+    let s = verify_dir(&good, false).unwrap();
+    assert_eq!(s.quantization.as_deref(), Some("affine 4-bit, group 64"));
+    assert_eq!(s.model_type, "llama");
+    // Packed weights count as their logical size: the same parameters as the F32 model.
+    assert_eq!(s.parameters, 134_515_008);
+    assert_eq!(s.tensor_count, 272 + 14);
+    let v = Minerva::new(&["verify", good.to_str().unwrap()]).output();
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v.stderr));
+
+    // Broken variants, each refused with the reason.
+    let mut t = tensors.clone();
+    t.insert(
+        "model.layers.0.mlp.up_proj.scales".into(),
+        Tensor::zeros((1536, 8), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let e = verify_dir(&make("bad-scales", &t, &config), false).unwrap_err();
+    assert!(
+        e.message
+            .contains("scales shape [1536, 8], expected [1536, 9]"),
+        "{e}"
+    );
+    let mut t = tensors.clone();
+    t.remove("model.layers.0.self_attn.q_proj.biases");
+    let e = verify_dir(&make("no-biases", &t, &config), false).unwrap_err();
+    assert!(
+        e.message
+            .contains("needs `model.layers.0.self_attn.q_proj.biases`"),
+        "{e}"
+    );
+    let mut c = config.clone();
+    c["quantization"]["bits"] = 7.into();
+    let e = verify_dir(&make("bits-7", &tensors, &c), false).unwrap_err();
+    assert!(e.message.contains("not a scheme MLX implements"), "{e}");
+    let mut c = config.clone();
+    c.as_object_mut().unwrap().remove("quantization");
+    let e = verify_dir(&make("no-quantization", &tensors, &c), false).unwrap_err();
+    assert!(
+        e.message.contains("config.json has no `quantization`"),
+        "{e}"
+    );
+    let code = make("with-code", &tensors, &config);
+    std::fs::write(code.join("modeling.py"), "import os\n").unwrap();
+    let e = verify_dir(&code, false).unwrap_err();
+    assert!(e.message.contains("Python code"), "{e}");
+    assert!(verify_dir(&code, true).is_ok());
 }

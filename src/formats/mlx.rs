@@ -21,7 +21,7 @@ pub struct MlxSummary {
     pub model_type: String,
     /// e.g. `affine 4-bit, group 64`, or None for full precision.
     pub quantization: Option<String>,
-    /// Logical parameters (packed weights counted unpacked).
+    /// Logical parameters (packed weights counted unpacked; scales and biases not counted).
     pub parameters: u64,
     pub tensor_count: u64,
     pub dtypes: BTreeMap<String, (u64, u64)>,
@@ -175,9 +175,12 @@ pub fn verify_dir(dir: &Path, allow_code: bool) -> Result<MlxSummary, MlxError> 
                     }
                     _ => {}
                 }
-                // Count the packed weight as its logical size.
+                // Count the packed weight as its logical size, and the scales and biases
+                // (quantization metadata, not parameters of the model) not at all.
+                let meta = want[0].saturating_mul(want[1]) * if with_biases { 2 } else { 1 };
                 parameters = parameters
                     .saturating_sub(out.saturating_mul(packed))
+                    .saturating_sub(meta)
                     .saturating_add(out.saturating_mul(cols));
             }
             if let Some(w) = tensors.iter().find(|t| {
@@ -270,8 +273,8 @@ mod tests {
         let s = verify_dir(d.path(), false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.model_type, "llama");
         assert_eq!(s.quantization.as_deref(), Some("affine 4-bit, group 64"));
-        // 64×128 logical weights + 2×(64×2) scales/biases + 128 norm.
-        assert_eq!(s.parameters, 64 * 128 + 2 * 128 + 128);
+        // 64×128 logical weights + 128 norm; scales and biases are not parameters.
+        assert_eq!(s.parameters, 64 * 128 + 128);
         let fp = model(
             r#"{"model_type":"llama"}"#,
             &[("w", "F16", vec![4, 4])],
