@@ -578,3 +578,60 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_files_follow_the_index_else_every_safetensors_file() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["b.safetensors", "a.safetensors", "notes.txt"] {
+            std::fs::write(d.path().join(f), b"x").unwrap();
+        }
+        let names = |v: Vec<PathBuf>| -> Vec<String> {
+            v.iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(weight_files(d.path()).unwrap()),
+            ["a.safetensors", "b.safetensors"]
+        );
+        std::fs::write(
+            d.path().join("model.safetensors.index.json"),
+            r#"{"weight_map": {"x": "model-00002-of-00002.safetensors", "y": "model-00001-of-00002.safetensors", "z": "model-00001-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            names(weight_files(d.path()).unwrap()),
+            [
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors"
+            ]
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let e = weight_files(empty.path()).unwrap_err().to_string();
+        assert!(e.contains("holds no .safetensors file"), "{e}");
+    }
+
+    #[test]
+    fn greedy_pick_skips_end_of_generation_only_when_asked() {
+        let tok = ModelTokenizer {
+            tokenizer: tokenizers::Tokenizer::new(tokenizers::models::bpe::BPE::default()),
+            eog: [2].into_iter().collect(),
+            bos: None,
+            eos: Some(2),
+            add_bos: false,
+            chat_template: None,
+        };
+        let logits = [0.1, 0.5, 0.9, 0.9, 0.2];
+        assert_eq!(pick(&logits, &tok, false), 2, "the first maximum");
+        assert_eq!(
+            pick(&logits, &tok, true),
+            3,
+            "the best that does not end generation"
+        );
+        assert_eq!(pick(&[0.1, 0.5, 0.2], &tok, true), 1);
+    }
+}
