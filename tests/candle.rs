@@ -1,6 +1,8 @@
 //! The candle backend, the GGUF → SafeTensors conversion and the output-agreement check, on the
 //! real test model (SmolLM2-135M-Instruct Q4_1, fetched by scripts/fetch-test-model.sh).
 
+#![allow(clippy::unwrap_used)] // test helpers too: a panic is a failing test with its message
+
 mod common;
 
 use candle_core::quantized::gguf_file;
