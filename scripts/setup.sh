@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
+# The test command compiles llama.cpp twice (for clippy and for the tests): ccache makes the
+# second a cache hit.
+command -v ccache >/dev/null 2>&1 || need+=(ccache)
 # bindgen finds libclang through ldconfig or LIBCLANG_PATH.
 if [ -z "${LIBCLANG_PATH:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libclang\(-[0-9.]*\)\?\.so'; then
     need+=(libclang-dev clang)

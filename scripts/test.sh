@@ -11,9 +11,22 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
     rustup component add rustfmt clippy
 fi
 
+# llama-cpp-sys-2's cmake build runs once for clippy and once for the tests (cargo keys the two
+# build-script runs apart); through ccache the second compiles nothing. CMake reads these
+# variables as the default compiler launchers; paths are made relative so the two build
+# directories share cache entries.
+if command -v ccache >/dev/null 2>&1; then
+    export CMAKE_C_COMPILER_LAUNCHER=ccache CMAKE_CXX_COMPILER_LAUNCHER=ccache
+    export CCACHE_BASEDIR=/ CCACHE_NOHASHDIR=true
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked
+if command -v ccache >/dev/null 2>&1; then
+    echo "== ccache"
+    ccache --show-stats 2>/dev/null | grep -Ei "hits|misses" || true
+fi
