@@ -162,12 +162,7 @@ pub fn gguf_to_safetensors(
         path: input,
         md: &content.metadata,
     };
-    let arch = content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
+    let arch = crate::backend::candle::architecture(&content);
     if arch != "llama" {
         return Err(input_err(format!(
             "architecture `{arch}`: only `llama` GGUFs (Llama, Mistral, SmolLM…) convert"

@@ -8,7 +8,7 @@
 //! - Warmup as llama-bench: an untimed prompt run and a one-token generation; the KV cache is
 //!   cleared before every repetition.
 
-use super::{BackendError, SampleSink};
+use super::{finish_rep, text_tg_tps, BackendError, RepTimer, SampleSink};
 use crate::plan::BenchJob;
 use crate::results::{Millis, Sample};
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -139,20 +139,6 @@ fn c_text(f: unsafe extern "C" fn() -> *const std::os::raw::c_char) -> String {
     }
 }
 
-fn engine<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> BackendError + '_ {
-    move |e| BackendError::Engine(format!("{what}: {e}"))
-}
-
-struct Timer {
-    submit: Instant,
-}
-
-impl Timer {
-    fn at(&self) -> Millis {
-        Millis::from_duration(self.submit.elapsed())
-    }
-}
-
 /// Decodes `tokens` from position `start` in chunks of `batch`; logits only for the last token.
 /// Returns the time spent in decode calls.
 fn decode_prompt(
@@ -169,10 +155,11 @@ fn decode_prompt(
             let pos = base + i;
             batch
                 .add(*t, pos as i32, &[0], pos + 1 == tokens.len())
-                .map_err(engine("batch"))?;
+                .map_err(BackendError::engine("batch"))?;
         }
         let t0 = Instant::now();
-        ctx.decode(batch).map_err(engine("prompt decode"))?;
+        ctx.decode(batch)
+            .map_err(BackendError::engine("prompt decode"))?;
         ctx.synchronize();
         spent += t0.elapsed();
     }
@@ -190,9 +177,9 @@ fn decode_one(
     batch.clear();
     batch
         .add(tok, pos as i32, &[0], true)
-        .map_err(engine("batch"))?;
+        .map_err(BackendError::engine("batch"))?;
     let t0 = Instant::now();
-    ctx.decode(batch).map_err(engine("decode"))?;
+    ctx.decode(batch).map_err(BackendError::engine("decode"))?;
     ctx.synchronize();
     Ok(t0.elapsed())
 }
@@ -226,14 +213,14 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
         )));
     };
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-    let backend = LlamaBackend::init().map_err(engine("llama.cpp init"))?;
+    let backend = LlamaBackend::init().map_err(BackendError::engine("llama.cpp init"))?;
 
     let load_start = Instant::now();
     let mparams = LlamaModelParams::default()
         .with_n_gpu_layers(p.n_gpu_layers)
         .with_use_mmap(p.mmap);
     let model = LlamaModel::load_from_file(&backend, &path, &mparams)
-        .map_err(engine("loading the model"))?;
+        .map_err(BackendError::engine("loading the model"))?;
     let load_ms = Millis::from_duration(load_start.elapsed());
 
     let scenario = &job.scenario;
@@ -251,17 +238,17 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
                 if let Some(sys) = &scenario.system {
                     msgs.push(
                         LlamaChatMessage::new("system".into(), sys.clone())
-                            .map_err(engine("chat message"))?,
+                            .map_err(BackendError::engine("chat message"))?,
                     );
                 }
                 msgs.push(
                     LlamaChatMessage::new("user".into(), text.clone())
-                        .map_err(engine("chat message"))?,
+                        .map_err(BackendError::engine("chat message"))?,
                 );
                 Some(
                     model
                         .apply_chat_template(&tmpl, &msgs, true)
-                        .map_err(engine("chat template"))?,
+                        .map_err(BackendError::engine("chat template"))?,
                 )
             }
             Err(_) => Some(text.clone()),
@@ -300,7 +287,7 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
         });
     let mut ctx = model
         .new_context(&backend, cparams)
-        .map_err(engine("creating the context"))?;
+        .map_err(BackendError::engine("creating the context"))?;
     let n_batch = ctx.n_batch().max(1) as usize;
     let mut batch = LlamaBatch::new(n_batch.max(1), 1);
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
@@ -338,9 +325,7 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
         let mut sampler = LlamaSampler::greedy();
         let mut s = Sample::blank(job_id, job, rep, false);
         s.load_ms = Some(load_ms);
-        let timer = Timer {
-            submit: Instant::now(),
-        };
+        let timer = RepTimer::start();
         let mut sample_time = Duration::ZERO;
 
         // Prompt.
@@ -420,12 +405,7 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
                     s.output_ids.push(tok.0 as u32);
                 }
             }
-            let n = s.token_ms.len();
-            if n > 1 {
-                s.tg_tps = Some(
-                    (n - 1) as f64 / ((s.token_ms[n - 1].0 - s.token_ms[0].0) / 1e3).max(1e-9),
-                );
-            }
+            s.tg_tps = text_tg_tps(&s.token_ms);
         } else if n_gen > 0 {
             // Synthetic, as llama-bench's tg test: decode random tokens one at a time, no sampling.
             let mut tok = if tokens.is_empty() && add_bos {
@@ -442,10 +422,7 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
             let total = s.token_ms.last().map(|t| t.0 - gen_start.0).unwrap_or(0.0);
             s.tg_tps = Some(n_gen as f64 / (total / 1e3).max(1e-9));
         }
-        s.ttft_ms = s.token_ms.first().copied();
-        s.output_tokens = Some(s.token_ms.len() as u64);
-        s.e2e_ms = Some(timer.at());
-        s.sample_ms = Some(Millis::from_duration(sample_time));
+        finish_rep(&mut s, &timer, sample_time);
         tracing::debug!(
             "rep {rep}: prompt decode {:?}, generation decode {:?}, sampling {:?}",
             pp_time,

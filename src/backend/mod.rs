@@ -119,6 +119,48 @@ pub enum BackendError {
     Io(#[from] std::io::Error),
 }
 
+impl BackendError {
+    /// `map_err(BackendError::engine("loading the model"))`: an engine error with its context.
+    pub fn engine<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> BackendError + '_ {
+        move |e| BackendError::Engine(format!("{what}: {e}"))
+    }
+}
+
+/// The clock of one repetition: every timestamp counts from the submit.
+pub(crate) struct RepTimer {
+    submit: std::time::Instant,
+}
+
+impl RepTimer {
+    pub(crate) fn start() -> RepTimer {
+        RepTimer {
+            submit: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn at(&self) -> crate::results::Millis {
+        crate::results::Millis::from_duration(self.submit.elapsed())
+    }
+}
+
+/// Generation rate of a text prompt: tokens after the first over first → last token.
+pub(crate) fn text_tg_tps(token_ms: &[crate::results::Millis]) -> Option<f64> {
+    match token_ms {
+        [first, .., last] => {
+            Some((token_ms.len() - 1) as f64 / ((last.0 - first.0) / 1e3).max(1e-9))
+        }
+        _ => None,
+    }
+}
+
+/// The figures every in-process repetition ends with.
+pub(crate) fn finish_rep(s: &mut Sample, timer: &RepTimer, sample_time: std::time::Duration) {
+    s.ttft_ms = s.token_ms.first().copied();
+    s.output_tokens = Some(s.token_ms.len() as u64);
+    s.e2e_ms = Some(timer.at());
+    s.sample_ms = Some(crate::results::Millis::from_duration(sample_time));
+}
+
 /// Runs one bench job in this process (the worker calls this).
 pub fn run_job(
     job: &BenchJob,

@@ -17,7 +17,7 @@
 
 pub mod tokenizer;
 
-use super::{BackendError, SampleSink};
+use super::{finish_rep, text_tg_tps, BackendError, RepTimer, SampleSink};
 use crate::plan::BenchJob;
 use crate::results::{Millis, Sample};
 use candle_core::quantized::gguf_file;
@@ -140,10 +140,6 @@ pub fn build_info() -> String {
     )
 }
 
-fn engine<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> BackendError + '_ {
-    move |e| BackendError::Engine(format!("{what}: {e}"))
-}
-
 /// A loaded model: one forward pass at a time, returning the last position's logits.
 enum Engine {
     Quantized(Box<quantized_llama::ModelWeights>),
@@ -191,15 +187,10 @@ impl Engine {
 }
 
 fn load_gguf(path: &Path, p: &Params) -> Result<(Engine, ModelTokenizer), BackendError> {
-    let mut file = std::fs::File::open(path).map_err(engine("opening the model"))?;
+    let mut file = std::fs::File::open(path).map_err(BackendError::engine("opening the model"))?;
     let content = gguf_file::Content::read(&mut file)
-        .map_err(|e| engine("reading the GGUF")(e.with_path(path)))?;
-    let arch = content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
+        .map_err(|e| BackendError::engine("reading the GGUF")(e.with_path(path)))?;
+    let arch = architecture(&content);
     if arch != "llama" {
         return Err(BackendError::Engine(format!(
             "candle runs GGUF models of the `llama` architecture (Llama, Mistral, SmolLM…); \
@@ -212,8 +203,18 @@ fn load_gguf(path: &Path, p: &Params) -> Result<(Engine, ModelTokenizer), Backen
     }
     .map_err(BackendError::Engine)?;
     let model = quantized_llama::ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
-        .map_err(engine("loading the GGUF weights"))?;
+        .map_err(BackendError::engine("loading the GGUF weights"))?;
     Ok((Engine::Quantized(Box::new(model)), tok))
+}
+
+/// A GGUF's `general.architecture` (empty when absent).
+pub fn architecture(content: &gguf_file::Content) -> String {
+    content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Names `models::llama` reads; checked first because its loader panics on a missing tensor.
@@ -248,8 +249,10 @@ fn llama_tensor_names(cfg: &llama::Config) -> Vec<String> {
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, BackendError> {
     let index = dir.join("model.safetensors.index.json");
     let mut files: Vec<PathBuf> = if index.is_file() {
-        let text = std::fs::read_to_string(&index).map_err(engine("reading the index"))?;
-        let v: Value = serde_json::from_str(&text).map_err(engine("parsing the index"))?;
+        let text =
+            std::fs::read_to_string(&index).map_err(BackendError::engine("reading the index"))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(BackendError::engine("parsing the index"))?;
         let mut names: Vec<String> = v
             .get("weight_map")
             .and_then(Value::as_object)
@@ -264,8 +267,12 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, BackendError> {
         names.into_iter().map(|n| dir.join(n)).collect()
     } else {
         let mut v = Vec::new();
-        for e in std::fs::read_dir(dir).map_err(engine("listing the model directory"))? {
-            let path = e.map_err(engine("listing the model directory"))?.path();
+        for e in
+            std::fs::read_dir(dir).map_err(BackendError::engine("listing the model directory"))?
+        {
+            let path = e
+                .map_err(BackendError::engine("listing the model directory"))?
+                .path();
             if path.extension().is_some_and(|x| x == "safetensors") {
                 v.push(path);
             }
@@ -292,7 +299,7 @@ fn mmap_weights(
     // worker reads them (changing them underneath would corrupt the figures, not memory safety
     // of anything but the mapped bytes candle copies out).
     unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(files, dtype, &Device::Cpu) }
-        .map_err(engine("mapping the SafeTensors weights"))
+        .map_err(BackendError::engine("mapping the SafeTensors weights"))
 }
 
 fn load_dir(dir: &Path, p: &Params) -> Result<(Engine, ModelTokenizer), BackendError> {
@@ -327,9 +334,9 @@ fn load_dir(dir: &Path, p: &Params) -> Result<(Engine, ModelTokenizer), BackendE
                 llama::Llama::load(vb, &config)
             }))
             .map_err(|_| BackendError::Engine("loading the Llama weights panicked".into()))?
-            .map_err(engine("loading the Llama weights"))?;
+            .map_err(BackendError::engine("loading the Llama weights"))?;
             let cache = llama::Cache::new(true, p.dtype, &config, &Device::Cpu)
-                .map_err(engine("creating the KV cache"))?;
+                .map_err(BackendError::engine("creating the KV cache"))?;
             Engine::Llama(Box::new(LlamaEngine {
                 model,
                 cache,
@@ -340,8 +347,8 @@ fn load_dir(dir: &Path, p: &Params) -> Result<(Engine, ModelTokenizer), BackendE
         "mistral" => {
             let config: mistral::Config = serde_json::from_value(raw)
                 .map_err(|e| BackendError::Engine(format!("{}: {e}", cfg_path.display())))?;
-            let model =
-                mistral::Model::new(&config, vb).map_err(engine("loading the Mistral weights"))?;
+            let model = mistral::Model::new(&config, vb)
+                .map_err(BackendError::engine("loading the Mistral weights"))?;
             Engine::Mistral(Box::new(model))
         }
         other => {
@@ -375,16 +382,6 @@ fn pick(logits: &[f32], tok: &ModelTokenizer, ignore_eos: bool) -> u32 {
     }
 }
 
-struct Timer {
-    submit: Instant,
-}
-
-impl Timer {
-    fn at(&self) -> Millis {
-        Millis::from_duration(self.submit.elapsed())
-    }
-}
-
 fn set_threads(n: usize) {
     // Read by candle (CANDLE_NUM_THREADS: its barrier pool; RAYON_NUM_THREADS: rayon's global
     // pool and gemm). The worker is still single-threaded here: nothing else reads the
@@ -413,7 +410,9 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
     let fwd =
         |m: &mut Engine, ids: &[u32], pos: usize| -> Result<(Vec<f32>, Duration), BackendError> {
             let t0 = Instant::now();
-            let logits = m.forward(ids, pos).map_err(engine("forward pass"))?;
+            let logits = m
+                .forward(ids, pos)
+                .map_err(BackendError::engine("forward pass"))?;
             Ok((logits, t0.elapsed()))
         };
 
@@ -444,7 +443,9 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
     // Warmup, as the llama.cpp backend (and llama-bench): an untimed prompt run and a one-token
     // generation, drawing the same random tokens.
     for _ in 0..job.warmup.max(1) {
-        model.reset().map_err(engine("clearing the KV cache"))?;
+        model
+            .reset()
+            .map_err(BackendError::engine("clearing the KV cache"))?;
         let warm: Vec<u32> = match &prompt_text {
             Some(t) => tok
                 .encode(t)
@@ -460,19 +461,21 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
             fwd(&mut model, &warm, 0)?;
         }
         if n_gen > 0 {
-            model.reset().map_err(engine("clearing the KV cache"))?;
+            model
+                .reset()
+                .map_err(BackendError::engine("clearing the KV cache"))?;
             let one = [bos.unwrap_or_else(|| random_token(&mut rng))];
             fwd(&mut model, &one, 0)?;
         }
     }
 
     for rep in 0..job.runs {
-        model.reset().map_err(engine("clearing the KV cache"))?;
+        model
+            .reset()
+            .map_err(BackendError::engine("clearing the KV cache"))?;
         let mut s = Sample::blank(job_id, job, rep, false);
         s.load_ms = Some(load_ms);
-        let timer = Timer {
-            submit: Instant::now(),
-        };
+        let timer = RepTimer::start();
         let mut sample_time = Duration::ZERO;
 
         let (tokens, tokenize) = match &prompt_text {
@@ -544,12 +547,7 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
                     s.output_ids.push(next);
                 }
             }
-            let n = s.token_ms.len();
-            if n > 1 {
-                s.tg_tps = Some(
-                    (n - 1) as f64 / ((s.token_ms[n - 1].0 - s.token_ms[0].0) / 1e3).max(1e-9),
-                );
-            }
+            s.tg_tps = text_tg_tps(&s.token_ms);
         } else if n_gen > 0 {
             let mut next = match (tokens.is_empty(), bos) {
                 (true, Some(b)) => b,
@@ -564,10 +562,7 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
             let total = s.token_ms.last().map(|t| t.0 - gen_start.0).unwrap_or(0.0);
             s.tg_tps = Some(n_gen as f64 / (total / 1e3).max(1e-9));
         }
-        s.ttft_ms = s.token_ms.first().copied();
-        s.output_tokens = Some(s.token_ms.len() as u64);
-        s.e2e_ms = Some(timer.at());
-        s.sample_ms = Some(Millis::from_duration(sample_time));
+        finish_rep(&mut s, &timer, sample_time);
         tracing::debug!(
             "rep {rep}: prompt {:?}, generation decode {:?}, sampling {:?}",
             pp_time,
