@@ -153,6 +153,16 @@ pub(crate) fn text_tg_tps(token_ms: &[crate::results::Millis]) -> Option<f64> {
     }
 }
 
+/// Generation rate of a synthetic tg test, as llama-bench: every decoded token over the time
+/// from the start of generation to the last token.
+pub(crate) fn synthetic_tg_tps(
+    token_ms: &[crate::results::Millis],
+    gen_start: crate::results::Millis,
+) -> f64 {
+    let total = token_ms.last().map(|t| t.0 - gen_start.0).unwrap_or(0.0);
+    token_ms.len() as f64 / (total / 1e3).max(1e-9)
+}
+
 /// The figures every in-process repetition ends with.
 pub(crate) fn finish_rep(s: &mut Sample, timer: &RepTimer, sample_time: std::time::Duration) {
     s.ttft_ms = s.token_ms.first().copied();

@@ -17,7 +17,7 @@
 
 pub mod tokenizer;
 
-use super::{finish_rep, text_tg_tps, BackendError, RepTimer, SampleSink};
+use super::{finish_rep, synthetic_tg_tps, text_tg_tps, BackendError, RepTimer, SampleSink};
 use crate::plan::BenchJob;
 use crate::results::{Millis, Sample};
 use candle_core::quantized::gguf_file;
@@ -559,8 +559,7 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
                 s.token_ms.push(timer.at());
                 next = random_token(&mut rng);
             }
-            let total = s.token_ms.last().map(|t| t.0 - gen_start.0).unwrap_or(0.0);
-            s.tg_tps = Some(n_gen as f64 / (total / 1e3).max(1e-9));
+            s.tg_tps = Some(synthetic_tg_tps(&s.token_ms, gen_start));
         }
         finish_rep(&mut s, &timer, sample_time);
         tracing::debug!(
