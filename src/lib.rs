@@ -28,4 +28,6 @@ pub mod build_info {
     pub const CANDLE_CORE_VERSION: &str = env!("MINERVA_CANDLE_CORE_VERSION");
     pub const CANDLE_TRANSFORMERS_VERSION: &str = env!("MINERVA_CANDLE_TRANSFORMERS_VERSION");
     pub const TOKENIZERS_VERSION: &str = env!("MINERVA_TOKENIZERS_VERSION");
+    pub const MLX_RS_VERSION: &str = env!("MINERVA_MLX_RS_VERSION");
+    pub const MLX_SYS_VERSION: &str = env!("MINERVA_MLX_SYS_VERSION");
 }

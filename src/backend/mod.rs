@@ -6,7 +6,9 @@
 
 pub mod candle;
 pub mod chat;
+pub(crate) mod driver;
 pub mod llama_cpp;
+pub mod mlx;
 pub mod openai;
 pub mod simulated;
 pub mod worker;
@@ -61,7 +63,7 @@ impl BackendKind {
             BackendKind::Simulated => simulated::PARAMS,
             BackendKind::LlamaCpp => llama_cpp::PARAMS,
             BackendKind::Candle => candle::PARAMS,
-            BackendKind::Mlx => &["seed", "ignore_eos", "dtype"],
+            BackendKind::Mlx => mlx::PARAMS,
             BackendKind::Openai => openai::PARAMS,
         }
     }
@@ -69,13 +71,10 @@ impl BackendKind {
     /// Whether this build of minerva can run the backend. Pipelines naming the others validate
     /// and plan; their jobs fail with a clear message at run time.
     pub fn available(self) -> bool {
-        matches!(
-            self,
-            BackendKind::Simulated
-                | BackendKind::LlamaCpp
-                | BackendKind::Candle
-                | BackendKind::Openai
-        )
+        match self {
+            BackendKind::Mlx => mlx::AVAILABLE,
+            _ => true,
+        }
     }
 
     /// The backend's build, for the manifest (None for backends without one).
@@ -84,8 +83,8 @@ impl BackendKind {
             BackendKind::Simulated => Some("simulated latency model (no engine)".into()),
             BackendKind::LlamaCpp => Some(llama_cpp::build_info()),
             BackendKind::Candle => Some(candle::build_info()),
+            BackendKind::Mlx => Some(mlx::build_info()),
             BackendKind::Openai => Some(openai::build_info()),
-            _ => None,
         }
     }
 
@@ -101,6 +100,13 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
+fn unavailable_reason(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Mlx => mlx::UNAVAILABLE,
+        _ => "unavailable on this build",
+    }
+}
+
 /// What a backend reports while it runs: one call per finished repetition.
 pub trait SampleSink {
     fn sample(&mut self, sample: Sample) -> std::io::Result<()>;
@@ -109,7 +115,7 @@ pub trait SampleSink {
 /// Errors inside a worker; they end the job, and the parent records them as a failed sample.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("backend `{0}` is not available in this build of minerva")]
+    #[error("backend `{0}` is {reason}", reason = unavailable_reason(*.0))]
     Unavailable(BackendKind),
     #[error("invalid parameter `{name}`: {message}")]
     Param { name: String, message: String },
@@ -181,7 +187,7 @@ pub fn run_job(
         BackendKind::Simulated => simulated::run(job, job_id, sink),
         BackendKind::LlamaCpp => llama_cpp::run(job, job_id, sink),
         BackendKind::Candle => candle::run(job, job_id, sink),
+        BackendKind::Mlx => mlx::run(job, job_id, sink),
         BackendKind::Openai => openai::run(job, job_id, sink),
-        other => Err(BackendError::Unavailable(other)),
     }
 }

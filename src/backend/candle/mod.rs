@@ -17,24 +17,19 @@
 
 pub mod tokenizer;
 
-use super::{finish_rep, synthetic_tg_tps, text_tg_tps, BackendError, RepTimer, SampleSink};
+use super::driver::{self, drive, DriveOpts, StepModel};
+use super::{BackendError, SampleSink};
 use crate::plan::BenchJob;
-use crate::results::{Millis, Sample};
+use crate::results::Millis;
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::{llama, mistral, quantized_llama};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokenizer::ModelTokenizer;
 
 pub const PARAMS: &[&str] = &["threads", "dtype", "seed", "ignore_eos", "tokenizer"];
-
-/// The llama.cpp backend's default batch: the warmup prompt is cut to it in both backends, so
-/// both draw the same number of random tokens.
-const WARMUP_BATCH: usize = 2048;
 
 #[derive(Debug, Clone)]
 struct Params {
@@ -77,32 +72,9 @@ impl Params {
             },
             Some(v) => return Err(param_err("dtype", format!("expected a string, found {v}"))),
         };
-        let seed = match job.params.get("seed") {
-            None => job.seed,
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| param_err("seed", format!("expected an integer, found {v}")))?,
-        };
-        let ignore_eos = match job.params.get("ignore_eos") {
-            None => true,
-            Some(Value::Bool(b)) => *b,
-            Some(v) => {
-                return Err(param_err(
-                    "ignore_eos",
-                    format!("expected true or false, found {v}"),
-                ))
-            }
-        };
-        let tokenizer = match job.params.get("tokenizer") {
-            None => None,
-            Some(Value::String(s)) => Some(PathBuf::from(s)),
-            Some(v) => {
-                return Err(param_err(
-                    "tokenizer",
-                    format!("expected a path, found {v}"),
-                ))
-            }
-        };
+        let seed = driver::seed_param(job)?;
+        let ignore_eos = driver::ignore_eos_param(job)?;
+        let tokenizer = driver::path_param(job, "tokenizer")?;
         Ok(Params {
             threads,
             dtype,
@@ -140,7 +112,7 @@ pub fn build_info() -> String {
     )
 }
 
-/// A loaded model: one forward pass at a time, returning the last position's logits.
+/// A loaded candle model.
 enum Engine {
     Quantized(Box<quantized_llama::ModelWeights>),
     Llama(Box<LlamaEngine>),
@@ -154,29 +126,32 @@ struct LlamaEngine {
     dtype: DType,
 }
 
-impl Engine {
-    fn reset(&mut self) -> candle_core::Result<()> {
+impl StepModel for Engine {
+    fn reset(&mut self) -> Result<(), BackendError> {
         match self {
             Engine::Quantized(m) => m.clear_kv_cache(),
             Engine::Llama(l) => {
-                l.cache = llama::Cache::new(true, l.dtype, &l.config, &Device::Cpu)?
+                l.cache = llama::Cache::new(true, l.dtype, &l.config, &Device::Cpu)
+                    .map_err(BackendError::engine("clearing the KV cache"))?
             }
             Engine::Mistral(m) => m.clear_kv_cache(),
         }
         Ok(())
     }
 
-    fn forward(&mut self, ids: &[u32], pos: usize) -> candle_core::Result<Vec<f32>> {
-        let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
-        let logits = match self {
-            Engine::Quantized(m) => m.forward(&input, pos)?,
-            Engine::Llama(l) => l.model.forward(&input, pos, &mut l.cache)?,
-            Engine::Mistral(m) => m.forward(&input, pos)?,
+    fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Vec<f32>, BackendError> {
+        let run = |e: &mut Engine| -> candle_core::Result<Vec<f32>> {
+            let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
+            let logits = match e {
+                Engine::Quantized(m) => m.forward(&input, pos)?,
+                Engine::Llama(l) => l.model.forward(&input, pos, &mut l.cache)?,
+                Engine::Mistral(m) => m.forward(&input, pos)?,
+            };
+            logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
         };
-        logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
+        run(self).map_err(BackendError::engine("forward pass"))
     }
 
-    /// The longest sequence (prompt + generation) the model's position tables cover.
     fn max_seq(&self) -> usize {
         match self {
             Engine::Quantized(_) => quantized_llama::MAX_SEQ_LEN,
@@ -246,7 +221,7 @@ fn llama_tensor_names(cfg: &llama::Config) -> Vec<String> {
 
 /// The weight files of a SafeTensors directory: the shards its index lists, else every
 /// `*.safetensors` file.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, BackendError> {
+pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, BackendError> {
     let index = dir.join("model.safetensors.index.json");
     let mut files: Vec<PathBuf> = if index.is_file() {
         let text =
@@ -361,27 +336,6 @@ fn load_dir(dir: &Path, p: &Params) -> Result<(Engine, ModelTokenizer), BackendE
     Ok((engine, tok))
 }
 
-/// Greedy choice; with `ignore_eos`, the best token that does not end generation.
-fn pick(logits: &[f32], tok: &ModelTokenizer, ignore_eos: bool) -> u32 {
-    let argmax = |skip_eog: bool| {
-        let mut best: Option<(usize, f32)> = None;
-        for (i, &l) in logits.iter().enumerate() {
-            if best.is_none_or(|(_, b)| l > b) && !(skip_eog && tok.eog.contains(&(i as u32))) {
-                best = Some((i, l));
-            }
-        }
-        best.map(|(i, _)| i as u32).unwrap_or(0)
-    };
-    // The first maximum, as llama.cpp's greedy sampler; a second pass only when it ends
-    // generation and `ignore_eos` asks for the best token that does not.
-    let t = argmax(false);
-    if ignore_eos && tok.eog.contains(&t) {
-        argmax(true)
-    } else {
-        t
-    }
-}
-
 fn set_threads(n: usize) {
     // Read by candle (CANDLE_NUM_THREADS: its barrier pool; RAYON_NUM_THREADS: rayon's global
     // pool and gemm). The worker is still single-threaded here: nothing else reads the
@@ -406,171 +360,13 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
     } else {
         load_gguf(&path, &p)?
     };
-    let load_ms = Millis::from_duration(load_start.elapsed());
-    let fwd =
-        |m: &mut Engine, ids: &[u32], pos: usize| -> Result<(Vec<f32>, Duration), BackendError> {
-            let t0 = Instant::now();
-            let logits = m
-                .forward(ids, pos)
-                .map_err(BackendError::engine("forward pass"))?;
-            Ok((logits, t0.elapsed()))
-        };
-
-    let scenario = &job.scenario;
-    let n_vocab = tok.vocab_size().max(1) as i32;
-    let n_prompt = scenario.prompt_tokens.unwrap_or(0) as usize;
-    let n_gen = scenario.max_tokens as usize;
-    let prompt_text = match (&scenario.prompt, scenario.chat) {
-        (Some(text), true) => match &tok.chat_template {
-            Some(tmpl) => Some(
-                super::chat::apply(tmpl, scenario.system.as_deref(), text)
-                    .map_err(BackendError::Engine)?,
-            ),
-            None => Some(text.clone()),
-        },
-        (Some(text), false) => Some(text.clone()),
-        (None, _) => None,
+    let opts = DriveOpts {
+        engine: "candle",
+        seed: p.seed,
+        ignore_eos: p.ignore_eos,
+        load_ms: Millis::from_duration(load_start.elapsed()),
     };
-    let synthetic_prompt = if prompt_text.is_none() && n_prompt > 1 {
-        n_prompt
-    } else {
-        0
-    };
-    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
-    let random_token = |rng: &mut ChaCha8Rng| rng.random_range(0..n_vocab) as u32;
-    let bos = tok.bos.filter(|_| tok.add_bos);
-
-    // Warmup, as the llama.cpp backend (and llama-bench): an untimed prompt run and a one-token
-    // generation, drawing the same random tokens.
-    for _ in 0..job.warmup.max(1) {
-        model
-            .reset()
-            .map_err(BackendError::engine("clearing the KV cache"))?;
-        let warm: Vec<u32> = match &prompt_text {
-            Some(t) => tok
-                .encode(t)
-                .map_err(BackendError::Engine)?
-                .into_iter()
-                .take(WARMUP_BATCH)
-                .collect(),
-            None => (0..synthetic_prompt.min(WARMUP_BATCH))
-                .map(|_| random_token(&mut rng))
-                .collect(),
-        };
-        if !warm.is_empty() {
-            fwd(&mut model, &warm, 0)?;
-        }
-        if n_gen > 0 {
-            model
-                .reset()
-                .map_err(BackendError::engine("clearing the KV cache"))?;
-            let one = [bos.unwrap_or_else(|| random_token(&mut rng))];
-            fwd(&mut model, &one, 0)?;
-        }
-    }
-
-    for rep in 0..job.runs {
-        model
-            .reset()
-            .map_err(BackendError::engine("clearing the KV cache"))?;
-        let mut s = Sample::blank(job_id, job, rep, false);
-        s.load_ms = Some(load_ms);
-        let timer = RepTimer::start();
-        let mut sample_time = Duration::ZERO;
-
-        let (tokens, tokenize) = match &prompt_text {
-            Some(t) => {
-                let t0 = Instant::now();
-                let ids = tok.encode(t).map_err(BackendError::Engine)?;
-                (ids, t0.elapsed())
-            }
-            None => {
-                let mut ids = Vec::with_capacity(synthetic_prompt);
-                if synthetic_prompt > 0 {
-                    ids.extend(bos);
-                }
-                while ids.len() < synthetic_prompt {
-                    ids.push(random_token(&mut rng));
-                }
-                (ids, Duration::ZERO)
-            }
-        };
-        if tokens.len() + n_gen > model.max_seq() {
-            return Err(BackendError::Engine(format!(
-                "prompt ({} tokens) + generation ({n_gen}) exceed the {} positions candle's \
-                 model supports",
-                tokens.len(),
-                model.max_seq()
-            )));
-        }
-        s.tokenize_ms = Some(Millis::from_duration(tokenize));
-        s.prompt_tokens = Some(if prompt_text.is_none() {
-            n_prompt
-        } else {
-            tokens.len()
-        } as u64);
-        let (mut logits, pp_time) = if tokens.is_empty() {
-            (Vec::new(), Duration::ZERO)
-        } else {
-            fwd(&mut model, &tokens, 0)?
-        };
-        if !tokens.is_empty() {
-            s.pp_tps = Some(tokens.len() as f64 / pp_time.as_secs_f64().max(1e-9));
-        }
-
-        let mut pos = tokens.len();
-        let mut decode_time = Duration::ZERO;
-        let gen_start = timer.at();
-        if prompt_text.is_some() && n_gen > 0 {
-            let t0 = Instant::now();
-            let mut next = pick(&logits, &tok, p.ignore_eos);
-            sample_time += t0.elapsed();
-            s.token_ms.push(timer.at());
-            let record = rep == 0;
-            if record {
-                s.prompt_digest = Some(Sample::digest_ids(&tokens));
-                s.output_ids.push(next);
-            }
-            while s.token_ms.len() < n_gen {
-                if !p.ignore_eos && tok.eog.contains(&next) {
-                    break;
-                }
-                let (l, d) = fwd(&mut model, &[next], pos)?;
-                logits = l;
-                decode_time += d;
-                pos += 1;
-                let t1 = Instant::now();
-                next = pick(&logits, &tok, p.ignore_eos);
-                sample_time += t1.elapsed();
-                s.token_ms.push(timer.at());
-                if record {
-                    s.output_ids.push(next);
-                }
-            }
-            s.tg_tps = text_tg_tps(&s.token_ms);
-        } else if n_gen > 0 {
-            let mut next = match (tokens.is_empty(), bos) {
-                (true, Some(b)) => b,
-                _ => random_token(&mut rng),
-            };
-            for _ in 0..n_gen {
-                decode_time += fwd(&mut model, &[next], pos)?.1;
-                pos += 1;
-                s.token_ms.push(timer.at());
-                next = random_token(&mut rng);
-            }
-            s.tg_tps = Some(synthetic_tg_tps(&s.token_ms, gen_start));
-        }
-        finish_rep(&mut s, &timer, sample_time);
-        tracing::debug!(
-            "rep {rep}: prompt {:?}, generation decode {:?}, sampling {:?}",
-            pp_time,
-            decode_time,
-            sample_time
-        );
-        sink.sample(s)?;
-    }
-    Ok(())
+    drive(job, job_id, sink, &mut model, &tok, &opts)
 }
 
 #[cfg(test)]
@@ -607,25 +403,5 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let e = weight_files(empty.path()).unwrap_err().to_string();
         assert!(e.contains("holds no .safetensors file"), "{e}");
-    }
-
-    #[test]
-    fn greedy_pick_skips_end_of_generation_only_when_asked() {
-        let tok = ModelTokenizer {
-            tokenizer: tokenizers::Tokenizer::new(tokenizers::models::bpe::BPE::default()),
-            eog: [2].into_iter().collect(),
-            bos: None,
-            eos: Some(2),
-            add_bos: false,
-            chat_template: None,
-        };
-        let logits = [0.1, 0.5, 0.9, 0.9, 0.2];
-        assert_eq!(pick(&logits, &tok, false), 2, "the first maximum");
-        assert_eq!(
-            pick(&logits, &tok, true),
-            3,
-            "the best that does not end generation"
-        );
-        assert_eq!(pick(&[0.1, 0.5, 0.2], &tok, true), 1);
     }
 }

@@ -1,0 +1,293 @@
+//! The measuring loop every in-process engine shares (candle, MLX): warmup, repetitions, the
+//! seeded random prompts of synthetic scenarios, greedy picking, timestamps, and the figures
+//! (TTFT, TPOT, pp/tg rates, output ids for the agreement check). An engine only loads its
+//! model and runs forward passes ([`StepModel`]), so the engines differ in nothing but the
+//! engine. The llama.cpp backend has its own loop (its batches, sampler and KV cache live in
+//! the engine) built to the same rules: the same warmup, the same random ids drawn in the same
+//! order, the same greedy rule and the same definitions.
+
+use super::candle::tokenizer::ModelTokenizer;
+use super::{finish_rep, synthetic_tg_tps, text_tg_tps, BackendError, RepTimer, SampleSink};
+use crate::plan::BenchJob;
+use crate::results::{Millis, Sample};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::{Duration, Instant};
+
+/// The llama.cpp backend's default batch: the warmup prompt is cut to it in every backend, so
+/// all draw the same number of random tokens.
+const WARMUP_BATCH: usize = 2048;
+
+/// A loaded model: one forward pass at a time, returning the last position's logits.
+pub(crate) trait StepModel {
+    /// Empties the KV cache (before every repetition).
+    fn reset(&mut self) -> Result<(), BackendError>;
+    /// Runs `ids` at positions `pos..pos + ids.len()`, returns the last position's logits.
+    fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Vec<f32>, BackendError>;
+    /// The longest sequence (prompt + generation) the model supports.
+    fn max_seq(&self) -> usize;
+}
+
+/// `seed` of the job's params (default: the stage's seed).
+pub(crate) fn seed_param(job: &BenchJob) -> Result<u64, BackendError> {
+    match job.params.get("seed") {
+        None => Ok(job.seed),
+        Some(v) => v.as_u64().ok_or_else(|| BackendError::Param {
+            name: "seed".into(),
+            message: format!("expected an integer, found {v}"),
+        }),
+    }
+}
+
+/// `ignore_eos` of the job's params (default true: every repetition generates `max_tokens`).
+pub(crate) fn ignore_eos_param(job: &BenchJob) -> Result<bool, BackendError> {
+    match job.params.get("ignore_eos") {
+        None => Ok(true),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(BackendError::Param {
+            name: "ignore_eos".into(),
+            message: format!("expected true or false, found {v}"),
+        }),
+    }
+}
+
+/// A path parameter (e.g. `tokenizer`).
+pub(crate) fn path_param(
+    job: &BenchJob,
+    name: &str,
+) -> Result<Option<std::path::PathBuf>, BackendError> {
+    match job.params.get(name) {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.into())),
+        Some(v) => Err(BackendError::Param {
+            name: name.into(),
+            message: format!("expected a path, found {v}"),
+        }),
+    }
+}
+
+/// What the loop needs besides the model and the tokenizer.
+pub(crate) struct DriveOpts {
+    /// Names the engine in messages.
+    pub engine: &'static str,
+    pub seed: u64,
+    pub ignore_eos: bool,
+    pub load_ms: Millis,
+}
+
+/// Greedy choice; with `ignore_eos`, the best token that does not end generation.
+pub(crate) fn pick(logits: &[f32], tok: &ModelTokenizer, ignore_eos: bool) -> u32 {
+    let argmax = |skip_eog: bool| {
+        let mut best: Option<(usize, f32)> = None;
+        for (i, &l) in logits.iter().enumerate() {
+            if best.is_none_or(|(_, b)| l > b) && !(skip_eog && tok.eog.contains(&(i as u32))) {
+                best = Some((i, l));
+            }
+        }
+        best.map(|(i, _)| i as u32).unwrap_or(0)
+    };
+    // The first maximum, as llama.cpp's greedy sampler; a second pass only when it ends
+    // generation and `ignore_eos` asks for the best token that does not.
+    let t = argmax(false);
+    if ignore_eos && tok.eog.contains(&t) {
+        argmax(true)
+    } else {
+        t
+    }
+}
+
+/// Runs the job's warmups and repetitions on a loaded model, one sample per repetition.
+pub(crate) fn drive(
+    job: &BenchJob,
+    job_id: &str,
+    sink: &mut dyn SampleSink,
+    model: &mut dyn StepModel,
+    tok: &ModelTokenizer,
+    o: &DriveOpts,
+) -> Result<(), BackendError> {
+    let load_ms = o.load_ms;
+    let fwd = |m: &mut dyn StepModel,
+               ids: &[u32],
+               pos: usize|
+     -> Result<(Vec<f32>, Duration), BackendError> {
+        let t0 = Instant::now();
+        let logits = m.forward(ids, pos)?;
+        Ok((logits, t0.elapsed()))
+    };
+
+    let scenario = &job.scenario;
+    let n_vocab = tok.vocab_size().max(1) as i32;
+    let n_prompt = scenario.prompt_tokens.unwrap_or(0) as usize;
+    let n_gen = scenario.max_tokens as usize;
+    let prompt_text = match (&scenario.prompt, scenario.chat) {
+        (Some(text), true) => match &tok.chat_template {
+            Some(tmpl) => Some(
+                super::chat::apply(tmpl, scenario.system.as_deref(), text)
+                    .map_err(BackendError::Engine)?,
+            ),
+            None => Some(text.clone()),
+        },
+        (Some(text), false) => Some(text.clone()),
+        (None, _) => None,
+    };
+    let synthetic_prompt = if prompt_text.is_none() && n_prompt > 1 {
+        n_prompt
+    } else {
+        0
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
+    let random_token = |rng: &mut ChaCha8Rng| rng.random_range(0..n_vocab) as u32;
+    let bos = tok.bos.filter(|_| tok.add_bos);
+
+    // Warmup, as the llama.cpp backend (and llama-bench): an untimed prompt run and a one-token
+    // generation, drawing the same random tokens.
+    for _ in 0..job.warmup.max(1) {
+        model.reset()?;
+        let warm: Vec<u32> = match &prompt_text {
+            Some(t) => tok
+                .encode(t)
+                .map_err(BackendError::Engine)?
+                .into_iter()
+                .take(WARMUP_BATCH)
+                .collect(),
+            None => (0..synthetic_prompt.min(WARMUP_BATCH))
+                .map(|_| random_token(&mut rng))
+                .collect(),
+        };
+        if !warm.is_empty() {
+            fwd(model, &warm, 0)?;
+        }
+        if n_gen > 0 {
+            model.reset()?;
+            let one = [bos.unwrap_or_else(|| random_token(&mut rng))];
+            fwd(model, &one, 0)?;
+        }
+    }
+
+    for rep in 0..job.runs {
+        model.reset()?;
+        let mut s = Sample::blank(job_id, job, rep, false);
+        s.load_ms = Some(load_ms);
+        let timer = RepTimer::start();
+        let mut sample_time = Duration::ZERO;
+
+        let (tokens, tokenize) = match &prompt_text {
+            Some(t) => {
+                let t0 = Instant::now();
+                let ids = tok.encode(t).map_err(BackendError::Engine)?;
+                (ids, t0.elapsed())
+            }
+            None => {
+                let mut ids = Vec::with_capacity(synthetic_prompt);
+                if synthetic_prompt > 0 {
+                    ids.extend(bos);
+                }
+                while ids.len() < synthetic_prompt {
+                    ids.push(random_token(&mut rng));
+                }
+                (ids, Duration::ZERO)
+            }
+        };
+        if tokens.len() + n_gen > model.max_seq() {
+            return Err(BackendError::Engine(format!(
+                "prompt ({} tokens) + generation ({n_gen}) exceed the {} positions {}'s \
+                 model supports",
+                tokens.len(),
+                model.max_seq(),
+                o.engine
+            )));
+        }
+        s.tokenize_ms = Some(Millis::from_duration(tokenize));
+        s.prompt_tokens = Some(if prompt_text.is_none() {
+            n_prompt
+        } else {
+            tokens.len()
+        } as u64);
+        let (mut logits, pp_time) = if tokens.is_empty() {
+            (Vec::new(), Duration::ZERO)
+        } else {
+            fwd(model, &tokens, 0)?
+        };
+        if !tokens.is_empty() {
+            s.pp_tps = Some(tokens.len() as f64 / pp_time.as_secs_f64().max(1e-9));
+        }
+
+        let mut pos = tokens.len();
+        let mut decode_time = Duration::ZERO;
+        let gen_start = timer.at();
+        if prompt_text.is_some() && n_gen > 0 {
+            let t0 = Instant::now();
+            let mut next = pick(&logits, tok, o.ignore_eos);
+            sample_time += t0.elapsed();
+            s.token_ms.push(timer.at());
+            let record = rep == 0;
+            if record {
+                s.prompt_digest = Some(Sample::digest_ids(&tokens));
+                s.output_ids.push(next);
+            }
+            while s.token_ms.len() < n_gen {
+                if !o.ignore_eos && tok.eog.contains(&next) {
+                    break;
+                }
+                let (l, d) = fwd(model, &[next], pos)?;
+                logits = l;
+                decode_time += d;
+                pos += 1;
+                let t1 = Instant::now();
+                next = pick(&logits, tok, o.ignore_eos);
+                sample_time += t1.elapsed();
+                s.token_ms.push(timer.at());
+                if record {
+                    s.output_ids.push(next);
+                }
+            }
+            s.tg_tps = text_tg_tps(&s.token_ms);
+        } else if n_gen > 0 {
+            let mut next = match (tokens.is_empty(), bos) {
+                (true, Some(b)) => b,
+                _ => random_token(&mut rng),
+            };
+            for _ in 0..n_gen {
+                decode_time += fwd(model, &[next], pos)?.1;
+                pos += 1;
+                s.token_ms.push(timer.at());
+                next = random_token(&mut rng);
+            }
+            s.tg_tps = Some(synthetic_tg_tps(&s.token_ms, gen_start));
+        }
+        finish_rep(&mut s, &timer, sample_time);
+        tracing::debug!(
+            "rep {rep}: prompt {:?}, generation decode {:?}, sampling {:?}",
+            pp_time,
+            decode_time,
+            sample_time
+        );
+        sink.sample(s)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_pick_skips_end_of_generation_only_when_asked() {
+        let tok = ModelTokenizer {
+            tokenizer: tokenizers::Tokenizer::new(tokenizers::models::bpe::BPE::default()),
+            eog: [2].into_iter().collect(),
+            bos: None,
+            eos: Some(2),
+            add_bos: false,
+            chat_template: None,
+        };
+        let logits = [0.1, 0.5, 0.9, 0.9, 0.2];
+        assert_eq!(pick(&logits, &tok, false), 2, "the first maximum");
+        assert_eq!(
+            pick(&logits, &tok, true),
+            3,
+            "the best that does not end generation"
+        );
+        assert_eq!(pick(&[0.1, 0.5, 0.2], &tok, true), 1);
+    }
+}

@@ -1,0 +1,53 @@
+//! The MLX backend (mlx-rs over mlx-c over MLX), measured by the same loop as candle
+//! ([`super::driver`]): same warmup, seeded random prompts, greedy rule, timestamps and output
+//! ids for the agreement check.
+//!
+//! - Models: MLX-format directories (`config.json` + `*.safetensors`, as `mlx_lm.convert`
+//!   writes them, or any Hugging Face Llama/Mistral SafeTensors directory), quantized
+//!   (`quantization: {group_size, bits}`, affine mode: packed U32 weights with scales and
+//!   biases, per-module overrides honoured) or not. Architectures: `llama` and `mistral` (the
+//!   same network). The forward pass is written here over MLX's operations, as mlx-lm's
+//!   `llama.py`: RMSNorm, RoPE (`fast::rope`, offset = position), grouped-query attention
+//!   (`fast::scaled_dot_product_attention`, causal for prompts), SiLU-gated MLP, tied or separate
+//!   output head; a KV cache per layer.
+//! - Tokenizer: the directory's `tokenizer.json` (the candle backend's loader), chat templates
+//!   through llama.cpp's engine ([`super::chat`]) as in every in-process backend.
+//! - Devices: `device: gpu` (Metal, Apple silicon) or `cpu`; default gpu where MLX has one.
+//!   On Linux MLX is the PyPI `mlx-cpu` wheel's library, CPU only.
+//!
+//! Compiled with `cfg(minerva_mlx)` (feature `mlx`, always on Apple silicon). Without it the
+//! backend is known to pipelines (validation, plans) and its jobs fail as unavailable.
+
+#[cfg(minerva_mlx)]
+mod engine;
+
+use super::{BackendError, SampleSink};
+use crate::plan::BenchJob;
+
+pub const PARAMS: &[&str] = &["device", "dtype", "seed", "ignore_eos", "tokenizer"];
+
+/// Whether this build has the MLX backend.
+pub const AVAILABLE: bool = cfg!(minerva_mlx);
+
+/// The message of a job that names `mlx` in a build without it.
+pub const UNAVAILABLE: &str = "unavailable on this build (enable feature mlx)";
+
+#[cfg(minerva_mlx)]
+pub fn build_info() -> String {
+    engine::build_info()
+}
+
+#[cfg(not(minerva_mlx))]
+pub fn build_info() -> String {
+    format!("MLX {UNAVAILABLE}")
+}
+
+#[cfg(minerva_mlx)]
+pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<(), BackendError> {
+    engine::run(job, job_id, sink)
+}
+
+#[cfg(not(minerva_mlx))]
+pub fn run(_job: &BenchJob, _job_id: &str, _sink: &mut dyn SampleSink) -> Result<(), BackendError> {
+    Err(BackendError::Unavailable(super::BackendKind::Mlx))
+}
