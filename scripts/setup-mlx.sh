@@ -15,6 +15,12 @@
 #      `mlx`, so mlx-sys's build script (clone + macOS link flags) never runs, pointing at the
 #      above, and MINERVA_MLX_LIB_DIR for the binary's rpath (build.rs).
 #
+# BLAS: the wheel ships reference (netlib) BLAS/LAPACK, a naive single-threaded sgemm: MLX's CPU
+# matmuls through it ran SmolLM2's pp512 at 10 tokens/s here, against 235 with OpenBLAS. By
+# default (MINERVA_MLX_BLAS=openblas) the wheel's two libraries are replaced by links to
+# Debian's OpenBLAS (libopenblas0-pthread, installed if missing); MINERVA_MLX_BLAS=wheel keeps
+# the wheel's own. Either way the run manifest names the BLAS library the process loaded.
+#
 # Versions are pinned: MLX 0.32.2 (the tag mlx-sys 0.7.0's mlx-c expects), bindgen 0.72.1.
 # Idempotent: each step is skipped when its output is there for the same versions.
 # Everything goes under target/mlx (MINERVA_MLX_HOME overrides).
@@ -53,6 +59,39 @@ if [ ! -f "$sdk/mlx/lib/libmlx.so" ]; then
     rm -rf "$sdk.tmp/wheel" "$sdk"
     mv "$sdk.tmp" "$sdk"
 fi
+
+# The CPU BLAS libmlx.so loads (through its RPATH, from mlx_cpu.libs/).
+blas=${MINERVA_MLX_BLAS:-openblas}
+libs="$sdk/mlx_cpu.libs"
+wheel_blas=$(cd "$libs" && ls libblas-*.so.* | grep -v '\.wheel$' | head -1)
+wheel_lapack=$(cd "$libs" && ls liblapack-*.so.* | grep -v '\.wheel$' | head -1)
+for f in "$wheel_blas" "$wheel_lapack"; do
+    [ -e "$libs/$f.wheel" ] || cp -P "$libs/$f" "$libs/$f.wheel"
+done
+case "$blas" in
+    openblas)
+        ob=/usr/lib/x86_64-linux-gnu/openblas-pthread
+        if [ ! -e "$ob/libblas.so.3" ]; then
+            echo "setup-mlx: installing libopenblas0-pthread"
+            SUDO=""
+            [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+            $SUDO apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas0-pthread >/dev/null
+        fi
+        ln -sfn "$ob/libblas.so.3" "$libs/$wheel_blas"
+        ln -sfn "$ob/liblapack.so.3" "$libs/$wheel_lapack"
+        ;;
+    wheel)
+        for f in "$wheel_blas" "$wheel_lapack"; do
+            rm -f "$libs/$f" && cp -P "$libs/$f.wheel" "$libs/$f"
+        done
+        ;;
+    *)
+        echo "setup-mlx: MINERVA_MLX_BLAS must be openblas or wheel, not '$blas'" >&2
+        exit 1
+        ;;
+esac
+echo "setup-mlx: CPU BLAS: $blas ($(readlink -f "$libs/$wheel_blas"))"
 
 # -- 2. mlx-c ----------------------------------------------------------------------------------
 # The mlx-sys crate source, as cargo fetched it for this lock file.

@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need on a fresh machine (cmake,
-# libclang, the test model), then checks formatting and lints, and runs every test.
+# libclang, the test model, and on Linux x86_64 the MLX library with mlx-c and its bindings),
+# then checks formatting and lints in both builds (with and without feature `mlx`), runs every
+# test with the MLX backend, and the tests of a build without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+# The MLX backend: PyPI's mlx-cpu wheel, mlx-c and the bindings (Linux x86_64; a no-op on Apple
+# silicon, where mlx-rs builds MLX itself and the backend is always in).
+mlx_features=()
+case "$(uname -s)-$(uname -m)" in
+    Linux-x86_64)
+        scripts/setup-mlx.sh
+        mlx_features=(--features mlx)
+        ;;
+esac
 
 # Rust components for the checks (present on most toolchains; cheap when they are).
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
@@ -24,8 +35,17 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
-echo "== cargo test"
-cargo test --locked
+if [ ${#mlx_features[@]} -gt 0 ]; then
+    echo "== cargo clippy --all-targets ${mlx_features[*]} -- -D warnings"
+    cargo clippy --all-targets --locked "${mlx_features[@]}" -- -D warnings
+fi
+echo "== cargo test ${mlx_features[*]}"
+cargo test --locked "${mlx_features[@]}"
+if [ ${#mlx_features[@]} -gt 0 ]; then
+    # A build without the feature: MLX jobs are reported as unavailable, not dropped.
+    echo "== cargo test --test cli (without feature mlx)"
+    cargo test --locked --test cli
+fi
 if command -v ccache >/dev/null 2>&1; then
     echo "== ccache"
     ccache --show-stats 2>/dev/null | grep -Ei "hits|misses" || true

@@ -693,3 +693,91 @@ fn convert_sources_are_checked_before_anything_runs() {
         .unwrap_or_default();
     assert_eq!(st["needs"], serde_json::json!(["fetch/q"]));
 }
+
+/// A build without feature `mlx`: pipelines naming it validate and plan; its jobs are recorded
+/// and reported as unavailable, failing the run unless the stage says `unavailable: skip`.
+#[cfg(not(minerva_mlx))]
+#[test]
+fn mlx_jobs_are_reported_unavailable_without_the_feature() {
+    let tmp = tempdir();
+    let write = |unavailable: &str| {
+        let p = tmp.path().join(format!("unav-{unavailable}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                r#"name: unav
+models:
+  - name: m
+    format: gguf
+    source: {{ path: Cargo.toml }}
+scenarios: [short]
+stages:
+  - name: bench
+    kind: bench
+    unavailable: {unavailable}
+    matrix:
+      backend: [simulated, mlx]
+      model: [m]
+      scenario: [short]
+    runs: 2
+  - name: report
+    kind: report
+    needs: [bench]
+"#
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let plan = Minerva::new(&["plan", write("skip").to_str().unwrap()]).output();
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+    assert!(
+        text(&plan.stdout).contains("bench/mlx/m/short  runs=2 warmup=1 seed=",)
+            && text(&plan.stdout)
+                .contains("(backend `mlx` is unavailable on this build (enable feature mlx))"),
+        "{}",
+        text(&plan.stdout)
+    );
+    let out_dir = tmp.path().join("out");
+    let run = |unavailable: &str, id: &str| {
+        Minerva::new(&[
+            "run",
+            write(unavailable).to_str().unwrap(),
+            "-k",
+            "--run-id",
+            id,
+            "--out",
+            out_dir.to_str().unwrap(),
+        ])
+        .output()
+    };
+    let skip = run("skip", "s");
+    assert_eq!(skip.status.code(), Some(0), "{}", text(&skip.stderr));
+    let samples = lines(&out_dir.join("unav/s/samples.jsonl"));
+    let mlx: Vec<_> = samples.iter().filter(|s| s["backend"] == "mlx").collect();
+    assert_eq!(mlx.len(), 1, "{samples:?}");
+    assert_eq!(mlx[0]["error"]["kind"], "unavailable");
+    let report = read(&out_dir.join("unav/s/report.md"));
+    assert!(
+        report.contains("## Not run on this build\n\n- `bench/mlx/m/short`: backend `mlx` is unavailable on this build (enable feature mlx)"),
+        "{report}"
+    );
+    assert!(!report.contains("## Failures"), "{report}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&out_dir.join("unav/s/manifest.json"))).unwrap();
+    assert!(
+        manifest["backends"]["mlx"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unavailable on this build"),
+        "{manifest}"
+    );
+
+    let fail = run("fail", "f");
+    assert_eq!(fail.status.code(), Some(1), "{}", text(&fail.stderr));
+    assert!(
+        text(&fail.stderr).contains("1 job(s) failed: bench/mlx/m/short"),
+        "{}",
+        text(&fail.stderr)
+    );
+}

@@ -72,8 +72,19 @@ fn quickstart_runs_on_the_real_model() {
     let run = out_dir.path().join("quickstart/q");
     let samples = lines(&run.join("samples.jsonl"));
     // Warmups are untimed in the in-process backends: 3 legs (llama.cpp and candle on the GGUF,
-    // candle on the F32 copy) × 6 scenarios × 2 measured runs.
-    assert_eq!(samples.len(), 36, "{samples:?}");
+    // candle on the F32 copy) × 6 scenarios × 2 measured runs, and with feature `mlx` a fourth
+    // (MLX on the F32 copy); without it, one `unavailable` record per MLX job.
+    let mlx = cfg!(feature = "mlx");
+    let (measured, unavailable): (Vec<_>, Vec<_>) = samples
+        .into_iter()
+        .partition(|s| s["error"]["kind"] != "unavailable");
+    let samples = measured;
+    assert_eq!(samples.len(), if mlx { 48 } else { 36 }, "{samples:?}");
+    assert_eq!(
+        unavailable.len(),
+        if mlx { 0 } else { 6 },
+        "{unavailable:?}"
+    );
     assert!(samples
         .iter()
         .all(|s| s["simulated"] == false && s["error"].is_null()));
@@ -143,6 +154,25 @@ fn quickstart_runs_on_the_real_model() {
         "{report}"
     );
     assert!(!report.contains("**DIVERGENT"), "{report}");
+    if mlx {
+        // The F32 copy on candle and MLX: same weights, judged.
+        assert!(
+            report.contains("| short | candle · smollm2-135m-f32 | mlx · smollm2-135m-f32 |")
+                || report
+                    .contains("| short | mlx · smollm2-135m-f32 | candle · smollm2-135m-f32 |"),
+            "{report}"
+        );
+        assert!(manifest["backends"]["mlx"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("MLX 0.32"));
+    } else {
+        assert!(report.contains("## Not run on this build"), "{report}");
+        assert!(
+            report.contains("unavailable on this build (enable feature mlx)"),
+            "{report}"
+        );
+    }
     assert!(
         report.contains("| smollm2-135m-q4_1 | gguf | llama | 134.5M |"),
         "{report}"

@@ -791,6 +791,7 @@ fn check_stage_keys(st: &StageSpec, si: usize, d: &mut Diags<'_>) {
     only(st.warmup.is_some(), "warmup", &[StageKind::Bench]);
     only(st.seed.is_some(), "seed", &[StageKind::Bench]);
     only(st.timeout.is_some(), "timeout", &[StageKind::Bench]);
+    only(st.unavailable.is_some(), "unavailable", &[StageKind::Bench]);
     only(st.template.is_some(), "template", &[StageKind::Report]);
 }
 
@@ -847,6 +848,21 @@ fn expand_matrix(
         t,
         d,
     );
+    let skip_unavailable = match &st.unavailable {
+        None => false,
+        Some(u) => match u.value.as_str() {
+            "fail" => false,
+            "skip" => true,
+            other => {
+                d.at(
+                    u,
+                    format!("stages[{si}].unavailable"),
+                    format!("`{other}` is not `fail` or `skip`"),
+                );
+                false
+            }
+        },
+    };
     if runs == 0 {
         if let Some(r) = &st.runs {
             d.at(r, format!("stages[{si}].runs"), "runs must be at least 1");
@@ -1018,6 +1034,7 @@ fn expand_matrix(
                                 warmup,
                                 seed: job_seed,
                                 timeout: Duration::from_secs(timeout),
+                                skip_unavailable,
                             })),
                             deps: Vec::new(),
                         });

@@ -106,6 +106,9 @@ pub struct BenchJob {
     pub seed: u64,
     #[serde(with = "duration_secs")]
     pub timeout: Duration,
+    /// The stage's `unavailable: skip`: a backend this build lacks is reported, not failed.
+    #[serde(default)]
+    pub skip_unavailable: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

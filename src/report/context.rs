@@ -22,6 +22,8 @@ pub struct ReportContext {
     pub scenarios: Vec<ScenarioSection>,
     pub warnings: Vec<String>,
     pub failures: Vec<Failure>,
+    /// Jobs whose backend this build lacks (`unavailable` errors), listed apart.
+    pub unavailable: Vec<Failure>,
     /// Server benchmarks: one row per load step.
     pub loads: Vec<LoadRow>,
     /// Output agreement between jobs on the same scenario (text prompts only).
@@ -453,7 +455,7 @@ pub fn build_context(
         .map(|w| format!("`{}`: {}", w.job_id, w.message))
         .collect();
 
-    let failures = samples
+    let (unavailable, failures): (Vec<Failure>, Vec<Failure>) = samples
         .iter()
         .filter_map(|s| {
             s.error.as_ref().map(|e| Failure {
@@ -467,7 +469,7 @@ pub fn build_context(
                 stderr_tail: e.stderr_tail.clone(),
             })
         })
-        .collect();
+        .partition(|f| f.kind == "unavailable");
 
     let mut methodology = Vec::new();
     if let Some(stages) = p.get("stages").and_then(Value::as_array) {
@@ -559,6 +561,7 @@ pub fn build_context(
         scenarios,
         warnings,
         failures,
+        unavailable,
         loads: load_rows(analysis),
         methodology,
         command: manifest.command.clone(),

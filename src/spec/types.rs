@@ -267,6 +267,10 @@ pub struct StageSpec {
     /// bench: seconds one job may run before it is killed and recorded as timed out.
     #[serde(default)]
     pub timeout: Option<At<Value>>,
+    /// bench: what a job whose backend this build lacks does: `fail` (default: the run fails)
+    /// or `skip` (recorded and reported as not run; the run goes on and can succeed).
+    #[serde(default)]
+    pub unavailable: Option<At<String>>,
     /// report: a template path instead of the built-in one.
     #[serde(default)]
     pub template: Option<At<String>>,

@@ -49,6 +49,24 @@ fn failure(
 }
 
 pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<String>, String> {
+    // A backend this build lacks: recorded as such (the report lists it), never dropped.
+    if !job.backend.available() {
+        let message = crate::backend::BackendError::Unavailable(job.backend).to_string();
+        let s = failure(
+            job_id,
+            job,
+            ErrorKind::Unavailable,
+            message.clone(),
+            None,
+            Vec::new(),
+        );
+        record(ctx, &s).await?;
+        return if job.skip_unavailable {
+            Ok(Some(format!("not run: {message}")))
+        } else {
+            Err(message)
+        };
+    }
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the minerva executable: {e}"))?;
     let mut child = Command::new(exe)

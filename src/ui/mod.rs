@@ -91,7 +91,10 @@ pub fn plan_text(plan: &Plan) -> String {
                         format!("  runs={} warmup={} seed={}", b.runs, b.warmup, b.seed)
                     };
                     if !b.backend.available() {
-                        e.push_str("  (backend not available in this build)");
+                        e.push_str(&format!(
+                            "  ({})",
+                            crate::backend::BackendError::Unavailable(b.backend)
+                        ));
                     }
                     e
                 }

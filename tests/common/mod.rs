@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hub;
+pub mod mlx_quant;
 pub mod openai_mock;
 
 use std::path::{Path, PathBuf};

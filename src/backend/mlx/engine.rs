@@ -33,6 +33,7 @@ enum DevicePick {
 
 struct Params {
     device: DevicePick,
+    threads: usize,
     dtype: Option<Dtype>,
     seed: u64,
     ignore_eos: bool,
@@ -85,8 +86,17 @@ impl Params {
             }),
             Some(v) => return Err(param_err("dtype", format!("expected a string, found {v}"))),
         };
+        let threads = match job.params.get("threads") {
+            None => crate::backend::llama_cpp::default_threads() as usize,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| param_err("threads", format!("expected 1 to 1024, found {v}")))?
+                as usize,
+        };
         Ok(Params {
             device,
+            threads,
             dtype,
             seed: driver::seed_param(job)?,
             ignore_eos: driver::ignore_eos_param(job)?,
@@ -143,6 +153,25 @@ fn blas_library() -> Option<String> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         })
+}
+
+/// Sizes OpenBLAS's thread pool when OpenBLAS is the BLAS this process loaded; false when it
+/// is not (the wheel's reference BLAS is single-threaded).
+#[allow(unsafe_code)]
+fn set_blas_threads(n: usize) -> bool {
+    let name = c"openblas_set_num_threads";
+    // SAFETY: dlsym on the global scope with a NUL-terminated name; when found, the symbol is
+    // OpenBLAS's `void openblas_set_num_threads(int)`, called with a positive int before any
+    // BLAS work of this process.
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+        if f.is_null() {
+            return false;
+        }
+        let f: extern "C" fn(libc::c_int) = std::mem::transmute(f);
+        f(n as libc::c_int);
+    }
+    true
 }
 
 pub fn build_info() -> String {
@@ -265,29 +294,30 @@ fn parse_config(path: &Path, v: &Value) -> Result<Config, BackendError> {
             "must divide num_attention_heads",
         ));
     }
-    let rope_scale =
-        match v.get("rope_scaling") {
-            None | Some(Value::Null) => 1.0,
-            Some(s) => {
-                let kind = s
-                    .get("type")
-                    .or_else(|| s.get("rope_type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let factor = s.get("factor").and_then(Value::as_f64).unwrap_or(1.0);
-                match kind {
-                    "linear" if factor > 0.0 => (1.0 / factor) as f32,
-                    "default" => 1.0,
-                    other => return Err(cfg_err(
+    let rope_scale = match v.get("rope_scaling") {
+        None | Some(Value::Null) => 1.0,
+        Some(s) => {
+            let kind = s
+                .get("type")
+                .or_else(|| s.get("rope_type"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let factor = s.get("factor").and_then(Value::as_f64).unwrap_or(1.0);
+            match kind {
+                "linear" if factor > 0.0 => (1.0 / factor) as f32,
+                "default" => 1.0,
+                other => {
+                    return Err(cfg_err(
                         path,
                         "rope_scaling",
                         &format!(
                             "of type `{other}` is not supported by the MLX backend (linear only)"
                         ),
-                    )),
+                    ))
                 }
             }
-        };
+        }
+    };
     Ok(Config {
         layers: need("num_hidden_layers")? as usize,
         heads: heads as i32,
@@ -589,13 +619,21 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
             path.display()
         )));
     }
+    if !set_blas_threads(p.threads) && p.threads != 1 {
+        tracing::warn!(
+            "threads = {}: the CPU BLAS loaded ({}) is not OpenBLAS; MLX's matmuls run on one \
+             thread",
+            p.threads,
+            blas_library().unwrap_or_else(|| "unknown".into())
+        );
+    }
     Device::set_default(&match p.device {
         DevicePick::Cpu => Device::cpu(),
         DevicePick::Gpu => Device::gpu(),
     });
     let load_start = Instant::now();
-    let tok = tokenizer::from_dir(&path, p.tokenizer.as_deref()).map_err(BackendError::Engine)?;
     let mut model = load(&path, &p)?;
+    let tok = tokenizer::from_dir(&path, p.tokenizer.as_deref()).map_err(BackendError::Engine)?;
     let opts = DriveOpts {
         engine: "mlx",
         seed: p.seed,

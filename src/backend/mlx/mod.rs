@@ -13,7 +13,10 @@
 //! - Tokenizer: the directory's `tokenizer.json` (the candle backend's loader), chat templates
 //!   through llama.cpp's engine ([`super::chat`]) as in every in-process backend.
 //! - Devices: `device: gpu` (Metal, Apple silicon) or `cpu`; default gpu where MLX has one.
-//!   On Linux MLX is the PyPI `mlx-cpu` wheel's library, CPU only.
+//!   On Linux MLX is the PyPI `mlx-cpu` wheel's library, CPU only. MLX's CPU matmuls go through
+//!   BLAS; `threads` sizes OpenBLAS's pool (`openblas_set_num_threads`) when OpenBLAS is the
+//!   BLAS loaded (scripts/setup-mlx.sh's default). MLX's other CPU operations run on one
+//!   thread whatever `threads` says; the manifest names the BLAS.
 //!
 //! Compiled with `cfg(minerva_mlx)` (feature `mlx`, always on Apple silicon). Without it the
 //! backend is known to pipelines (validation, plans) and its jobs fail as unavailable.
@@ -24,7 +27,14 @@ mod engine;
 use super::{BackendError, SampleSink};
 use crate::plan::BenchJob;
 
-pub const PARAMS: &[&str] = &["device", "dtype", "seed", "ignore_eos", "tokenizer"];
+pub const PARAMS: &[&str] = &[
+    "device",
+    "threads",
+    "dtype",
+    "seed",
+    "ignore_eos",
+    "tokenizer",
+];
 
 /// Whether this build has the MLX backend.
 pub const AVAILABLE: bool = cfg!(minerva_mlx);
