@@ -206,12 +206,7 @@ fn pick(
 
 pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<(), BackendError> {
     let p = Params::from_job(job)?;
-    let Some(path) = job.model.local_path() else {
-        return Err(BackendError::Engine(format!(
-            "model `{}` has no local file",
-            job.model.name
-        )));
-    };
+    let path = super::driver::model_path(job)?;
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
     let backend = LlamaBackend::init().map_err(BackendError::engine("llama.cpp init"))?;
 

@@ -40,37 +40,13 @@ struct Params {
     tokenizer: Option<PathBuf>,
 }
 
-fn param_err(name: &str, message: String) -> BackendError {
-    BackendError::Param {
-        name: name.into(),
-        message,
-    }
-}
-
 impl Params {
     fn from_job(job: &BenchJob) -> Result<Params, BackendError> {
-        let threads = match job.params.get("threads") {
-            None => super::llama_cpp::default_threads() as usize,
-            Some(v) => v
-                .as_u64()
-                .filter(|n| (1..=1024).contains(n))
-                .ok_or_else(|| param_err("threads", format!("expected 1 to 1024, found {v}")))?
-                as usize,
-        };
-        let dtype = match job.params.get("dtype") {
-            None => DType::F32,
-            Some(Value::String(s)) => match s.as_str() {
-                "f32" => DType::F32,
-                "bf16" => DType::BF16,
-                "f16" => DType::F16,
-                other => {
-                    return Err(param_err(
-                        "dtype",
-                        format!("expected f32, bf16 or f16, found `{other}`"),
-                    ))
-                }
-            },
-            Some(v) => return Err(param_err("dtype", format!("expected a string, found {v}"))),
+        let threads = driver::threads_param(job)?;
+        let dtype = match driver::dtype_param(job)? {
+            None | Some(driver::FloatType::F32) => DType::F32,
+            Some(driver::FloatType::Bf16) => DType::BF16,
+            Some(driver::FloatType::F16) => DType::F16,
         };
         let seed = driver::seed_param(job)?;
         let ignore_eos = driver::ignore_eos_param(job)?;
@@ -346,12 +322,7 @@ fn set_threads(n: usize) {
 
 pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<(), BackendError> {
     let p = Params::from_job(job)?;
-    let Some(path) = job.model.local_path() else {
-        return Err(BackendError::Engine(format!(
-            "model `{}` has no local file",
-            job.model.name
-        )));
-    };
+    let path = driver::model_path(job)?;
     set_threads(p.threads);
 
     let load_start = Instant::now();

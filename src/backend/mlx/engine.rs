@@ -1,7 +1,7 @@
 //! The MLX engine: loading an MLX/Hugging Face Llama directory and its forward pass.
 
 use crate::backend::candle::tokenizer;
-use crate::backend::driver::{self, drive, DriveOpts, StepModel};
+use crate::backend::driver::{self, drive, param_err, DriveOpts, StepModel};
 use crate::backend::{BackendError, SampleSink};
 use crate::plan::BenchJob;
 use crate::results::Millis;
@@ -40,13 +40,6 @@ struct Params {
     tokenizer: Option<std::path::PathBuf>,
 }
 
-fn param_err(name: &str, message: String) -> BackendError {
-    BackendError::Param {
-        name: name.into(),
-        message,
-    }
-}
-
 impl Params {
     fn from_job(job: &BenchJob) -> Result<Params, BackendError> {
         let device = match job.params.get("device") {
@@ -71,29 +64,13 @@ impl Params {
                 ))
             }
         };
-        let dtype = match job.params.get("dtype") {
-            None => None,
-            Some(Value::String(s)) => Some(match s.as_str() {
-                "f32" => Dtype::Float32,
-                "bf16" => Dtype::Bfloat16,
-                "f16" => Dtype::Float16,
-                other => {
-                    return Err(param_err(
-                        "dtype",
-                        format!("expected f32, bf16 or f16, found `{other}`"),
-                    ))
-                }
-            }),
-            Some(v) => return Err(param_err("dtype", format!("expected a string, found {v}"))),
-        };
-        let threads = match job.params.get("threads") {
-            None => crate::backend::llama_cpp::default_threads() as usize,
-            Some(v) => v
-                .as_u64()
-                .filter(|n| (1..=1024).contains(n))
-                .ok_or_else(|| param_err("threads", format!("expected 1 to 1024, found {v}")))?
-                as usize,
-        };
+        // Default: as stored.
+        let dtype = driver::dtype_param(job)?.map(|t| match t {
+            driver::FloatType::F32 => Dtype::Float32,
+            driver::FloatType::Bf16 => Dtype::Bfloat16,
+            driver::FloatType::F16 => Dtype::Float16,
+        });
+        let threads = driver::threads_param(job)?;
         Ok(Params {
             device,
             threads,
@@ -606,12 +583,7 @@ impl StepModel for MlxModel {
 
 pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<(), BackendError> {
     let p = Params::from_job(job)?;
-    let Some(path) = job.model.local_path() else {
-        return Err(BackendError::Engine(format!(
-            "model `{}` has no local file",
-            job.model.name
-        )));
-    };
+    let path = driver::model_path(job)?;
     if !path.is_dir() {
         return Err(BackendError::Engine(format!(
             "{}: the MLX backend loads model directories (config.json + *.safetensors); \
@@ -641,4 +613,47 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
         load_ms: Millis::from_duration(load_start.elapsed()),
     };
     drive(job, job_id, sink, &mut model, &tok, &opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_refusals() {
+        let p = Path::new("m/config.json");
+        let c = parse_config(
+            p,
+            &serde_json::json!({"hidden_size": 576, "num_attention_heads": 9,
+                "num_hidden_layers": 30, "rope_theta": 100000.0}),
+        )
+        .unwrap();
+        assert_eq!((c.heads, c.kv_heads, c.head_dim, c.layers), (9, 9, 64, 30));
+        assert_eq!((c.eps, c.rope_theta, c.rope_scale), (1e-5, 100000.0, 1.0));
+        assert!(!c.rope_traditional);
+        let linear = parse_config(
+            p,
+            &serde_json::json!({"hidden_size": 64, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "num_hidden_layers": 1,
+                "rope_scaling": {"type": "linear", "factor": 4.0}}),
+        )
+        .unwrap();
+        assert_eq!((linear.kv_heads, linear.rope_scale), (2, 0.25));
+        let err = |v: Value| parse_config(p, &v).err().map(|e| e.to_string()).unwrap();
+        let e = err(
+            serde_json::json!({"hidden_size": 64, "num_attention_heads": 4,
+            "num_hidden_layers": 1, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}),
+        );
+        assert!(
+            e.contains("m/config.json: `rope_scaling` of type `llama3`"),
+            "{e}"
+        );
+        let e = err(
+            serde_json::json!({"hidden_size": 64, "num_attention_heads": 4,
+            "num_key_value_heads": 3, "num_hidden_layers": 1}),
+        );
+        assert!(e.contains("`num_key_value_heads` must divide"), "{e}");
+        let e = err(serde_json::json!({"num_attention_heads": 4, "num_hidden_layers": 1}));
+        assert!(e.contains("`hidden_size` is missing"), "{e}");
+    }
 }
