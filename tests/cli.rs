@@ -763,6 +763,10 @@ stages:
         "{report}"
     );
     assert!(!report.contains("## Failures"), "{report}");
+    // Listed there only: no results row, no warning.
+    assert!(!report.contains("| mlx |"), "{report}");
+    assert!(!report.contains("samples failed"), "{report}");
+    assert!(report.contains("| simulated **SIMULATED** |"), "{report}");
     let manifest: serde_json::Value =
         serde_json::from_str(&read(&out_dir.join("unav/s/manifest.json"))).unwrap();
     assert!(

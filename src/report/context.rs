@@ -407,12 +407,23 @@ pub fn build_context(
         }
     };
 
+    // Jobs whose backend this build lacks: listed under "Not run on this build", not as rows
+    // or warnings.
+    let not_run: std::collections::BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| {
+            s.error
+                .as_ref()
+                .is_some_and(|e| e.kind == crate::results::ErrorKind::Unavailable)
+        })
+        .map(|s| s.job_id.as_str())
+        .collect();
     let mut scenarios = Vec::new();
     for (name, description) in &scenario_order {
         let rows: Vec<Row> = analysis
             .jobs
             .iter()
-            .filter(|j| &j.scenario == name)
+            .filter(|j| &j.scenario == name && !not_run.contains(j.job_id.as_str()))
             .map(|j| Row {
                 backend: j.backend.clone(),
                 model: j.model.clone(),
@@ -451,7 +462,9 @@ pub fn build_context(
     let warnings = analysis
         .warnings
         .iter()
-        .filter(|w| w.kind != crate::analyze::WarningKind::Simulated)
+        .filter(|w| {
+            w.kind != crate::analyze::WarningKind::Simulated && !not_run.contains(w.job_id.as_str())
+        })
         .map(|w| format!("`{}`: {}", w.job_id, w.message))
         .collect();
 
