@@ -16,7 +16,8 @@
 #      above, and MINERVA_MLX_LIB_DIR for the binary's rpath (build.rs).
 #
 # BLAS: the wheel ships reference (netlib) BLAS/LAPACK, a naive single-threaded sgemm: MLX's CPU
-# matmuls through it ran SmolLM2's pp512 at 10 tokens/s here, against 235 with OpenBLAS. By
+# matmuls through it ran SmolLM2's pp512 at 10 tokens/s here, against 187 with OpenBLAS on one
+# thread (238 on two). By
 # default (MINERVA_MLX_BLAS=openblas) the wheel's two libraries are replaced by links to
 # Debian's OpenBLAS (libopenblas0-pthread, installed if missing); MINERVA_MLX_BLAS=wheel keeps
 # the wheel's own. Either way the run manifest names the BLAS library the process loaded.
