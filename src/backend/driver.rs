@@ -124,7 +124,6 @@ pub(crate) struct DriveOpts {
     pub engine: &'static str,
     pub seed: u64,
     pub ignore_eos: bool,
-    pub load_ms: Millis,
 }
 
 /// Greedy choice; with `ignore_eos`, the best token that does not end generation.
@@ -148,16 +147,19 @@ pub(crate) fn pick(logits: &[f32], tok: &ModelTokenizer, ignore_eos: bool) -> u3
     }
 }
 
-/// Runs the job's warmups and repetitions on a loaded model, one sample per repetition.
-pub(crate) fn drive(
+/// Loads the model and its tokenizer (timed: every sample's "load"), then runs the job's
+/// warmups and repetitions on it, one sample per repetition.
+pub(crate) fn drive<M: StepModel>(
     job: &BenchJob,
     job_id: &str,
     sink: &mut dyn SampleSink,
-    model: &mut dyn StepModel,
-    tok: &ModelTokenizer,
     o: &DriveOpts,
+    load: impl FnOnce() -> Result<(M, ModelTokenizer), BackendError>,
 ) -> Result<(), BackendError> {
-    let load_ms = o.load_ms;
+    let load_start = Instant::now();
+    let (mut model, tok) = load()?;
+    let load_ms = Millis::from_duration(load_start.elapsed());
+    let (model, tok): (&mut dyn StepModel, &ModelTokenizer) = (&mut model, &tok);
     let fwd = |m: &mut dyn StepModel,
                ids: &[u32],
                pos: usize|

@@ -20,13 +20,11 @@ pub mod tokenizer;
 use super::driver::{self, drive, DriveOpts, StepModel};
 use super::{BackendError, SampleSink};
 use crate::plan::BenchJob;
-use crate::results::Millis;
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::{llama, mistral, quantized_llama};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 use tokenizer::ModelTokenizer;
 
 pub const PARAMS: &[&str] = &["threads", "dtype", "seed", "ignore_eos", "tokenizer"];
@@ -325,19 +323,18 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
     let path = driver::model_path(job)?;
     set_threads(p.threads);
 
-    let load_start = Instant::now();
-    let (mut model, tok) = if path.is_dir() {
-        load_dir(&path, &p)?
-    } else {
-        load_gguf(&path, &p)?
-    };
     let opts = DriveOpts {
         engine: "candle",
         seed: p.seed,
         ignore_eos: p.ignore_eos,
-        load_ms: Millis::from_duration(load_start.elapsed()),
     };
-    drive(job, job_id, sink, &mut model, &tok, &opts)
+    drive(job, job_id, sink, &opts, || {
+        if path.is_dir() {
+            load_dir(&path, &p)
+        } else {
+            load_gguf(&path, &p)
+        }
+    })
 }
 
 #[cfg(test)]

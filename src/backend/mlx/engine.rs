@@ -4,7 +4,6 @@ use crate::backend::candle::tokenizer;
 use crate::backend::driver::{self, drive, param_err, DriveOpts, StepModel};
 use crate::backend::{BackendError, SampleSink};
 use crate::plan::BenchJob;
-use crate::results::Millis;
 use mlx_rs::error::Exception;
 use mlx_rs::fast::{rms_norm, rope, scaled_dot_product_attention, ScaledDotProductAttentionMask};
 use mlx_rs::ops::{concatenate, dequantize, quantized_matmul};
@@ -12,7 +11,6 @@ use mlx_rs::{Array, Device, Dtype};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
 // mlx-rs's `random` module calls macOS's `mach_approximate_time` to seed its default key; on
 // Linux the symbol does not exist and linking fails wherever that module is linked in. minerva
@@ -117,19 +115,9 @@ fn blas_library() -> Option<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     maps.lines()
         .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| {
-            let name = Path::new(p)
-                .file_name()
-                .map(|n| n.to_string_lossy().to_lowercase())
-                .unwrap_or_default();
-            name.contains("blas") && name.contains(".so")
-        })
-        .map(|p| {
-            Path::new(p)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
+        .filter_map(|p| Path::new(p).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .find(|n| n.to_lowercase().contains("blas") && n.contains(".so"))
 }
 
 /// Sizes OpenBLAS's thread pool when OpenBLAS is the BLAS this process loaded; false when it
@@ -355,15 +343,8 @@ impl Loader<'_> {
                 quant: None,
             });
         }
-        let weight = self
-            .tensors
-            .remove(&format!("{prefix}.weight"))
-            .ok_or_else(|| {
-                BackendError::Engine(format!(
-                    "{}: tensor `{prefix}.weight` is missing",
-                    self.dir.display()
-                ))
-            })?;
+        // Packed U32: `take` casts floating-point tensors only.
+        let weight = self.take(&format!("{prefix}.weight"))?;
         let scales = self.take(&scales_name)?;
         let biases = self.take(&format!("{prefix}.biases"))?;
         let (group, bits) = self.quant_of(prefix)?;
@@ -603,16 +584,17 @@ pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<()
         DevicePick::Cpu => Device::cpu(),
         DevicePick::Gpu => Device::gpu(),
     });
-    let load_start = Instant::now();
-    let mut model = load(&path, &p)?;
-    let tok = tokenizer::from_dir(&path, p.tokenizer.as_deref()).map_err(BackendError::Engine)?;
     let opts = DriveOpts {
         engine: "mlx",
         seed: p.seed,
         ignore_eos: p.ignore_eos,
-        load_ms: Millis::from_duration(load_start.elapsed()),
     };
-    drive(job, job_id, sink, &mut model, &tok, &opts)
+    drive(job, job_id, sink, &opts, || {
+        let model = load(&path, &p)?;
+        let tok =
+            tokenizer::from_dir(&path, p.tokenizer.as_deref()).map_err(BackendError::Engine)?;
+        Ok((model, tok))
+    })
 }
 
 #[cfg(test)]
