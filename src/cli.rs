@@ -28,6 +28,14 @@ pub struct PipelineArgs {
     /// Override a pipeline var: --set threads=4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Let the pipeline read this environment variable (repeatable, or comma-separated). Also
+    /// `allow_env = [...]` in ~/.config/minerva/config.toml.
+    #[arg(long = "allow-env", value_name = "NAME", value_delimiter = ',')]
+    pub allow_env: Vec<String>,
+    /// Let the pipeline read this file or directory outside the project (repeatable). Also
+    /// `allow_read = [...]` in the config file.
+    #[arg(long = "allow-read", value_name = "PATH")]
+    pub allow_read: Vec<PathBuf>,
 }
 
 /// Where downloads go and whether the network may be used.

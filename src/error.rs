@@ -26,6 +26,9 @@ pub enum Error {
     Store(#[from] crate::results::StoreError),
     #[error(transparent)]
     Render(#[from] crate::stage::RenderRunError),
+    /// The user's config file (grants) is unreadable or invalid.
+    #[error(transparent)]
+    Grants(#[from] crate::plan::GrantsError),
     /// Bad command-line arguments.
     #[error("{0}")]
     Usage(String),
@@ -36,7 +39,7 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Plan(_) | Error::Usage(_) => exit::INVALID,
+            Error::Plan(_) | Error::Usage(_) | Error::Grants(_) => exit::INVALID,
             Error::Render(crate::stage::RenderRunError::Report(_)) => exit::INVALID,
             Error::Store(_) | Error::Render(_) | Error::Other(_) => exit::ERROR,
         }

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod fetch;
 pub mod formats;
 pub mod plan;
+pub mod redact;
 pub mod report;
 pub mod results;
 pub mod spec;

@@ -8,12 +8,17 @@ use minerva::plan::{build_plan, PlanOptions};
 use minerva::results::{RunDir, RunStatus};
 use std::path::Path;
 
-fn plan_for(args: &PipelineArgs) -> Result<minerva::plan::Plan, Error> {
+fn plan_for(args: &PipelineArgs, models_dir: Option<&Path>) -> Result<minerva::plan::Plan, Error> {
     let opts = PlanOptions {
         overrides: args.set.clone(),
+        grants: minerva::plan::Grants::load(&args.allow_env, &args.allow_read)?,
+        models_dir: models_dir.map(Path::to_path_buf),
         ..Default::default()
     };
-    Ok(build_plan(&args.pipeline, &opts)?)
+    let plan = build_plan(&args.pipeline, &opts)?;
+    // From here on every granted value is redacted wherever minerva writes or prints.
+    minerva::redact::install(&plan.redactor);
+    Ok(plan)
 }
 
 fn shell_quote(s: &str) -> String {
@@ -36,6 +41,14 @@ fn reproduce_command(args: &PipelineArgs) -> String {
     for s in &args.set {
         parts.push("--set".into());
         parts.push(shell_quote(s));
+    }
+    for e in &args.allow_env {
+        parts.push("--allow-env".into());
+        parts.push(shell_quote(e));
+    }
+    for r in &args.allow_read {
+        parts.push("--allow-read".into());
+        parts.push(shell_quote(&r.display().to_string()));
     }
     parts.join(" ")
 }
@@ -116,19 +129,29 @@ fn download(
     for (src, r) in sources.iter().zip(results) {
         match r {
             Some(Ok(f)) => {
-                for file in &f.files {
-                    println!("{}", file.path.display());
-                }
-                if f.files.is_empty() {
-                    println!("{}", f.path.display());
+                match (&f.link, f.files.as_slice()) {
+                    // A url or pip file, kept in minerva's cache and linked under the models
+                    // directory: the link.
+                    (Some(link), [_]) if !src.starts_with("hf://") => {
+                        println!("{}", link.display())
+                    }
+                    (_, []) => println!("{}", f.path.display()),
+                    (_, files) => {
+                        for file in files {
+                            println!("{}", file.path.display());
+                        }
+                    }
                 }
                 if !quiet {
-                    eprintln!("{src}: {}", f.describe());
+                    eprintln!(
+                        "{}",
+                        minerva::redact::text(&format!("{src}: {}", f.describe()))
+                    );
                 }
             }
             Some(Err(e)) => {
                 failed += 1;
-                eprintln!("error: {src}: {e}");
+                eprintln!("error: {}", minerva::redact::text(&format!("{src}: {e}")));
             }
             None => {
                 failed += 1;
@@ -152,7 +175,7 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             fetch,
         } => download(&sources, sha256, &fetch, cli.quiet),
         Command::Validate(args) => {
-            let plan = plan_for(&args)?;
+            let plan = plan_for(&args, None)?;
             if !cli.quiet {
                 println!(
                     "{}: ok ({} models, {} scenarios, {} stages, {} jobs)",
@@ -166,10 +189,11 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             Ok(exit::OK)
         }
         Command::Plan { pipeline, json } => {
-            let plan = plan_for(&pipeline)?;
+            let plan = plan_for(&pipeline, None)?;
             if json {
                 let v = serde_json::json!({
                     "pipeline": plan.resolved_json(),
+                    "touches": plan.touches,
                     "jobs": plan.jobs.iter().map(|j| serde_json::json!({
                         "id": j.id,
                         "stage": plan.stages[j.stage].name,
@@ -190,7 +214,10 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             keep_going,
             fetch,
         } => {
-            let plan = plan_for(&pipeline)?;
+            let plan = plan_for(&pipeline, Some(&fetch.models_dir))?;
+            if !cli.quiet {
+                eprint!("{}", minerva::ui::touches_text(&plan.touches));
+            }
             let opts = RunOptions {
                 out_dir: out,
                 run_id,
@@ -379,6 +406,9 @@ async fn wait_for_signal() {
 
 fn main() {
     let cli = Cli::parse();
+    // Secret-looking environment values (HF_TOKEN, AWS_SECRET_ACCESS_KEY, …) never appear in
+    // anything minerva writes or prints, granted or not.
+    minerva::redact::install_secret_environment();
     if matches!(cli.command, Command::Worker) {
         minerva::ui::init_worker_logging();
     } else {
@@ -387,7 +417,7 @@ fn main() {
     let code = match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", minerva::redact::text(&e.to_string()));
             e.exit_code()
         }
     };

@@ -362,6 +362,8 @@ fn secrets_never_reach_files_or_output() {
         "plan",
         "tests/fixtures/pipelines/valid/secrets.yaml",
         "--json",
+        "--allow-env",
+        "MINERVA_TEST_API_TOKEN",
     ])
     .env("MINERVA_TEST_API_TOKEN", secret)
     .output();
@@ -375,6 +377,8 @@ fn secrets_never_reach_files_or_output() {
     let out = Minerva::new(&[
         "run",
         "tests/fixtures/pipelines/valid/secrets.yaml",
+        "--allow-env",
+        "MINERVA_TEST_API_TOKEN",
         "-vv",
         "--run-id",
         "s",

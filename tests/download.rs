@@ -573,7 +573,12 @@ fn url_and_path_sources_and_ordered_fallbacks() {
     ];
     m.sha256 = Some(sha256_hex(&weights));
     let f = fetch(&m, config(dir.path(), &hub)).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(f.path, dir.path().join("models/model.gguf"));
+    // In minerva's cache, keyed by the URL; linked as models/<file name> for people.
+    assert!(f.path.starts_with(dir.path().join("state/files")), "{f:?}");
+    assert_eq!(
+        f.link.as_deref(),
+        Some(dir.path().join("models/model.gguf").as_path())
+    );
     assert_eq!(std::fs::read(&f.path).ok(), Some(weights));
     assert_eq!(f.fallbacks.len(), 1);
     assert!(f.fallbacks[0].contains("404"), "{:?}", f.fallbacks);
@@ -659,4 +664,69 @@ stages:
         Some(tiny),
         "models/<name> links to the cached file"
     );
+}
+
+#[test]
+fn the_users_files_in_the_models_directory_are_never_deleted_replaced_or_taken() {
+    let dir = common::tempdir();
+    let weights = bytes(150_000, 12);
+    let hub = Hub::start(one_repo(
+        "org/mine",
+        vec![("mine.gguf", lfs(weights.clone()))],
+    ));
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap_or_else(|e| panic!("{e}"));
+    let user = b"the user's own file, not a download".to_vec();
+    let mine = models.join("mine.gguf");
+    std::fs::write(&mine, &user).unwrap_or_else(|e| panic!("{e}"));
+    let unchanged = |when: &str| {
+        assert_eq!(std::fs::read(&mine).ok(), Some(user.clone()), "{when}");
+        assert!(!mine.is_symlink(), "{when}");
+    };
+
+    // A url source whose last path segment is the user's file name, with a wrong pin: the
+    // fresh download is refused and deleted; the user's file stays.
+    let mut m = hf("org/mine", &[]);
+    m.sources = vec![SourceSpec::Url(format!(
+        "{}/cdn/org/mine/mine.gguf",
+        hub.endpoint()
+    ))];
+    m.sha256 = Some("00".repeat(32));
+    let err = fetch(&m, config(dir.path(), &hub))
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default();
+    assert!(err.contains("sha256 mismatch"), "{err}");
+    unchanged("after a pin mismatch");
+    assert_eq!(body_gets(&hub), 1, "the file was really downloaded");
+
+    // Without a pin the user's file is not taken as the URL's content: it is downloaded.
+    m.sha256 = None;
+    let f = fetch(&m, config(dir.path(), &hub)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(std::fs::read(&f.path).ok(), Some(weights.clone()));
+    assert_eq!(f.link, None, "no link over the user's file");
+    assert_eq!(body_gets(&hub), 2);
+    unchanged("after an unpinned download");
+
+    // An hf model named `mine` would link models/mine.gguf: not over the user's file.
+    let mut h = hf("org/mine", &["mine.gguf"]);
+    h.name = "mine".into();
+    let f = fetch(&h, config(dir.path(), &hub)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(f.link, None);
+    assert_eq!(std::fs::read(&f.path).ok(), Some(weights.clone()));
+    unchanged("after an hf download");
+
+    // A link minerva made is minerva's to replace; a link of the user's is not.
+    std::fs::remove_file(&mine).unwrap_or_else(|e| panic!("{e}"));
+    let f = fetch(&h, config(dir.path(), &hub)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(f.link.as_deref(), Some(mine.as_path()));
+    let again = fetch(&h, config(dir.path(), &hub)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.link.as_deref(), Some(mine.as_path()));
+    std::fs::remove_file(&mine).unwrap_or_else(|e| panic!("{e}"));
+    let elsewhere = dir.path().join("elsewhere.gguf");
+    std::fs::write(&elsewhere, b"x").unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&elsewhere, &mine).unwrap_or_else(|e| panic!("{e}"));
+    let f = fetch(&h, config(dir.path(), &hub)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(f.link, None);
+    assert_eq!(std::fs::read_link(&mine).ok(), Some(elsewhere));
 }

@@ -56,6 +56,8 @@ stages:
         "r",
     ]);
     for (k, v) in env {
+        // The user grants the pipeline each variable it reads (api_key_env among them).
+        m.cmd.arg("--allow-env").arg(k);
         m = m.env(k, v);
     }
     let out = m.output();
@@ -338,4 +340,49 @@ fn a_sweep_steps_up_concurrency_and_reports_each_step_as_a_job() {
         eprintln!("{report}");
     }
     assert_eq!(report.matches("| concurrency 4 |").count(), 2, "{report}");
+}
+
+#[test]
+fn an_endless_event_fails_its_request_without_filling_memory() {
+    // Request 0 is the warmup; request 1 streams `data: ` and then 400 MB without a blank line.
+    let mock = Mock::start(MockConfig {
+        tokens: 4,
+        faults: vec![Fault::Ok, Fault::Flood(400 << 20), Fault::Ok],
+        ..MockConfig::default()
+    });
+    let dir = common::tempdir();
+    let started = std::time::Instant::now();
+    let (run, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, prompt: "x", max_tokens: 4 }"#,
+        "timeout: 30, load: { sequential: true, requests: 2 }",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let sum = &summaries(&run)[0];
+    assert_eq!(sum["failed"], 1, "{sum}");
+    assert_eq!(sum["errors"]["malformed"], 1, "{sum}");
+    let reqs = requests(&run);
+    let failed: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| !r["request"]["failure"].is_null())
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]["request"]["failure"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("longer than 1048576 bytes")),
+        "{}",
+        failed[0]
+    );
+    for s in samples(&run) {
+        let rss = s["peak_rss_bytes"].as_u64().unwrap_or(0);
+        assert!(rss > 0 && rss < 100 << 20, "client peak RSS {rss}");
+    }
 }

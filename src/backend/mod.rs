@@ -88,6 +88,29 @@ impl BackendKind {
         }
     }
 
+    /// What a job's params make the backend reach beyond the model: environment variables,
+    /// files and servers. The plan checks these against the user's grants before anything runs.
+    pub fn access(self, params: &std::collections::BTreeMap<String, serde_json::Value>) -> Access {
+        let s = |k: &str| {
+            params
+                .get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        let mut a = Access::default();
+        match self {
+            BackendKind::Openai => {
+                a.env.extend(s("api_key_env").map(|n| ("api_key_env", n)));
+                a.urls.extend(s("base_url").map(|u| ("base_url", u)));
+            }
+            BackendKind::Candle | BackendKind::Mlx => {
+                a.paths.extend(s("tokenizer").map(|p| ("tokenizer", p)));
+            }
+            BackendKind::Simulated | BackendKind::LlamaCpp => {}
+        }
+        a
+    }
+
     /// True when the backend's figures are not measurements.
     pub fn is_simulated(self) -> bool {
         matches!(self, BackendKind::Simulated)
@@ -108,6 +131,17 @@ fn unavailable_reason(kind: BackendKind) -> &'static str {
 }
 
 /// What a backend reports while it runs: one call per finished repetition.
+/// What a job reaches beyond its model (see [`BackendKind::access`]): (param, value) pairs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Access {
+    /// Environment variables read.
+    pub env: Vec<(&'static str, String)>,
+    /// Files read.
+    pub paths: Vec<(&'static str, String)>,
+    /// Servers contacted.
+    pub urls: Vec<(&'static str, String)>,
+}
+
 pub trait SampleSink {
     fn sample(&mut self, sample: Sample) -> std::io::Result<()>;
 }

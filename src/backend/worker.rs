@@ -33,6 +33,79 @@ impl SampleSink for StdoutSink {
     }
 }
 
+/// Variables a worker keeps from the runner's environment, by exact name: the system's basics
+/// and what engines read. Everything else is cleared (a worker is a crash boundary, not a
+/// sandbox, but it gets no secret the user did not grant).
+pub const WORKER_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "TZ",
+    "LANG",
+    "LANGUAGE",
+    "LD_LIBRARY_PATH",
+    "DYLD_LIBRARY_PATH",
+    "RUST_BACKTRACE",
+    "RUST_MIN_STACK",
+    "RAYON_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "HIP_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+    // The user's own proxy settings, for the openai backend reaching a remote server.
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    crate::ui::WORKER_LOG_ENV,
+];
+
+/// Prefixes of engine settings a worker keeps: locale, OpenMP, BLAS libraries, CUDA/ROCm/Metal
+/// and the engines' own variables.
+pub const WORKER_ENV_PREFIXES: &[&str] = &[
+    "LC_",
+    "OMP_",
+    "GOMP_",
+    "KMP_",
+    "OPENBLAS_",
+    "GOTO_",
+    "MKL_",
+    "BLIS_",
+    "CUDA_",
+    "CUBLAS_",
+    "NCCL_",
+    "HSA_",
+    "HIP_",
+    "ROCM_",
+    "METAL_",
+    "MTL_",
+    "MLX_",
+    "GGML_",
+    "LLAMA_",
+    "CANDLE_",
+];
+
+/// The environment a worker starts with: [`WORKER_ENV`], [`WORKER_ENV_PREFIXES`] and the
+/// variables the user granted the pipeline.
+pub fn environment(granted: &[String]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            k.to_str().is_some_and(|k| {
+                WORKER_ENV.contains(&k)
+                    || WORKER_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
+                    || granted.iter().any(|g| g == k)
+            })
+        })
+        .collect()
+}
+
 /// This process's peak resident set size (VmHWM), where the OS reports it.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -83,6 +156,27 @@ pub fn main() -> i32 {
             });
             let _ = sink.sample(s);
             1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_get_a_cleared_environment_plus_grants() {
+        // Names no other test reads; set once in this test process.
+        std::env::set_var("MINERVA_UNIT_NOT_GRANTED", "x");
+        std::env::set_var("MINERVA_UNIT_GRANTED", "y");
+        std::env::set_var("OMP_NUM_THREADS_MINERVA_UNIT", "2");
+        let env = environment(&["MINERVA_UNIT_GRANTED".to_string()]);
+        let has = |n: &str| env.iter().any(|(k, _)| k == n);
+        assert!(has("MINERVA_UNIT_GRANTED"));
+        assert!(has("OMP_NUM_THREADS_MINERVA_UNIT"));
+        assert!(!has("MINERVA_UNIT_NOT_GRANTED"));
+        if std::env::var_os("PATH").is_some() {
+            assert!(has("PATH"));
         }
     }
 }

@@ -128,6 +128,7 @@ pub async fn run(
         events: events.clone(),
         cancel: cancel.clone(),
         fetch: Arc::new(opts.fetch.clone()),
+        fetched: Default::default(),
     });
 
     let n = plan.jobs.len();

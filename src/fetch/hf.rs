@@ -374,6 +374,7 @@ fn result(
         commit: Some(commit.to_string()),
         files,
         fallbacks: Vec::new(),
+        link: None,
     }
 }
 
@@ -392,8 +393,10 @@ fn offline(
         revision.to_string()
     } else {
         std::fs::read_to_string(repo_dir.join("refs").join(revision))
+            .ok()
             .map(|s| s.trim().to_string())
-            .map_err(|_| {
+            .filter(|s| is_commit(s))
+            .ok_or_else(|| {
                 FetchError(format!(
                     "offline: {repo}@{revision} is not in the cache {} (download it once without --offline / HF_HUB_OFFLINE)",
                     cfg.hf_cache.display()
@@ -448,6 +451,11 @@ pub(crate) async fn fetch(
     cfg: &Arc<FetchConfig>,
 ) -> Result<FetchedModel, FetchError> {
     let revision = revision.unwrap_or("main");
+    // Checked again here (the plan checked pipeline sources): a revision names a file under
+    // refs/ in the cache, and a repo id is part of URLs and cache paths.
+    super::check_revision(revision)
+        .map_err(|why| FetchError(format!("{repo}: revision `{revision}`: {why}")))?;
+    super::check_repo_id(repo).map_err(|why| FetchError(format!("`{repo}`: {why}")))?;
     if cfg.offline {
         return offline(model, repo, patterns, revision, cfg);
     }

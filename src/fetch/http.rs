@@ -247,9 +247,28 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// Most bytes of an error body read (a server's explanation; never the whole of a hostile one).
+pub const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// At most `limit` bytes of a response's body; the rest is not read.
+pub async fn bounded_body(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match tokio::time::timeout(Duration::from_secs(10), resp.chunk()).await {
+            Ok(Ok(Some(c))) => {
+                let take = c.len().min(limit - out.len());
+                out.extend_from_slice(&c[..take]);
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
 /// A short, safe excerpt of an error body (servers explain 4xx there).
 async fn body_excerpt(resp: reqwest::Response) -> String {
-    let text = resp.text().await.unwrap_or_default();
+    let body = bounded_body(resp, MAX_ERROR_BODY).await;
+    let text = String::from_utf8_lossy(&body);
     let t: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
     if t.trim().is_empty() {
         String::new()
@@ -586,7 +605,8 @@ fn url_file_name(url: &str) -> Option<String> {
     (!name.is_empty() && super::check_repo_path(&name).is_ok()).then_some(name)
 }
 
-/// A `url:` source: into `models/<file name>`, checked against any pinned hash.
+/// A `url:` source: into minerva's cache under a path keyed by the URL (never a file of the
+/// user's), checked against any pinned hash, then linked as `models/<file name>`.
 pub(crate) async fn fetch_url(
     model: &Model,
     url: &str,
@@ -594,33 +614,38 @@ pub(crate) async fn fetch_url(
 ) -> Result<FetchedModel, FetchError> {
     let name = url_file_name(url)
         .ok_or_else(|| FetchError(format!("{url}: the URL does not end in a file name")))?;
-    let dest = cfg.models_dir.join(&name);
+    let dest = super::source_cache_path(cfg, url, &name);
     let expect = Expect::pinned(model.file_pin(&name, true));
     let store = VerifiedStore::new(&cfg.state_dir);
-    if cfg.offline {
+    let shown = crate::redact::text(url);
+    let mut fetched = if cfg.offline {
         if !dest.is_file() {
             return Err(FetchError(format!(
-                "offline: {} is not downloaded yet (run once without --offline / HF_HUB_OFFLINE)",
-                dest.display()
+                "offline: {shown} is not downloaded yet (run once without --offline / HF_HUB_OFFLINE)"
             )));
         }
         let sha = check_existing(&store, &dest, &expect).map_err(|why| {
             FetchError(format!("offline: {} is not right: {why}", dest.display()))
         })?;
         let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
-        return Ok(one_file(model, url, dest, name, size, sha, true));
-    }
-    let target = Target {
-        url: url.to_string(),
-        lock: cfg.models_dir.join(".locks").join(format!("{name}.lock")),
-        dest: dest.clone(),
-        auth: None,
-        label: name.clone(),
+        one_file(model, &shown, dest, name.clone(), size, sha, true)
+    } else {
+        std::fs::create_dir_all(dest.parent().unwrap_or(&cfg.state_dir))
+            .map_err(|e| FetchError(format!("cannot create {}: {e}", dest.display())))?;
+        let target = Target {
+            url: url.to_string(),
+            lock: incomplete_path(&dest).with_extension("lock"),
+            dest: dest.clone(),
+            auth: None,
+            label: name.clone(),
+        };
+        let bar = super::hf::file_bar(cfg, &name);
+        let (sha, size, reused) = download(&client()?, &target, &expect, cfg, &bar).await?;
+        bar.finish_and_clear();
+        one_file(model, &shown, dest, name.clone(), size, Some(sha), reused)
     };
-    let bar = super::hf::file_bar(cfg, &name);
-    let (sha, size, reused) = download(&client()?, &target, &expect, cfg, &bar).await?;
-    bar.finish_and_clear();
-    Ok(one_file(model, url, dest, name, size, Some(sha), reused))
+    fetched.link = super::link_into_models_dir(cfg, &name, &fetched.path);
+    Ok(fetched)
 }
 
 pub(crate) fn one_file(
@@ -645,5 +670,6 @@ pub(crate) fn one_file(
             reused,
         }],
         fallbacks: Vec::new(),
+        link: None,
     }
 }

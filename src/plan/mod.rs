@@ -1,14 +1,18 @@
 //! Plan: the validated, resolved pipeline. Matrix expanded into jobs, references checked, the
 //! stage DAG checked for cycles. Nothing past this module sees an `Option` from the YAML.
 
+mod access;
 mod build;
 mod dag;
 mod diag;
+mod grants;
 mod template;
 
-pub use build::{build_plan, param_string, PlanError, PlanOptions};
+pub use access::url_host;
+pub use build::{build_plan, param_string, PlanError, PlanOptions, MAX_JOBS};
 pub use dag::find_cycle;
 pub use diag::{Diagnostic, Diags};
+pub use grants::{config_path, resolve as resolve_path, Grants, GrantsError};
 pub use template::{
     is_secret_name, render_bounded, sandboxed_env, scalar_from_str, BoundedWriter, Redactor,
     REDACTED,
@@ -18,7 +22,7 @@ use crate::backend::BackendKind;
 use crate::spec::{ModelFormat, SourceSpec, StageKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -159,8 +163,24 @@ pub struct Plan {
     /// `agreement: { min_prefix }`: the output-agreement gate (None: shown, not judged).
     #[serde(default)]
     pub agreement_min_prefix: Option<usize>,
+    /// What the pipeline reaches beyond the project (all of it granted or harmless).
+    #[serde(default)]
+    pub touches: Touches,
     #[serde(skip)]
     pub redactor: Redactor,
+}
+
+/// What a pipeline touches beyond the project, for a person to review before running it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Touches {
+    /// Environment variables it reads (each one granted).
+    pub env: BTreeSet<String>,
+    /// Paths outside the project it reads (each one granted).
+    pub paths: BTreeSet<String>,
+    /// Hosts it contacts (`scheme://host[:port]`).
+    pub hosts: BTreeSet<String>,
+    /// Commands it runs.
+    pub commands: Vec<String>,
 }
 
 impl Plan {
@@ -176,6 +196,7 @@ impl Plan {
             "models": self.models,
             "scenarios": self.scenarios,
             "baseline": self.baseline,
+            "touches": self.touches,
             "agreement": self.agreement_min_prefix.map(|n| serde_json::json!({ "min_prefix": n })),
             "stages": self.stages.iter().map(|s| serde_json::json!({
                 "name": s.name,

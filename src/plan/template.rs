@@ -134,77 +134,7 @@ pub fn scalar_from_str(s: &str) -> Value {
     Value::String(s.to_string())
 }
 
-/// Whether a variable or parameter name looks like it holds a secret.
-///
-/// A name is secret when one of its `_`/`-`/`.` parts is TOKEN, KEY, SECRET or PASSWORD, or it
-/// ends with one (`HF_TOKEN`, `api_key`, `hfToken`); `max_tokens` is not.
-pub fn is_secret_name(name: &str) -> bool {
-    const WORDS: [&str; 4] = ["TOKEN", "KEY", "SECRET", "PASSWORD"];
-    let upper = name.to_ascii_uppercase();
-    upper
-        .split(['_', '-', '.'])
-        .any(|part| WORDS.contains(&part))
-        || WORDS.iter().any(|w| upper.ends_with(w))
-}
-
-pub const REDACTED: &str = "***REDACTED***";
-
-/// Replaces secret values wherever the pipeline is echoed (manifest, report, logs, job ids).
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<String>,
-}
-
-impl Redactor {
-    pub fn add(&mut self, secret: &str) {
-        // Very short values would redact unrelated text; they are still removed from named keys.
-        if secret.len() >= 4 && !self.secrets.iter().any(|s| s == secret) {
-            self.secrets.push(secret.to_string());
-            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        }
-    }
-
-    pub fn redact_str(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), REDACTED);
-            }
-        }
-        out
-    }
-
-    /// Redacts secret values anywhere in a value.
-    pub fn redact_value(&self, v: &Value) -> Value {
-        match v {
-            Value::String(s) => Value::String(self.redact_str(s)),
-            Value::Array(items) => {
-                Value::Array(items.iter().map(|i| self.redact_value(i)).collect())
-            }
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), self.redact_value(v)))
-                    .collect(),
-            ),
-            other => other.clone(),
-        }
-    }
-
-    /// For a map of user-named entries (vars, params): secret values anywhere, and the whole
-    /// value of every entry whose name looks secret.
-    pub fn redact_named(&self, map: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
-        map.iter()
-            .map(|(k, v)| {
-                let v = if is_secret_name(k) {
-                    Value::String(REDACTED.into())
-                } else {
-                    self.redact_value(v)
-                };
-                (k.clone(), v)
-            })
-            .collect()
-    }
-}
+pub use crate::redact::{is_secret_name, Redactor, REDACTED};
 
 #[cfg(test)]
 mod tests {
@@ -250,31 +180,5 @@ mod tests {
         assert!(!loop_err.is_empty());
         let big = t.render("{% for i in range(90000) %}xx{% endfor %}");
         assert!(big.is_err());
-    }
-
-    #[test]
-    fn redacts_values_and_secret_keys() {
-        let mut r = Redactor::default();
-        r.add("hf_secret_value");
-        let v: BTreeMap<String, Value> = serde_json::from_value(
-            serde_json::json!({"url": "https://x/?t=hf_secret_value", "api_key": "abc", "threads": 2}),
-        )
-        .unwrap_or_default();
-        let out = r.redact_named(&v);
-        assert_eq!(out["url"], Value::from(format!("https://x/?t={REDACTED}")));
-        assert_eq!(out["api_key"], Value::from(REDACTED));
-        assert_eq!(out["threads"], Value::from(2));
-        let nested =
-            r.redact_value(&serde_json::json!({"max_tokens": 5, "p": ["hf_secret_value"]}));
-        assert_eq!(nested["max_tokens"], 5);
-        assert_eq!(nested["p"][0], REDACTED);
-        assert!(
-            is_secret_name("hf_token") && is_secret_name("API_KEY") && is_secret_name("hfToken")
-        );
-        assert!(
-            !is_secret_name("threads")
-                && !is_secret_name("max_tokens")
-                && !is_secret_name("prompt_tokens")
-        );
     }
 }

@@ -25,11 +25,21 @@ pub fn load_template(path: &Path) -> Result<String, ReportError> {
         path: path.display().to_string(),
         message,
     };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    if meta.len() > MAX_TEMPLATE_BYTES {
+    use std::io::Read;
+    // A regular file, read through a bounded reader: `/dev/zero` or a FIFO reports a size of 0.
+    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let meta = f.metadata().map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_TEMPLATE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(e.to_string()))?;
+    if bytes.len() as u64 > MAX_TEMPLATE_BYTES {
         return Err(err(format!("larger than {MAX_TEMPLATE_BYTES} bytes")));
     }
-    std::fs::read_to_string(path).map_err(|e| err(e.to_string()))
+    String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))
 }
 
 /// Renders the report; `template` is the template's text (the built-in one when `None`).

@@ -110,7 +110,8 @@ impl RunDir {
             source: std::io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        atomic_write(&self.manifest(), &bytes)
+        let text = crate::redact::json_line(&String::from_utf8_lossy(&bytes));
+        atomic_write(&self.manifest(), text.as_bytes())
     }
 
     /// Points `<pipeline dir>/latest` at this run (a relative symlink, replaced atomically).
@@ -173,7 +174,9 @@ impl SampleWriter {
             path: self.path.clone(),
             source,
         };
-        let mut line = serde_json::to_vec(s).map_err(|e| err(std::io::Error::other(e)))?;
+        let line = serde_json::to_string(s).map_err(|e| err(std::io::Error::other(e)))?;
+        // Every granted value and URL credential redacted, in its JSON-escaped form too.
+        let mut line = crate::redact::json_line(&line).into_bytes();
         line.push(b'\n');
         self.file.write_all(&line).map_err(err)?;
         self.dirty = true;

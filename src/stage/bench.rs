@@ -14,6 +14,60 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 const STDERR_TAIL: usize = 20;
+/// Longest sample line read from a worker (a 1M-token generation's timestamps fit).
+const MAX_SAMPLE_LINE: usize = 64 << 20;
+/// Longest stderr line kept from a worker.
+const MAX_STDERR_LINE: usize = 8 << 10;
+
+enum Line {
+    /// A line, with any bytes that are not UTF-8 replaced.
+    Text(String),
+    /// A line longer than the limit, skipped to its end (its length).
+    TooLong(usize),
+}
+
+/// Reads one line of at most `max` bytes without ever holding more than that: a longer line is
+/// consumed and reported by its length. `None` at the end of the stream.
+async fn bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<Line>> {
+    buf.clear();
+    let mut len = 0usize;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            if len == 0 {
+                return Ok(None);
+            }
+            break;
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let body = if done {
+            &chunk[..take - 1]
+        } else {
+            &chunk[..take]
+        };
+        if len + body.len() <= max {
+            buf.extend_from_slice(body);
+        } else {
+            buf.clear();
+        }
+        len += body.len();
+        r.consume(take);
+        if done {
+            break;
+        }
+    }
+    if len > max {
+        return Ok(Some(Line::TooLong(len)));
+    }
+    Ok(Some(Line::Text(String::from_utf8_lossy(buf).into_owned())))
+}
 
 async fn record(ctx: &StageCtx, s: &Sample) -> Result<(), String> {
     ctx.writer
@@ -69,8 +123,12 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
     }
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the minerva executable: {e}"))?;
+    let granted: Vec<String> = ctx.plan.touches.env.iter().cloned().collect();
     let mut child = Command::new(exe)
         .arg("worker")
+        // A cleared environment: only the basics, engine settings and what the user granted.
+        .env_clear()
+        .envs(crate::backend::worker::environment(&granted))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -99,8 +157,13 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
     let stderr_task = child.stderr.take().map(|err| {
         let tail = tail.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut err = BufReader::new(err);
+            let mut buf = Vec::new();
+            while let Ok(Some(line)) = bounded_line(&mut err, &mut buf, MAX_STDERR_LINE).await {
+                let line = match line {
+                    Line::Text(t) => t,
+                    Line::TooLong(n) => format!("[a {n}-byte line, not kept]"),
+                };
                 tracing::debug!(target: "minerva::worker", "{line}");
                 if let Ok(mut t) = tail.lock() {
                     if t.len() == STDERR_TAIL {
@@ -114,7 +177,8 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
     let Some(stdout) = child.stdout.take() else {
         return Err("the worker has no stdout".into());
     };
-    let mut lines = BufReader::new(stdout).lines();
+    let mut out = BufReader::new(stdout);
+    let mut buf = Vec::new();
     let mut cancel = ctx.cancel.clone();
     let deadline = tokio::time::sleep(job.timeout);
     tokio::pin!(deadline);
@@ -126,12 +190,16 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
     let mut stop: Option<(ErrorKind, String)> = None;
     loop {
         tokio::select! {
-            line = lines.next_line() => match line {
-                Ok(Some(line)) => {
+            line = bounded_line(&mut out, &mut buf, MAX_SAMPLE_LINE) => match line {
+                Ok(Some(Line::TooLong(n))) => {
+                    tracing::warn!("the worker wrote a {n}-byte line, over the {MAX_SAMPLE_LINE}-byte limit; skipped");
+                }
+                Ok(Some(Line::Text(line))) => {
                     let s: Sample = match serde_json::from_str(&line) {
                         Ok(s) => s,
                         Err(e) => {
-                            tracing::warn!("worker wrote a line that is not a sample ({e}): {line}");
+                            let head: String = line.chars().take(200).collect();
+                            tracing::warn!("worker wrote a line that is not a sample ({e}): {head}");
                             continue;
                         }
                     };
@@ -224,4 +292,33 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
         )));
     }
     Ok(Some(format!("{measured} samples")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn worker_lines_are_bounded_and_tolerate_bad_bytes() {
+        let mut input: Vec<u8> = b"{\"a\":1}\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 5000));
+        input.extend(b"\nbad \xff byte\nlast");
+        let mut r = BufReader::with_capacity(64, &input[..]);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        while let Some(l) = bounded_line(&mut r, &mut buf, 100)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+        {
+            got.push(match l {
+                Line::Text(t) => t,
+                Line::TooLong(n) => format!("too long: {n}"),
+            });
+            assert!(buf.capacity() < 1000, "never holds the long line");
+        }
+        assert_eq!(
+            got,
+            vec!["{\"a\":1}", "too long: 5000", "bad \u{fffd} byte", "last"]
+        );
+    }
 }

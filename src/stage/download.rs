@@ -21,9 +21,15 @@ pub async fn run(model: &Model, ctx: &StageCtx) -> Result<Option<String>, String
         .run_dir
         .root
         .join(format!("download-{}.json", model.name));
-    let bytes = serde_json::to_vec_pretty(&fetched).map_err(|e| e.to_string())?;
-    atomic_write(&out, &bytes).map_err(|e| e.to_string())?;
-    Ok(Some(fetched.describe()))
+    let text = serde_json::to_string_pretty(&fetched).map_err(|e| e.to_string())?;
+    // The file is for people and for `minerva report` (redacted); the stages after this one
+    // use the record kept in memory, whose paths may hold a granted value.
+    atomic_write(&out, crate::redact::json_line(&text).as_bytes()).map_err(|e| e.to_string())?;
+    let describe = fetched.describe();
+    if let Ok(mut m) = ctx.fetched.lock() {
+        m.insert(model.name.clone(), fetched);
+    }
+    Ok(Some(describe))
 }
 
 /// Makes (or reuses) the SafeTensors copy of the GGUF model `from`: reused when the models

@@ -23,6 +23,9 @@ pub struct StageCtx {
     pub events: mpsc::UnboundedSender<Event>,
     pub cancel: watch::Receiver<bool>,
     pub fetch: Arc<crate::fetch::FetchConfig>,
+    /// What the download stage fetched in this run, by model (the files in the run directory
+    /// are redacted copies for people).
+    pub fetched: std::sync::Mutex<std::collections::HashMap<String, crate::fetch::FetchedModel>>,
 }
 
 /// The download stage's record for `model` in this run, if it ran.
@@ -35,7 +38,12 @@ pub fn fetched(run_dir: &RunDir, model: &str) -> Option<crate::fetch::FetchedMod
 /// a `path` source, else what an earlier download left in the cache (looked up offline).
 pub async fn resolve_model(model: &Model, ctx: &StageCtx) -> Result<Model, String> {
     let mut m = model.clone();
-    if let Some(f) = fetched(&ctx.run_dir, &model.name) {
+    let here = ctx
+        .fetched
+        .lock()
+        .ok()
+        .and_then(|f| f.get(&model.name).cloned());
+    if let Some(f) = here.or_else(|| fetched(&ctx.run_dir, &model.name)) {
         m.resolved = Some(f.path);
         return Ok(m);
     }

@@ -17,8 +17,9 @@ pub enum RenderRunError {
     Report(#[from] ReportError),
 }
 
-/// Renders a run directory's report with `template` (else the run's recorded template, else
-/// the built-in one) and writes it atomically to `output` (default `<run>/report.md`).
+/// Renders a run directory's report with `template` (else the built-in one) and writes it
+/// atomically to `output` (default `<run>/report.md`). A path recorded in the run directory is
+/// never read: a run directory may come from someone else.
 pub fn render_run(
     dir: &RunDir,
     template: Option<&Path>,
@@ -29,9 +30,7 @@ pub fn render_run(
     let analysis = analyze(&samples)?;
     let models = read_models(dir);
     let ctx = build_context(&manifest, &samples, &analysis, &models);
-    let recorded = manifest.report_template.as_ref().map(PathBuf::from);
-    let template_path = template.map(Path::to_path_buf).or(recorded);
-    let text = match &template_path {
+    let text = match template {
         Some(p) => {
             let src = crate::report::load_template(p)?;
             render(&ctx, Some((&p.display().to_string(), &src)))?
@@ -41,7 +40,7 @@ pub fn render_run(
     let out = output
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.report());
-    atomic_write(&out, text.as_bytes())?;
+    atomic_write(&out, crate::redact::text(&text).as_bytes())?;
     Ok(out)
 }
 

@@ -41,8 +41,9 @@ pub async fn run(model: &Model, ctx: &StageCtx) -> Result<Option<String>, String
     let out = ctx.run_dir.root.join(format!("model-{}.json", model.name));
     tokio::task::spawn_blocking(move || {
         let info = verify_model_with(&model, &path, Some(&store))?;
-        let bytes = serde_json::to_vec_pretty(&info).map_err(|e| e.to_string())?;
-        atomic_write(&out, &bytes).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?;
+        atomic_write(&out, crate::redact::json_line(&text).as_bytes())
+            .map_err(|e| e.to_string())?;
         Ok(Some(describe(&info)))
     })
     .await

@@ -39,13 +39,76 @@ pub fn init_worker_logging() {
     init_with(&f);
 }
 
+/// stderr for log lines, with every secret and URL credential redacted: one event is written
+/// through one writer, which redacts it as a whole when dropped.
+struct RedactingStderr(Vec<u8>);
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.0.is_empty() {
+            let text = crate::redact::text(&String::from_utf8_lossy(&self.0));
+            self.0.clear();
+            std::io::stderr().write_all(text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedactingStderr {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(self);
+    }
+}
+
 fn init_with(f: &str) {
     let filter = EnvFilter::try_new(f).unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr(Vec::new()))
         .with_target(false)
         .try_init();
+}
+
+/// What a pipeline touches beyond the project, as a person reviews it before running someone
+/// else's pipeline.
+pub fn touches_text(t: &crate::plan::Touches) -> String {
+    let mut s = String::from("touches:\n");
+    let list = |items: Vec<&str>| {
+        if items.is_empty() {
+            "none".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    let _ = writeln!(
+        s,
+        "  env:      {}",
+        list(t.env.iter().map(String::as_str).collect())
+    );
+    let _ = writeln!(
+        s,
+        "  read:     {}",
+        if t.paths.is_empty() {
+            "nothing outside the project".to_string()
+        } else {
+            list(t.paths.iter().map(String::as_str).collect())
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  network:  {}",
+        list(t.hosts.iter().map(String::as_str).collect())
+    );
+    let _ = writeln!(
+        s,
+        "  commands: {}",
+        list(t.commands.iter().map(String::as_str).collect())
+    );
+    crate::redact::text(&s)
 }
 
 /// A human-readable listing of the plan: stages in order with their dependencies and jobs.
@@ -58,6 +121,7 @@ pub fn plan_text(plan: &Plan) -> String {
         plan.stages.len(),
         plan.jobs.len()
     );
+    s.push_str(&touches_text(&plan.touches));
     let bench = plan.bench_jobs().count();
     if bench > 0 {
         let reps: u64 = plan

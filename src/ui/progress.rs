@@ -32,6 +32,7 @@ pub async fn consume_events(
         if quiet {
             return;
         }
+        let line = crate::redact::text(&line);
         match &bar {
             Some(b) => b.println(line),
             None => eprintln!("{line}"),
@@ -57,7 +58,7 @@ pub async fn consume_events(
             }
             Event::JobStarted { id, kind } => {
                 if let Some(b) = &bar {
-                    b.set_message(id.clone());
+                    b.set_message(crate::redact::text(&id));
                 } else {
                     say(format!(
                         "[{}/{}] start {} ({})",

@@ -5,6 +5,7 @@
 pub mod hub;
 pub mod mlx_quant;
 pub mod openai_mock;
+pub mod recorder;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,7 +24,11 @@ pub struct Minerva {
 impl Minerva {
     pub fn new(args: &[&str]) -> Self {
         let mut cmd = Command::new(BIN);
-        cmd.current_dir(root()).args(args).env_remove("RUST_LOG");
+        // No user config: grants come only from what each test passes.
+        cmd.current_dir(root())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("MINERVA_CONFIG", "/nonexistent/minerva-tests/config.toml");
         Minerva { cmd }
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {

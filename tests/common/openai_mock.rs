@@ -19,6 +19,9 @@ pub enum Fault {
     Malformed,
     /// Waits this long before the response headers.
     SlowFirstByte(Duration),
+    /// After the role chunk, `data: ` and then this many bytes with no blank line (an endless
+    /// event), then the connection closes.
+    Flood(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +238,23 @@ async fn respond(
     };
     if !role.is_empty() {
         chunk(&mut out, role);
+    }
+    if let Fault::Flood(n) = fault {
+        chunk(&mut out, b"data: ");
+        sock.write_all(&out).await?;
+        let block = vec![b'x'; 1 << 20];
+        let mut sent = 0;
+        while sent < n {
+            let take = block.len().min(n - sent);
+            let mut c = Vec::with_capacity(take + 16);
+            chunk(&mut c, &block[..take]);
+            // The client hangs up once the event is over its limit.
+            if sock.write_all(&c).await.is_err() {
+                return Ok(false);
+            }
+            sent += take;
+        }
+        return Ok(false);
     }
     let paced = cfg.ttft > Duration::ZERO || cfg.itl > Duration::ZERO;
     for i in 0..cfg.tokens {

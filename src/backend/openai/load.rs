@@ -322,7 +322,8 @@ async fn one(
         let status = resp.status();
         r.status = Some(status.as_u16());
         if status != reqwest::StatusCode::OK {
-            let text = resp.text().await.unwrap_or_default();
+            let body = crate::fetch::bounded_body(resp, crate::fetch::MAX_ERROR_BODY).await;
+            let text = String::from_utf8_lossy(&body);
             let excerpt: String = text.chars().filter(|c| !c.is_control()).take(160).collect();
             r.failure = fail(
                 RequestFailureKind::Http,
@@ -362,6 +363,10 @@ async fn one(
                                 }
                             }
                         }
+                    }
+                    if parser.overflowed() {
+                        // The request has failed; the rest of the stream is not read.
+                        return;
                     }
                 }
                 Ok(None) => break,

@@ -20,10 +20,17 @@ pub enum Event {
     Malformed(String),
 }
 
-/// Splits a byte stream into events; keeps the incomplete tail between chunks.
+/// Largest event the parser holds; a longer one fails its request as malformed.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// Splits a byte stream into events; keeps the incomplete tail between chunks (at most
+/// [`MAX_EVENT_BYTES`]), and never rescans bytes it already searched.
 #[derive(Debug, Default)]
 pub struct Parser {
     buf: Vec<u8>,
+    /// How much of `buf` holds no event end (searching resumes just before it).
+    scanned: usize,
+    overflowed: bool,
 }
 
 fn find_event_end(b: &[u8]) -> Option<(usize, usize)> {
@@ -46,14 +53,34 @@ fn find_event_end(b: &[u8]) -> Option<(usize, usize)> {
 impl Parser {
     /// Feeds one network chunk; appends the events it completes to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) {
+        if self.overflowed {
+            return;
+        }
         self.buf.extend_from_slice(chunk);
         let mut start = 0;
-        while let Some((end, sep)) = find_event_end(&self.buf[start..]) {
-            let ev = &self.buf[start..start + end];
-            parse_event(ev, out);
-            start += end + sep;
+        // A separator may straddle the old and new bytes: back up by its length.
+        let mut from = self.scanned.saturating_sub(2);
+        while let Some((end, sep)) = find_event_end(&self.buf[from..]) {
+            let ev_end = from + end;
+            parse_event(&self.buf[start..ev_end], out);
+            start = ev_end + sep;
+            from = start;
         }
         self.buf.drain(..start);
+        self.scanned = self.buf.len();
+        if self.buf.len() > MAX_EVENT_BYTES {
+            out.push(Event::Malformed(format!(
+                "an event longer than {MAX_EVENT_BYTES} bytes without an end"
+            )));
+            self.buf = Vec::new();
+            self.scanned = 0;
+            self.overflowed = true;
+        }
+    }
+
+    /// Whether an event outgrew [`MAX_EVENT_BYTES`]: the stream is not read further.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
     }
 }
 
@@ -184,5 +211,40 @@ mod tests {
         assert_eq!(ev[0], Event::Content { text_len: 3 });
         assert!(matches!(ev[1], Event::Malformed(_)));
         assert_eq!(ev[2], Event::Error("overloaded".into()));
+    }
+
+    #[test]
+    fn an_endless_event_fails_without_growing() {
+        let mut p = Parser::default();
+        let mut out = Vec::new();
+        p.feed(b"data: {\"choices\":[]}\n\ndata: ", &mut out);
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..40 {
+            p.feed(&chunk, &mut out);
+        }
+        assert!(p.overflowed());
+        assert!(
+            p.buf.capacity() <= 2 * MAX_EVENT_BYTES,
+            "{}",
+            p.buf.capacity()
+        );
+        assert!(
+            matches!(out.last(), Some(Event::Malformed(m)) if m.contains("longer than")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn events_split_anywhere_parse_the_same() {
+        let stream =
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\r\n\r\ndata: [DONE]\n\n";
+        for cut in 1..stream.len() {
+            let mut p = Parser::default();
+            let mut out = Vec::new();
+            p.feed(&stream[..cut], &mut out);
+            p.feed(&stream[cut..], &mut out);
+            assert_eq!(out.len(), 2, "cut at {cut}: {out:?}");
+            assert_eq!(out[1], Event::Done, "cut at {cut}");
+        }
     }
 }
