@@ -11,6 +11,7 @@ pub mod error;
 pub mod exec;
 pub mod fetch;
 pub mod formats;
+pub mod paths;
 pub mod plan;
 pub mod redact;
 pub mod report;

@@ -33,6 +33,9 @@ impl SampleSink for StdoutSink {
     }
 }
 
+/// The environment variable through which the runner hands its log filter to workers.
+pub const WORKER_LOG_ENV: &str = "MINERVA_WORKER_LOG";
+
 /// Variables a worker keeps from the runner's environment, by exact name: the system's basics
 /// and what engines read. Everything else is cleared (a worker is a crash boundary, not a
 /// sandbox, but it gets no secret the user did not grant).
@@ -64,7 +67,7 @@ pub const WORKER_ENV: &[&str] = &[
     "https_proxy",
     "no_proxy",
     "all_proxy",
-    crate::ui::WORKER_LOG_ENV,
+    WORKER_LOG_ENV,
 ];
 
 /// Prefixes of engine settings a worker keeps: locale, OpenMP, BLAS libraries, CUDA/ROCm/Metal

@@ -324,10 +324,10 @@ fn is_our_link(cfg: &FetchConfig, path: &Path) -> bool {
         _ => target,
     };
     let cwd = std::env::current_dir().unwrap_or_default();
-    let target = crate::plan::resolve_path(&target, &cwd);
+    let target = crate::paths::resolve(&target, &cwd);
     [&cfg.hf_cache, &cfg.state_dir]
         .iter()
-        .any(|root| target.starts_with(crate::plan::resolve_path(root, &cwd)))
+        .any(|root| target.starts_with(crate::paths::resolve(root, &cwd)))
 }
 
 /// `models/<link_name>` → `target` (a file or snapshot directory in a cache), for pipelines

@@ -3,9 +3,10 @@
 //! params); grants come from the command line (`--allow-env`, `--allow-read`) and the user's
 //! config file (`$XDG_CONFIG_HOME/minerva/config.toml`), never from the pipeline.
 
+use crate::paths::resolve;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Largest config file read.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -110,35 +111,6 @@ fn read_config(path: &Path) -> Result<Option<ConfigFile>, GrantsError> {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
-}
-
-/// `p` made absolute against `cwd`, with symlinks followed as far as the path exists and
-/// `.`/`..` resolved lexically beyond that (a file not created yet still gets a real answer).
-pub fn resolve(p: &Path, cwd: &Path) -> PathBuf {
-    let abs = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        cwd.join(p)
-    };
-    // The longest prefix that exists, canonicalized; the rest appended lexically.
-    let comps: Vec<Component<'_>> = abs.components().collect();
-    for split in (1..=comps.len()).rev() {
-        let prefix: PathBuf = comps[..split].iter().collect();
-        if let Ok(canon) = std::fs::canonicalize(&prefix) {
-            let mut out = canon;
-            for c in &comps[split..] {
-                match c {
-                    Component::ParentDir => {
-                        out.pop();
-                    }
-                    Component::CurDir => {}
-                    other => out.push(other.as_os_str()),
-                }
-            }
-            return out;
-        }
-    }
-    abs
 }
 
 /// Where a path a pipeline names may be read from.

@@ -12,7 +12,7 @@ pub use access::url_host;
 pub use build::{build_plan, param_string, PlanError, PlanOptions, MAX_JOBS};
 pub use dag::find_cycle;
 pub use diag::{Diagnostic, Diags};
-pub use grants::{config_path, resolve as resolve_path, Grants, GrantsError};
+pub use grants::{config_path, Grants, GrantsError};
 pub use template::{
     is_secret_name, render_bounded, sandboxed_env, scalar_from_str, BoundedWriter, Redactor,
     REDACTED,

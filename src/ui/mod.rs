@@ -8,8 +8,7 @@ use crate::plan::{JobKind, Plan};
 use std::fmt::Write as _;
 use tracing_subscriber::EnvFilter;
 
-/// The environment variable through which the runner hands its log filter to workers.
-pub const WORKER_LOG_ENV: &str = "MINERVA_WORKER_LOG";
+pub use crate::backend::worker::WORKER_LOG_ENV;
 
 /// The log filter in force (`RUST_LOG`, else from `-v`/`-q`), for workers to inherit.
 pub fn log_filter(verbose: u8, quiet: bool) -> String {
