@@ -536,3 +536,28 @@ stages:
         assert!(shown.contains(&want), "missing `{want}` in:\n{shown}");
     }
 }
+
+#[test]
+fn mistral_needs_no_grant_for_the_token_minerva_reads_itself() {
+    let token = "hf_sentinel-TOKEN-9190";
+    for cmd in ["validate", "plan"] {
+        let out = Minerva::new(&[cmd, "pipelines/mistral.yaml"])
+            .env("HF_TOKEN", token)
+            .output();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(!text(&out.stdout).contains(token) && !text(&out.stderr).contains(token));
+        if cmd == "plan" {
+            // The token is minerva's to send to the hub, not an env read of the pipeline.
+            assert!(
+                text(&out.stdout).contains("  env:      none"),
+                "{}",
+                text(&out.stdout)
+            );
+            assert!(
+                text(&out.stdout).contains("  network:  https://huggingface.co"),
+                "{}",
+                text(&out.stdout)
+            );
+        }
+    }
+}
