@@ -31,3 +31,67 @@ pub fn resolve(p: &Path, cwd: &Path) -> PathBuf {
     }
     abs
 }
+
+/// Why [`read_bounded`] gave up.
+#[derive(Debug)]
+pub enum ReadBoundedError {
+    Io(std::io::Error),
+    /// Larger than the limit: the size the file reports, or the bytes read past the limit.
+    TooLarge(u64),
+    /// A device, FIFO or directory where a regular file was required.
+    NotRegular,
+}
+
+/// Reads a file of at most `max` bytes without ever holding more: the size is checked first,
+/// then enforced while reading (`/dev/zero` and FIFOs report a size of 0). With `regular`,
+/// anything but a regular file is refused before a byte is read.
+pub fn read_bounded(path: &Path, max: u64, regular: bool) -> Result<Vec<u8>, ReadBoundedError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(ReadBoundedError::Io)?;
+    let meta = file.metadata().map_err(ReadBoundedError::Io)?;
+    if regular && !meta.is_file() {
+        return Err(ReadBoundedError::NotRegular);
+    }
+    if meta.len() > max {
+        return Err(ReadBoundedError::TooLarge(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadBoundedError::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadBoundedError::TooLarge(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_reads_stop_at_the_limit_and_refuse_devices() {
+        let zero = Path::new("/dev/zero");
+        if zero.exists() {
+            assert!(matches!(
+                read_bounded(zero, 10, true),
+                Err(ReadBoundedError::NotRegular)
+            ));
+            assert!(matches!(
+                read_bounded(zero, 10, false),
+                Err(ReadBoundedError::TooLarge(11))
+            ));
+        }
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let f = dir.path().join("t");
+        std::fs::write(&f, b"0123456789").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            read_bounded(&f, 10, true).ok(),
+            Some(b"0123456789".to_vec())
+        );
+        assert!(matches!(
+            read_bounded(&f, 9, true),
+            Err(ReadBoundedError::TooLarge(10))
+        ));
+    }
+}

@@ -88,23 +88,23 @@ impl Grants {
 }
 
 fn read_config(path: &Path) -> Result<Option<ConfigFile>, GrantsError> {
-    use std::io::Read;
+    use crate::paths::ReadBoundedError;
     let err = |message: String| GrantsError::Read {
         path: path.to_path_buf(),
         message,
     };
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err(e.to_string())),
+    let bytes = match crate::paths::read_bounded(path, MAX_CONFIG_BYTES, true) {
+        Ok(b) => b,
+        Err(ReadBoundedError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(ReadBoundedError::Io(e)) => return Err(err(e.to_string())),
+        Err(ReadBoundedError::TooLarge(_)) => {
+            return Err(err(format!("larger than {MAX_CONFIG_BYTES} bytes")))
+        }
+        Err(ReadBoundedError::NotRegular) => return Err(err("not a regular file".into())),
     };
-    let mut text = String::new();
-    f.take(MAX_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| err(e.to_string()))?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(err(format!("larger than {MAX_CONFIG_BYTES} bytes")));
-    }
+    let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))?;
     toml::from_str(&text)
         .map(Some)
         .map_err(|e| GrantsError::Parse {

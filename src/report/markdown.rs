@@ -25,20 +25,14 @@ pub fn load_template(path: &Path) -> Result<String, ReportError> {
         path: path.display().to_string(),
         message,
     };
-    use std::io::Read;
+    use crate::paths::ReadBoundedError;
     // A regular file, read through a bounded reader: `/dev/zero` or a FIFO reports a size of 0.
-    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let meta = f.metadata().map_err(|e| err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(err("not a regular file".into()));
-    }
-    let mut bytes = Vec::new();
-    f.take(MAX_TEMPLATE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| err(e.to_string()))?;
-    if bytes.len() as u64 > MAX_TEMPLATE_BYTES {
-        return Err(err(format!("larger than {MAX_TEMPLATE_BYTES} bytes")));
-    }
+    let bytes =
+        crate::paths::read_bounded(path, MAX_TEMPLATE_BYTES, true).map_err(|e| match e {
+            ReadBoundedError::Io(e) => err(e.to_string()),
+            ReadBoundedError::TooLarge(_) => err(format!("larger than {MAX_TEMPLATE_BYTES} bytes")),
+            ReadBoundedError::NotRegular => err("not a regular file".into()),
+        })?;
     String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))
 }
 

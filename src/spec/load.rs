@@ -54,29 +54,21 @@ fn options() -> serde_saphyr::Options {
 }
 
 fn read_bounded(path: &Path) -> Result<String, SpecError> {
-    use std::io::Read;
-    let read_err = |source| SpecError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let size = file.metadata().map_err(read_err)?.len();
-    if size > MAX_SPEC_BYTES {
-        return Err(SpecError::TooLarge {
+    use crate::paths::ReadBoundedError;
+    let bytes = crate::paths::read_bounded(path, MAX_SPEC_BYTES, false).map_err(|e| match e {
+        ReadBoundedError::TooLarge(size) => SpecError::TooLarge {
             path: path.to_path_buf(),
             size,
-        });
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    file.take(MAX_SPEC_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > MAX_SPEC_BYTES {
-        return Err(SpecError::TooLarge {
+        },
+        ReadBoundedError::Io(source) => SpecError::Read {
             path: path.to_path_buf(),
-            size: bytes.len() as u64,
-        });
-    }
+            source,
+        },
+        ReadBoundedError::NotRegular => SpecError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("not a regular file"),
+        },
+    })?;
     String::from_utf8(bytes).map_err(|_| SpecError::NotUtf8 {
         path: path.to_path_buf(),
     })
