@@ -419,19 +419,13 @@ fn a_huge_matrix_is_refused_before_anything_is_allocated() {
     let dir = tempdir();
     let values: Vec<String> = (0..256).map(|i| i.to_string()).collect();
     let list = format!("[{}]", values.join(", "));
-    let params: Vec<String> = [
-        "threads",
-        "n_gpu_layers",
-        "ctx",
-        "batch",
-        "ubatch",
-        "flash_attn",
-        "mmap",
-        "seed",
-    ]
-    .iter()
-    .map(|p| format!("        {p}: {list}"))
-    .collect();
+    // Eight of llama.cpp's own parameters (the backend's list, not a copy of it).
+    let names = minerva::backend::BackendKind::LlamaCpp.known_params();
+    assert!(names.len() >= 8);
+    let params: Vec<String> = names[..8]
+        .iter()
+        .map(|p| format!("        {p}: {list}"))
+        .collect();
     let p = dir.path().join("huge.yaml");
     write(
         &p,
