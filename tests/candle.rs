@@ -258,8 +258,12 @@ stages:
         )),
         "{report}"
     );
+    // The plan lists q4 before f32, so q4 is the reference of the candle pair, whichever job
+    // ran first (the verify jobs finish in either order).
     assert!(
-        report.contains("| prose | candle · f32 | candle · q4 |"),
+        report.contains(&format!(
+            "| prose | candle · q4 | candle · f32 | {converted}/64 | same | different weights: not judged |"
+        )),
         "{report}"
     );
     assert!(report.contains("different weights: not judged"), "{report}");

@@ -9,7 +9,8 @@
 //! generated), or whose engines were given different prompt tokens, is DIVERGENT, and the
 //! compared job of the pair has its speed figures marked not comparable. The reference of a pair
 //! is the job on the pipeline's `baseline` backend, else on `llama_cpp` (the reference engine),
-//! else the one that ran first. Pairs on different weights (a GGUF and its dequantized copy) are shown
+//! else the one earlier in the plan (a job's position in the expanded matrix, not the moment it
+//! happened to run: verify jobs finish in any order, so bench jobs may too). Pairs on different weights (a GGUF and its dequantized copy) are shown
 //! for information and never gated: their outputs may part ways legitimately.
 
 use crate::results::Sample;
@@ -57,15 +58,24 @@ fn label(o: &Output<'_>) -> String {
     format!("{} · {}", o.backend, o.model)
 }
 
-/// Agreement rows for every pair of jobs that recorded outputs, scenario by scenario, in the
-/// order the samples were written; references first (see the module's text).
+/// Agreement rows for every pair of jobs that recorded outputs, scenario by scenario, in plan
+/// order (`job_order`: the plan's job ids; jobs missing from it follow in the order their samples
+/// were written); references first (see the module's text).
 pub fn agreement(
     samples: &[Sample],
     min_prefix: Option<usize>,
     baseline: Option<&str>,
+    job_order: &[String],
 ) -> Vec<AgreementRow> {
+    let position = |job: &str| {
+        job_order
+            .iter()
+            .position(|j| j == job)
+            .unwrap_or(job_order.len())
+    };
     let mut by_scenario: BTreeMap<&str, Vec<Output<'_>>> = BTreeMap::new();
-    let mut order: Vec<&str> = Vec::new();
+    // Scenarios in the order of their first job in the plan.
+    let mut order: Vec<(&str, usize)> = Vec::new();
     for s in samples {
         if s.warmup || s.error.is_some() || s.output_ids.is_empty() {
             continue;
@@ -74,8 +84,8 @@ pub fn agreement(
         if list.iter().any(|o| o.job_id == s.job_id) {
             continue;
         }
-        if !order.contains(&s.scenario.as_str()) {
-            order.push(s.scenario.as_str());
+        if !order.iter().any(|(sc, _)| *sc == s.scenario) {
+            order.push((s.scenario.as_str(), position(&s.job_id)));
         }
         list.push(Output {
             job_id: &s.job_id,
@@ -95,11 +105,22 @@ pub fn agreement(
             2
         }
     };
-    for scenario in order {
+    for (scenario, first) in &mut order {
+        if let Some(outs) = by_scenario.get(*scenario) {
+            *first = outs
+                .iter()
+                .map(|o| position(o.job_id))
+                .min()
+                .unwrap_or(*first);
+        }
+    }
+    order.sort_by_key(|(_, first)| *first);
+    for (scenario, _) in order {
         let Some(outs) = by_scenario.get_mut(scenario) else {
             continue;
         };
-        outs.sort_by_key(|o| rank(o.backend));
+        // Stable: jobs missing from the plan keep the order their samples were written in.
+        outs.sort_by_key(|o| (rank(o.backend), position(o.job_id)));
         let outs = &*outs;
         for (i, a) in outs.iter().enumerate() {
             for b in &outs[i + 1..] {
@@ -173,7 +194,7 @@ mod tests {
             // A second repetition of the same job is ignored.
             sample("b/candle", "candle", "q4", "d1", &[8, 8, 8]),
         ];
-        let rows = agreement(&samples, Some(4), None);
+        let rows = agreement(&samples, Some(4), None, &[]);
         assert_eq!(rows.len(), 3);
         assert_eq!((rows[0].prefix, rows[0].compared), (3, 6));
         assert_eq!(rows[0].verdict, Verdict::Divergent);
@@ -181,18 +202,61 @@ mod tests {
         assert_eq!(rows[1].prefix, 2);
         assert_eq!(divergent_jobs(&rows), vec!["b/candle"]);
 
-        let rows = agreement(&samples, Some(3), None);
+        let rows = agreement(&samples, Some(3), None, &[]);
         assert_eq!(rows[0].verdict, Verdict::Agree);
-        let rows = agreement(&samples, None, None);
+        let rows = agreement(&samples, None, None, &[]);
         assert_eq!(rows[0].verdict, Verdict::Ungated);
         assert!(divergent_jobs(&rows).is_empty());
 
         // llama.cpp is the reference even when it ran later; a baseline overrides it.
         let later = vec![samples[1].clone(), samples[0].clone()];
-        let rows = agreement(&later, Some(4), None);
+        let rows = agreement(&later, Some(4), None, &[]);
         assert_eq!(rows[0].reference, "b/llama");
-        let rows = agreement(&later, Some(4), Some("candle"));
+        let rows = agreement(&later, Some(4), Some("candle"), &[]);
         assert_eq!(rows[0].reference, "b/candle");
+    }
+
+    #[test]
+    fn references_follow_the_plan_not_the_order_jobs_ran_in() {
+        // Two models on one engine: the F32 job ran first (its verify finished first), but the
+        // plan lists the Q4 job first, so Q4 is the reference, run after run.
+        let mut samples = vec![
+            sample("b/candle-f32", "candle", "f32", "d1", &[1, 2, 3]),
+            sample("b/candle-q4", "candle", "q4", "d1", &[1, 2, 4]),
+        ];
+        let mut second = samples[0].clone();
+        second.scenario = "other".into();
+        second.job_id = "b/candle-f32-other".into();
+        samples.insert(0, second.clone());
+        let mut q4_other = samples[2].clone();
+        q4_other.scenario = "other".into();
+        q4_other.job_id = "b/candle-q4-other".into();
+        samples.push(q4_other);
+        let plan: Vec<String> = [
+            "b/candle-q4",
+            "b/candle-q4-other",
+            "b/candle-f32",
+            "b/candle-f32-other",
+        ]
+        .map(String::from)
+        .to_vec();
+        let rows = agreement(&samples, Some(2), None, &plan);
+        assert_eq!(rows.len(), 2);
+        // Scenarios in plan order too: `short` has the plan's first job.
+        assert_eq!(
+            (rows[0].scenario.as_str(), rows[0].reference.as_str()),
+            ("short", "b/candle-q4")
+        );
+        assert_eq!(
+            (rows[1].scenario.as_str(), rows[1].reference.as_str()),
+            ("other", "b/candle-q4-other")
+        );
+        // Without a plan: the order the samples were written.
+        let rows = agreement(&samples, Some(2), None, &[]);
+        assert_eq!(
+            (rows[0].scenario.as_str(), rows[0].reference.as_str()),
+            ("other", "b/candle-f32-other")
+        );
     }
 
     #[test]
@@ -202,7 +266,7 @@ mod tests {
             sample("b/b", "candle", "m", "d2", &[1, 2]),
             sample("b/c", "candle", "m", "d1", &[1, 2]),
         ];
-        let rows = agreement(&samples, Some(16), None);
+        let rows = agreement(&samples, Some(16), None, &[]);
         assert!(!rows[0].same_prompt);
         assert_eq!(rows[0].verdict, Verdict::Divergent);
         // Two tokens generated, both agree: below 16 but all of them.

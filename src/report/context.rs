@@ -381,8 +381,22 @@ pub fn build_context(
         .and_then(|a| a.get("min_prefix"))
         .and_then(Value::as_u64)
         .map(|n| n as usize);
-    let agreement_rows =
-        crate::analyze::agreement::agreement(samples, agreement_min_prefix, baseline.as_deref());
+    // The plan's job order, from the resolved pipeline the manifest keeps.
+    let job_order: Vec<String> = p
+        .get("stages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("jobs").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|j| j.as_str().map(String::from))
+        .collect();
+    let agreement_rows = crate::analyze::agreement::agreement(
+        samples,
+        agreement_min_prefix,
+        baseline.as_deref(),
+        &job_order,
+    );
     let divergent = crate::analyze::agreement::divergent_jobs(&agreement_rows);
     let agreement_cell = |job: &str| -> String {
         let mine: Vec<_> = agreement_rows
