@@ -7,11 +7,14 @@
 //! (same weights) are gated: with `agreement: { min_prefix: N }` in the pipeline, a pair that
 //! agrees on fewer than N leading tokens (or on fewer than all of them, when fewer than N were
 //! generated), or whose engines were given different prompt tokens, is DIVERGENT, and the
-//! compared job of the pair has its speed figures marked not comparable. The reference of a pair
-//! is the job on the pipeline's `baseline` backend, else on `llama_cpp` (the reference engine),
-//! else the one earlier in the plan (a job's position in the expanded matrix, not the moment it
-//! happened to run: verify jobs finish in any order, so bench jobs may too). Pairs on different weights (a GGUF and its dequantized copy) are shown
-//! for information and never gated: their outputs may part ways legitimately.
+//! compared job of the pair has its speed figures marked not comparable.
+//!
+//! The reference of a pair is the job on the pipeline's `baseline` backend, else on the
+//! reference engine ([`crate::backend::BackendKind::is_reference`]: llama.cpp), else the one
+//! earlier in the plan: a job's position in the expanded matrix, not the moment it happened to
+//! run (verify jobs finish in any order, so bench jobs may too). Pairs on different weights (a
+//! GGUF and its dequantized copy) are shown for information and never gated: their outputs may
+//! part ways legitimately.
 
 use crate::results::Sample;
 use serde::{Deserialize, Serialize};
@@ -99,7 +102,7 @@ pub fn agreement(
     let rank = |backend: &str| -> u8 {
         if Some(backend) == baseline {
             0
-        } else if backend == "llama_cpp" {
+        } else if crate::backend::BackendKind::parse(backend).is_some_and(|k| k.is_reference()) {
             1
         } else {
             2

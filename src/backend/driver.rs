@@ -28,24 +28,12 @@ pub(crate) trait StepModel {
     fn max_seq(&self) -> usize;
 }
 
-/// An invalid parameter.
-pub(crate) fn param_err(name: &str, message: String) -> BackendError {
-    BackendError::Param {
-        name: name.into(),
-        message,
-    }
-}
-
-/// `threads` of the job's params (default: the machine's physical cores, as llama-bench).
-pub(crate) fn threads_param(job: &BenchJob) -> Result<usize, BackendError> {
-    match job.params.get("threads") {
-        None => Ok(super::llama_cpp::default_threads() as usize),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| (1..=1024).contains(n))
-            .map(|n| n as usize)
-            .ok_or_else(|| param_err("threads", format!("expected 1 to 1024, found {v}"))),
-    }
+/// `threads`, or the machine's physical cores (llama-bench's default).
+pub(crate) fn threads_or_default(threads: Option<u32>) -> usize {
+    threads.map_or_else(
+        || super::llama_cpp::default_threads() as usize,
+        |t| t as usize,
+    )
 }
 
 /// The model file or directory a job runs.
@@ -53,69 +41,6 @@ pub(crate) fn model_path(job: &BenchJob) -> Result<std::path::PathBuf, BackendEr
     job.model.local_path().ok_or_else(|| {
         BackendError::Engine(format!("model `{}` has no local file", job.model.name))
     })
-}
-
-/// A floating-point type a `dtype` param names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FloatType {
-    F32,
-    Bf16,
-    F16,
-}
-
-/// `dtype` of the job's params: `f32`, `bf16` or `f16` (None when not set).
-pub(crate) fn dtype_param(job: &BenchJob) -> Result<Option<FloatType>, BackendError> {
-    match job.params.get("dtype") {
-        None => Ok(None),
-        Some(serde_json::Value::String(s)) => match s.as_str() {
-            "f32" => Ok(Some(FloatType::F32)),
-            "bf16" => Ok(Some(FloatType::Bf16)),
-            "f16" => Ok(Some(FloatType::F16)),
-            other => Err(param_err(
-                "dtype",
-                format!("expected f32, bf16 or f16, found `{other}`"),
-            )),
-        },
-        Some(v) => Err(param_err("dtype", format!("expected a string, found {v}"))),
-    }
-}
-
-/// `seed` of the job's params (default: the stage's seed).
-pub(crate) fn seed_param(job: &BenchJob) -> Result<u64, BackendError> {
-    match job.params.get("seed") {
-        None => Ok(job.seed),
-        Some(v) => v.as_u64().ok_or_else(|| BackendError::Param {
-            name: "seed".into(),
-            message: format!("expected an integer, found {v}"),
-        }),
-    }
-}
-
-/// `ignore_eos` of the job's params (default true: every repetition generates `max_tokens`).
-pub(crate) fn ignore_eos_param(job: &BenchJob) -> Result<bool, BackendError> {
-    match job.params.get("ignore_eos") {
-        None => Ok(true),
-        Some(serde_json::Value::Bool(b)) => Ok(*b),
-        Some(v) => Err(BackendError::Param {
-            name: "ignore_eos".into(),
-            message: format!("expected true or false, found {v}"),
-        }),
-    }
-}
-
-/// A path parameter (e.g. `tokenizer`).
-pub(crate) fn path_param(
-    job: &BenchJob,
-    name: &str,
-) -> Result<Option<std::path::PathBuf>, BackendError> {
-    match job.params.get(name) {
-        None => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(s.into())),
-        Some(v) => Err(BackendError::Param {
-            name: name.into(),
-            message: format!("expected a path, found {v}"),
-        }),
-    }
 }
 
 /// What the loop needs besides the model and the tokenizer.

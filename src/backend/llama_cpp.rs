@@ -8,6 +8,8 @@
 //! - Warmup as llama-bench: an untimed prompt run and a one-token generation; the KV cache is
 //!   cleared before every repetition.
 
+use super::driver;
+use super::params::{self, Flag, ParamProblem, TypedParams};
 use super::{finish_rep, synthetic_tg_tps, text_tg_tps, BackendError, RepTimer, SampleSink};
 use crate::plan::BenchJob;
 use crate::results::{Millis, Sample};
@@ -21,7 +23,6 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::Value;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,50 @@ pub const PARAMS: &[&str] = &[
     "ignore_eos",
 ];
 
+/// The llama.cpp backend's params, as a pipeline writes them: llama-bench's names and meanings.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaParams {
+    /// CPU threads (default: physical cores, as llama-bench).
+    pub threads: Option<u32>,
+    /// Layers offloaded to a GPU (default 99: all).
+    pub n_gpu_layers: Option<u32>,
+    /// Context size (default 0: prompt + generation).
+    pub ctx: Option<u32>,
+    /// Logical batch (default 2048).
+    pub batch: Option<u32>,
+    /// Physical batch (default 512).
+    pub ubatch: Option<u32>,
+    /// Flash attention (default off).
+    pub flash_attn: Option<Flag>,
+    /// Memory-map the model (default on).
+    pub mmap: Option<Flag>,
+    /// Seed of the random prompt ids (default: the job's seed).
+    pub seed: Option<u64>,
+    /// Generate `max_tokens` whatever the model says (default true).
+    pub ignore_eos: Option<bool>,
+}
+
+impl TypedParams for LlamaParams {
+    fn check(&self) -> Vec<ParamProblem> {
+        let mut out = Vec::new();
+        params::check_threads(self.threads, &mut out);
+        let mut at_most = |key: &str, v: Option<u32>, min: u32, max: u32| {
+            if let Some(n) = v.filter(|n| !(min..=max).contains(n)) {
+                out.push(ParamProblem::new(
+                    key,
+                    format!("expected {min} to {max}, found {n}"),
+                ));
+            }
+        };
+        at_most("n_gpu_layers", self.n_gpu_layers, 0, 100_000);
+        at_most("ctx", self.ctx, 0, 1 << 24);
+        at_most("batch", self.batch, 1, 1 << 20);
+        at_most("ubatch", self.ubatch, 1, 1 << 20);
+        out
+    }
+}
+
 /// Parameters with llama-bench's meanings and defaults.
 #[derive(Debug, Clone)]
 struct Params {
@@ -51,33 +96,6 @@ struct Params {
     ignore_eos: bool,
 }
 
-fn int(job: &BenchJob, name: &str, default: u64, max: u64) -> Result<u64, BackendError> {
-    match job.params.get(name) {
-        None => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| *n <= max)
-            .ok_or_else(|| BackendError::Param {
-                name: name.into(),
-                message: format!("expected an integer from 0 to {max}, found {v}"),
-            }),
-    }
-}
-
-fn flag(job: &BenchJob, name: &str, default: bool) -> Result<bool, BackendError> {
-    match job.params.get(name) {
-        None => Ok(default),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::Number(n)) if n.as_u64() == Some(0) || n.as_u64() == Some(1) => {
-            Ok(n.as_u64() == Some(1))
-        }
-        Some(v) => Err(BackendError::Param {
-            name: name.into(),
-            message: format!("expected true or false, found {v}"),
-        }),
-    }
-}
-
 /// Physical cores, as llama-bench's default thread count.
 pub fn default_threads() -> u64 {
     sysinfo::System::physical_core_count()
@@ -87,25 +105,18 @@ pub fn default_threads() -> u64 {
 
 impl Params {
     fn from_job(job: &BenchJob) -> Result<Params, BackendError> {
-        let batch = int(job, "batch", 2048, 1 << 20)? as u32;
-        let p = Params {
-            threads: int(job, "threads", default_threads(), 1024)? as i32,
-            n_gpu_layers: int(job, "n_gpu_layers", 99, 100_000)? as u32,
-            ctx: int(job, "ctx", 0, 1 << 24)? as u32,
-            batch,
-            ubatch: int(job, "ubatch", 512, 1 << 20)? as u32,
-            flash_attn: flag(job, "flash_attn", false)?,
-            mmap: flag(job, "mmap", true)?,
-            seed: int(job, "seed", job.seed, u64::MAX)?,
-            ignore_eos: flag(job, "ignore_eos", true)?,
-        };
-        if p.threads == 0 || p.batch == 0 || p.ubatch == 0 {
-            return Err(BackendError::Param {
-                name: "threads/batch/ubatch".into(),
-                message: "must be at least 1".into(),
-            });
-        }
-        Ok(p)
+        let p: LlamaParams = params::parse(&job.params)?;
+        Ok(Params {
+            threads: driver::threads_or_default(p.threads) as i32,
+            n_gpu_layers: p.n_gpu_layers.unwrap_or(99),
+            ctx: p.ctx.unwrap_or(0),
+            batch: p.batch.unwrap_or(2048),
+            ubatch: p.ubatch.unwrap_or(512),
+            flash_attn: p.flash_attn.unwrap_or(Flag(false)).0,
+            mmap: p.mmap.unwrap_or(Flag(true)).0,
+            seed: p.seed.unwrap_or(job.seed),
+            ignore_eos: p.ignore_eos.unwrap_or(true),
+        })
     }
 }
 

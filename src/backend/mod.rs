@@ -10,6 +10,7 @@ pub(crate) mod driver;
 pub mod llama_cpp;
 pub mod mlx;
 pub mod openai;
+pub mod params;
 pub mod simulated;
 pub mod worker;
 
@@ -68,6 +69,21 @@ impl BackendKind {
         }
     }
 
+    /// Problems with a job's param values (types, ranges, required keys), found at plan time
+    /// by the same typed parse the worker runs; empty when the params are usable.
+    pub fn check_params(
+        self,
+        params: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Vec<params::ParamProblem> {
+        match self {
+            BackendKind::Simulated => params::problems::<simulated::SimulatedParams>(params),
+            BackendKind::LlamaCpp => params::problems::<llama_cpp::LlamaParams>(params),
+            BackendKind::Candle => params::problems::<candle::CandleParams>(params),
+            BackendKind::Mlx => params::problems::<mlx::MlxParams>(params),
+            BackendKind::Openai => params::problems::<openai::OpenaiParams>(params),
+        }
+    }
+
     /// Whether this build of minerva can run the backend. Pipelines naming the others validate
     /// and plan; their jobs fail with a clear message at run time.
     pub fn available(self) -> bool {
@@ -109,6 +125,17 @@ impl BackendKind {
             BackendKind::Simulated | BackendKind::LlamaCpp => {}
         }
         a
+    }
+
+    /// How a job is sized: by a load (requests, duration: a server backend) rather than by
+    /// `runs` repetitions.
+    pub fn sized_by_load(self) -> bool {
+        matches!(self, BackendKind::Openai)
+    }
+
+    /// The reference engine of output agreement when a pipeline names no `baseline`.
+    pub fn is_reference(self) -> bool {
+        matches!(self, BackendKind::LlamaCpp)
     }
 
     /// True when the backend's figures are not measurements.
@@ -223,5 +250,84 @@ pub fn run_job(
         BackendKind::Candle => candle::run(job, job_id, sink),
         BackendKind::Mlx => mlx::run(job, job_id, sink),
         BackendKind::Openai => openai::run(job, job_id, sink),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names a matrix may use are exactly the fields of the backend's typed params.
+    #[test]
+    fn known_params_are_the_typed_fields() {
+        for kind in BackendKind::ALL {
+            let probe = std::collections::BTreeMap::from([(
+                "__not_a_param__".to_string(),
+                serde_json::json!(0),
+            )]);
+            let problems = kind.check_params(&probe);
+            let message = &problems[0].message;
+            let listed: Vec<&str> = message
+                .split_once("expected one of ")
+                .map(|(_, rest)| rest.split(", ").map(|n| n.trim_matches('`')).collect())
+                .unwrap_or_default();
+            assert_eq!(listed, kind.known_params(), "{kind}: {message}");
+            // Every field alone, with no value that could be wrong for it: only range or
+            // required-key checks may speak, never "unknown field".
+            for name in kind.known_params() {
+                let one =
+                    std::collections::BTreeMap::from([(name.to_string(), serde_json::Value::Null)]);
+                assert!(
+                    kind.check_params(&one)
+                        .iter()
+                        .all(|p| !p.message.contains("unknown field")),
+                    "{kind}.{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_values_are_found_before_the_worker() {
+        let p = |v: serde_json::Value| -> std::collections::BTreeMap<String, serde_json::Value> {
+            serde_json::from_value(v).unwrap()
+        };
+        let keys = |kind: BackendKind, v| -> Vec<String> {
+            kind.check_params(&p(v))
+                .into_iter()
+                .map(|x| x.key)
+                .collect()
+        };
+        assert_eq!(
+            keys(BackendKind::LlamaCpp, serde_json::json!({"threads": "abc"})),
+            ["threads"]
+        );
+        assert_eq!(
+            keys(BackendKind::Openai, serde_json::json!({})),
+            ["base_url"]
+        );
+        assert_eq!(
+            keys(
+                BackendKind::Openai,
+                serde_json::json!({"base_url": "http://h/v1", "load": {"rate": -1}})
+            ),
+            ["load.rate"]
+        );
+        assert_eq!(
+            keys(
+                BackendKind::Openai,
+                serde_json::json!({"base_url": "http://h/v1", "load": {"concurency": 4}})
+            ),
+            ["load.concurency"]
+        );
+        assert_eq!(
+            keys(BackendKind::Candle, serde_json::json!({"dtype": "f99"})),
+            ["dtype"]
+        );
+        assert!(keys(
+            BackendKind::Openai,
+            serde_json::json!({"base_url": "http://h/v1", "load": {"sweep": 3, "requests": 16}})
+        )
+        .is_empty());
     }
 }

@@ -4,12 +4,12 @@
 //! Timestamps come from the model (seeded), not from the clock, so a run's numbers are
 //! reproducible; `realtime: true` also sleeps for them, so a run takes as long as it claims.
 
+use super::params::{self, ParamProblem, TypedParams};
 use super::{BackendError, SampleSink};
 use crate::plan::BenchJob;
 use crate::results::{Millis, Sample};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::Value;
 use std::time::Duration;
 
 pub const PARAMS: &[&str] = &[
@@ -41,43 +41,68 @@ struct Model {
     diverge_at: Option<u64>,
 }
 
-fn num(job: &BenchJob, name: &str, default: f64) -> Result<f64, BackendError> {
-    match job.params.get(name) {
-        None => Ok(default),
-        Some(v) => v
-            .as_f64()
-            .filter(|x| x.is_finite() && *x >= 0.0)
-            .ok_or_else(|| BackendError::Param {
-                name: name.into(),
-                message: format!("expected a non-negative number, found {v}"),
-            }),
+/// The simulated backend's params: the latency model.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedParams {
+    /// Time to the first token beyond prompt processing, ms (default 20).
+    pub ttft_ms: Option<f64>,
+    /// Time per output token after the first, ms (default 10).
+    pub tpot_ms: Option<f64>,
+    /// Prompt processing rate, tokens/s (default 800).
+    pub pp_tps: Option<f64>,
+    /// Load time, ms (default 150).
+    pub load_ms: Option<f64>,
+    /// Relative jitter of every duration, 0 to 0.9 (default 0.05).
+    pub jitter: Option<f64>,
+    /// Sleep for the simulated times (default false).
+    pub realtime: Option<bool>,
+    /// Fail the job at this measured repetition.
+    pub fail_rep: Option<u64>,
+    /// Abort the worker at this measured repetition.
+    pub crash_rep: Option<u64>,
+    /// Reported peak RSS, MiB (default 100).
+    pub rss_mb: Option<f64>,
+    /// Output ids depart from 1, 2, 3, … at this index (default: no output ids).
+    pub diverge_at: Option<u64>,
+}
+
+impl TypedParams for SimulatedParams {
+    fn check(&self) -> Vec<ParamProblem> {
+        let mut out = Vec::new();
+        for (key, v) in [
+            ("ttft_ms", self.ttft_ms),
+            ("tpot_ms", self.tpot_ms),
+            ("load_ms", self.load_ms),
+            ("rss_mb", self.rss_mb),
+        ] {
+            params::check_number(key, v, 0.0, false, &mut out);
+        }
+        params::check_number("pp_tps", self.pp_tps, 0.0, true, &mut out);
+        if let Some(j) = self.jitter.filter(|j| !(0.0..=0.9).contains(j)) {
+            out.push(ParamProblem::new(
+                "jitter",
+                format!("expected 0 to 0.9, found {j}"),
+            ));
+        }
+        out
     }
 }
 
 impl Model {
     fn from_params(job: &BenchJob) -> Result<Model, BackendError> {
-        let pp_tps = num(job, "pp_tps", 800.0)?;
-        if pp_tps == 0.0 {
-            return Err(BackendError::Param {
-                name: "pp_tps".into(),
-                message: "must be positive".into(),
-            });
-        }
+        let p: SimulatedParams = params::parse(&job.params)?;
         Ok(Model {
-            ttft_ms: num(job, "ttft_ms", 20.0)?,
-            tpot_ms: num(job, "tpot_ms", 10.0)?,
-            pp_tps,
-            load_ms: num(job, "load_ms", 150.0)?,
-            jitter: num(job, "jitter", 0.05)?.min(0.9),
-            realtime: job
-                .params
-                .get("realtime")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            fail_rep: job.params.get("fail_rep").and_then(Value::as_u64),
-            crash_rep: job.params.get("crash_rep").and_then(Value::as_u64),
-            rss_mb: num(job, "rss_mb", 100.0)?,
-            diverge_at: job.params.get("diverge_at").and_then(Value::as_u64),
+            ttft_ms: p.ttft_ms.unwrap_or(20.0),
+            tpot_ms: p.tpot_ms.unwrap_or(10.0),
+            pp_tps: p.pp_tps.unwrap_or(800.0),
+            load_ms: p.load_ms.unwrap_or(150.0),
+            jitter: p.jitter.unwrap_or(0.05),
+            realtime: p.realtime.unwrap_or(false),
+            fail_rep: p.fail_rep,
+            crash_rep: p.crash_rep,
+            rss_mb: p.rss_mb.unwrap_or(100.0),
+            diverge_at: p.diverge_at,
         })
     }
 }

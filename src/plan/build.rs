@@ -1274,7 +1274,50 @@ fn expand_matrix(
         d.at(m, &key, "the matrix expands to no jobs")
             .hint("check the lists and the `exclude` entries");
     }
+    check_job_params(&jobs, m, &key, redactor, d);
     (jobs, settings)
+}
+
+/// Param values, job by job, through the backend's own typed parse (the one its worker runs):
+/// each problem located at its param's axis, or at the backend's name when a required param is
+/// missing, and reported once however many jobs share it.
+fn check_job_params(
+    jobs: &[Job],
+    m: &At<MatrixSpec>,
+    key: &str,
+    redactor: &Redactor,
+    d: &mut Diags<'_>,
+) {
+    let mut seen = HashSet::new();
+    for job in jobs {
+        let JobKind::Bench(b) = &job.kind else {
+            continue;
+        };
+        for p in b.backend.check_params(&b.params) {
+            let at_key = format!("{key}.params.{}", p.key);
+            let message = redactor.redact_str(&format!("backend `{}`: {}", b.backend, p.message));
+            if !seen.insert((at_key.clone(), message.clone())) {
+                continue;
+            }
+            let diag = match m.value.params.get(p.param()) {
+                Some(at) => d.at(at, at_key, message),
+                None => {
+                    let named = m
+                        .value
+                        .backend
+                        .iter()
+                        .find(|n| BackendKind::parse(&n.value) == Some(b.backend));
+                    match named {
+                        Some(at) => d.at(at, at_key, message),
+                        None => d.at(m, at_key, message),
+                    }
+                }
+            };
+            if let Some(h) = p.hint {
+                diag.hint(redactor.redact_str(&h));
+            }
+        }
+    }
 }
 
 pub fn param_string(params: &BTreeMap<String, Value>) -> String {

@@ -240,7 +240,7 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
     ctx.writer.lock().await.sync().map_err(|e| e.to_string())?;
     // A load test's size is set by its load (requests, duration): it is complete when every
     // step reported its summary. Other backends report exactly `runs` repetitions.
-    let is_load = job.backend == crate::backend::BackendKind::Openai;
+    let is_load = job.backend.sized_by_load();
     let status = child
         .wait()
         .await

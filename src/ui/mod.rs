@@ -148,7 +148,7 @@ pub fn plan_text(plan: &Plan) -> String {
             let extra = match &job.kind {
                 JobKind::Bench(b) => {
                     // A server job's size is its load (requests/duration), not `runs`.
-                    let mut e = if b.backend == crate::backend::BackendKind::Openai {
+                    let mut e = if b.backend.sized_by_load() {
                         format!("  load (see params) warmup={} seed={}", b.warmup, b.seed)
                     } else {
                         format!("  runs={} warmup={} seed={}", b.runs, b.warmup, b.seed)

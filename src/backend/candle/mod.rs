@@ -27,7 +27,33 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tokenizer::ModelTokenizer;
 
+use super::params::{self, FloatType, ParamProblem, TypedParams};
+
 pub const PARAMS: &[&str] = &["threads", "dtype", "seed", "ignore_eos", "tokenizer"];
+
+/// The candle backend's params, as a pipeline writes them.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandleParams {
+    /// CPU threads (default: physical cores).
+    pub threads: Option<u32>,
+    /// Compute type of unquantized weights (default f32).
+    pub dtype: Option<FloatType>,
+    /// Seed of the random prompt ids (default: the job's seed).
+    pub seed: Option<u64>,
+    /// Generate `max_tokens` whatever the model says (default true).
+    pub ignore_eos: Option<bool>,
+    /// A `tokenizer.json` for models without one beside them.
+    pub tokenizer: Option<String>,
+}
+
+impl TypedParams for CandleParams {
+    fn check(&self) -> Vec<ParamProblem> {
+        let mut out = Vec::new();
+        params::check_threads(self.threads, &mut out);
+        out
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Params {
@@ -40,21 +66,17 @@ struct Params {
 
 impl Params {
     fn from_job(job: &BenchJob) -> Result<Params, BackendError> {
-        let threads = driver::threads_param(job)?;
-        let dtype = match driver::dtype_param(job)? {
-            None | Some(driver::FloatType::F32) => DType::F32,
-            Some(driver::FloatType::Bf16) => DType::BF16,
-            Some(driver::FloatType::F16) => DType::F16,
-        };
-        let seed = driver::seed_param(job)?;
-        let ignore_eos = driver::ignore_eos_param(job)?;
-        let tokenizer = driver::path_param(job, "tokenizer")?;
+        let p: CandleParams = params::parse(&job.params)?;
         Ok(Params {
-            threads,
-            dtype,
-            seed,
-            ignore_eos,
-            tokenizer,
+            threads: driver::threads_or_default(p.threads),
+            dtype: match p.dtype {
+                None | Some(FloatType::F32) => DType::F32,
+                Some(FloatType::Bf16) => DType::BF16,
+                Some(FloatType::F16) => DType::F16,
+            },
+            seed: p.seed.unwrap_or(job.seed),
+            ignore_eos: p.ignore_eos.unwrap_or(true),
+            tokenizer: p.tokenizer.map(PathBuf::from),
         })
     }
 }

@@ -1,7 +1,8 @@
 //! The MLX engine: loading an MLX/Hugging Face Llama directory and its forward pass.
 
 use crate::backend::candle::tokenizer;
-use crate::backend::driver::{self, drive, param_err, DriveOpts, StepModel};
+use crate::backend::driver::{self, drive, DriveOpts, StepModel};
+use crate::backend::params::FloatType;
 use crate::backend::{BackendError, SampleSink};
 use crate::plan::BenchJob;
 use mlx_rs::error::Exception;
@@ -40,42 +41,36 @@ struct Params {
 
 impl Params {
     fn from_job(job: &BenchJob) -> Result<Params, BackendError> {
-        let device = match job.params.get("device") {
+        let p: super::MlxParams = crate::backend::params::parse(&job.params)?;
+        let device = match p.device {
             None if gpu_available() => DevicePick::Gpu,
-            None => DevicePick::Cpu,
-            Some(Value::String(s)) if s == "cpu" => DevicePick::Cpu,
-            Some(Value::String(s)) if s == "gpu" => {
+            None | Some(super::Device::Cpu) => DevicePick::Cpu,
+            Some(super::Device::Gpu) => {
                 if !gpu_available() {
-                    return Err(param_err(
-                        "device",
+                    return Err(BackendError::Param {
+                        name: "device".into(),
+                        message:
                         "this MLX library has no GPU backend (the Linux `mlx-cpu` build runs on \
                          the CPU only); use `device: cpu`"
                             .into(),
-                    ));
+                    });
                 }
                 DevicePick::Gpu
             }
-            Some(v) => {
-                return Err(param_err(
-                    "device",
-                    format!("expected cpu or gpu, found {v}"),
-                ))
-            }
         };
         // Default: as stored.
-        let dtype = driver::dtype_param(job)?.map(|t| match t {
-            driver::FloatType::F32 => Dtype::Float32,
-            driver::FloatType::Bf16 => Dtype::Bfloat16,
-            driver::FloatType::F16 => Dtype::Float16,
+        let dtype = p.dtype.map(|t| match t {
+            FloatType::F32 => Dtype::Float32,
+            FloatType::Bf16 => Dtype::Bfloat16,
+            FloatType::F16 => Dtype::Float16,
         });
-        let threads = driver::threads_param(job)?;
         Ok(Params {
             device,
-            threads,
+            threads: driver::threads_or_default(p.threads),
             dtype,
-            seed: driver::seed_param(job)?,
-            ignore_eos: driver::ignore_eos_param(job)?,
-            tokenizer: driver::path_param(job, "tokenizer")?,
+            seed: p.seed.unwrap_or(job.seed),
+            ignore_eos: p.ignore_eos.unwrap_or(true),
+            tokenizer: p.tokenizer.map(std::path::PathBuf::from),
         })
     }
 }

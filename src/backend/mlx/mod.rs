@@ -24,6 +24,7 @@
 #[cfg(minerva_mlx)]
 mod engine;
 
+use super::params::{self, FloatType, ParamProblem, TypedParams};
 use super::{BackendError, SampleSink};
 use crate::plan::BenchJob;
 
@@ -35,6 +36,41 @@ pub const PARAMS: &[&str] = &[
     "ignore_eos",
     "tokenizer",
 ];
+
+/// Where MLX runs a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Gpu,
+}
+
+/// The MLX backend's params, as a pipeline writes them.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlxParams {
+    /// `gpu` (Metal) or `cpu`; default gpu where MLX has one. Whether this machine's MLX has a
+    /// GPU is checked by the worker, where the job runs.
+    pub device: Option<Device>,
+    /// OpenBLAS threads (default: physical cores).
+    pub threads: Option<u32>,
+    /// Cast floating weights to this type (default: as stored).
+    pub dtype: Option<FloatType>,
+    /// Seed of the random prompt ids (default: the job's seed).
+    pub seed: Option<u64>,
+    /// Generate `max_tokens` whatever the model says (default true).
+    pub ignore_eos: Option<bool>,
+    /// A `tokenizer.json` for models without one beside them.
+    pub tokenizer: Option<String>,
+}
+
+impl TypedParams for MlxParams {
+    fn check(&self) -> Vec<ParamProblem> {
+        let mut out = Vec::new();
+        params::check_threads(self.threads, &mut out);
+        out
+    }
+}
 
 /// Whether this build has the MLX backend.
 pub const AVAILABLE: bool = cfg!(minerva_mlx);

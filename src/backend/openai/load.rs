@@ -9,6 +9,7 @@
 
 use super::sse::{Event, Parser};
 use super::{BackendError, Config, Endpoint, SampleSink};
+use crate::backend::params::{self, ParamProblem};
 use crate::plan::BenchJob;
 use crate::results::{
     LoadSummary, Millis, RequestFailure, RequestFailureKind, RequestInfo, Sample, TokenSource,
@@ -52,79 +53,140 @@ pub struct LoadSpec {
     pub seed: u64,
 }
 
-fn bad(message: impl Into<String>) -> BackendError {
-    BackendError::Param {
-        name: "load".into(),
-        message: message.into(),
+/// How arrivals are spaced in an open loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrival {
+    #[default]
+    Constant,
+    Poisson,
+}
+
+/// The `load` param's mapping, as a pipeline writes it (`load: sequential` is the default).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadParams {
+    /// One request at a time.
+    pub sequential: Option<bool>,
+    /// Closed loop with N clients.
+    pub concurrency: Option<u32>,
+    /// Open loop at R requests/s.
+    pub rate: Option<f64>,
+    /// Spacing of the open loop's arrivals (default constant).
+    pub arrival: Option<Arrival>,
+    /// Closed-loop steps at concurrency 1, 2, 4, ..., at most K (1 to 16).
+    pub sweep: Option<u32>,
+    /// Measured requests per step (default: the stage's runs).
+    pub requests: Option<u64>,
+    /// Length of each step, seconds.
+    pub duration: Option<f64>,
+    /// Unmeasured requests before the first step (default: the stage's warmup).
+    pub warmup: Option<u64>,
+    /// Seed of Poisson arrivals and synthetic prompts (default: the job's seed).
+    pub seed: Option<u64>,
+}
+
+impl LoadParams {
+    /// Parses the `load` param: absent, `sequential`, or a mapping.
+    pub fn from_param(v: Option<&Value>) -> Result<LoadParams, ParamProblem> {
+        match v {
+            None => Ok(LoadParams::default()),
+            Some(Value::String(s)) if s == "sequential" => Ok(LoadParams::default()),
+            Some(Value::Object(_)) => {
+                let p: LoadParams = crate::backend::params::from_value(
+                    v.cloned().unwrap_or_default(),
+                )
+                .map_err(|mut e| {
+                    e.key = format!("load.{}", e.key);
+                    e
+                })?;
+                match p.check().into_iter().next() {
+                    Some(problem) => Err(problem),
+                    None => Ok(p),
+                }
+            }
+            Some(other) => Err(ParamProblem::new(
+                "load",
+                format!("expected `sequential` or a mapping, found {other}"),
+            )
+            .hint("sequential, { concurrency: N }, { rate: R }, { sweep: K }")),
+        }
+    }
+
+    fn check(&self) -> Vec<ParamProblem> {
+        let mut out = Vec::new();
+        let patterns: Vec<&str> = [
+            ("sequential", self.sequential == Some(true)),
+            ("concurrency", self.concurrency.is_some()),
+            ("rate", self.rate.is_some()),
+            ("sweep", self.sweep.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(n, set)| set.then_some(n))
+        .collect();
+        match patterns.len() {
+            0 => out.push(
+                ParamProblem::new("load", "names no pattern")
+                    .hint("sequential: true, concurrency: N, rate: R or sweep: K"),
+            ),
+            1 => {}
+            _ => out.push(ParamProblem::new(
+                "load",
+                format!("names {} patterns; a load has one", patterns.join(" and ")),
+            )),
+        }
+        if self.arrival.is_some() && self.rate.is_none() {
+            out.push(ParamProblem::new(
+                "load.arrival",
+                "spaces an open loop's requests: it needs `rate`",
+            ));
+        }
+        if self.concurrency == Some(0) {
+            out.push(ParamProblem::new(
+                "load.concurrency",
+                "expected at least 1, found 0",
+            ));
+        }
+        if let Some(k) = self.sweep.filter(|k| !(1..=16).contains(k)) {
+            out.push(ParamProblem::new(
+                "load.sweep",
+                format!("expected 1 to 16, found {k}"),
+            ));
+        }
+        if self.requests == Some(0) {
+            out.push(ParamProblem::new(
+                "load.requests",
+                "expected at least 1, found 0",
+            ));
+        }
+        params::check_number("load.rate", self.rate, 0.0, true, &mut out);
+        params::check_number("load.duration", self.duration, 0.0, true, &mut out);
+        out
     }
 }
 
 impl LoadSpec {
     pub fn from_param(v: Option<&Value>, job: &BenchJob) -> Result<LoadSpec, BackendError> {
-        let mut spec = LoadSpec {
-            pattern: Pattern::Concurrency(1),
-            requests: None,
-            duration: None,
-            warmup: u64::from(job.warmup),
-            seed: job.seed,
+        let p = LoadParams::from_param(v)?;
+        let pattern = match (p.concurrency, p.rate, p.sweep) {
+            (Some(n), _, _) => Pattern::Concurrency(n),
+            (_, Some(rps), _) => Pattern::Rate {
+                rps,
+                poisson: p.arrival == Some(Arrival::Poisson),
+            },
+            (_, _, Some(steps)) => Pattern::Sweep { steps },
+            _ => Pattern::Concurrency(1),
         };
-        match v {
-            None => {}
-            Some(Value::String(s)) if s == "sequential" => {}
-            Some(Value::Object(m)) => {
-                let mut pattern = None;
-                let mut poisson = false;
-                for (k, v) in m {
-                    let num = || {
-                        v.as_f64()
-                            .filter(|x| x.is_finite() && *x > 0.0)
-                            .ok_or_else(|| {
-                                bad(format!("`{k}`: expected a positive number, found {v}"))
-                            })
-                    };
-                    match k.as_str() {
-                        "sequential" => pattern = Some(Pattern::Concurrency(1)),
-                        "concurrency" => pattern = Some(Pattern::Concurrency(num()?.round().max(1.0) as u32)),
-                        "rate" => pattern = Some(Pattern::Rate { rps: num()?, poisson: false }),
-                        "sweep" => pattern = Some(Pattern::Sweep { steps: num()?.round().clamp(1.0, 16.0) as u32 }),
-                        "arrival" => match v.as_str() {
-                            Some("poisson") => poisson = true,
-                            Some("constant") => poisson = false,
-                            _ => return Err(bad(format!("`arrival`: expected `constant` or `poisson`, found {v}"))),
-                        },
-                        "requests" => spec.requests = Some(num()?.round() as u64),
-                        "duration" => spec.duration = Some(Duration::from_secs_f64(num()?)),
-                        "warmup" => {
-                            spec.warmup = v.as_u64().ok_or_else(|| bad(format!("`warmup`: expected a count, found {v}")))?
-                        }
-                        "seed" => spec.seed = v.as_u64().ok_or_else(|| bad(format!("`seed`: expected an integer, found {v}")))?,
-                        other => {
-                            return Err(bad(format!(
-                                "unknown key `{other}` (sequential, concurrency, rate, arrival, sweep, requests, duration, warmup, seed)"
-                            )))
-                        }
-                    }
-                }
-                spec.pattern = match pattern {
-                    Some(Pattern::Rate { rps, .. }) => Pattern::Rate { rps, poisson },
-                    Some(p) => p,
-                    None => {
-                        return Err(bad(
-                            "name a pattern: sequential, concurrency: N, rate: R or sweep: K",
-                        ))
-                    }
-                };
-            }
-            Some(other) => {
-                return Err(bad(format!(
-                    "expected `sequential` or a mapping, found {other}"
-                )))
-            }
-        }
-        if spec.requests.is_none() && spec.duration.is_none() {
-            spec.requests = Some(u64::from(job.runs));
-        }
-        Ok(spec)
+        let duration = p.duration.map(Duration::from_secs_f64);
+        Ok(LoadSpec {
+            pattern,
+            requests: p
+                .requests
+                .or_else(|| duration.is_none().then_some(u64::from(job.runs))),
+            duration,
+            warmup: p.warmup.unwrap_or(u64::from(job.warmup)),
+            seed: p.seed.unwrap_or(job.seed),
+        })
     }
 
     fn describe(p: &Pattern) -> String {

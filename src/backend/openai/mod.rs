@@ -17,7 +17,9 @@ use crate::plan::BenchJob;
 use serde_json::Value;
 use std::time::Duration;
 
-pub use load::{LoadSpec, Pattern};
+pub use load::{LoadParams, LoadSpec, Pattern};
+
+use super::params::{self, ParamProblem, TypedParams};
 
 pub const PARAMS: &[&str] = &[
     "base_url",
@@ -32,18 +34,81 @@ pub const PARAMS: &[&str] = &[
     "temperature",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Endpoint {
     Chat,
     Completions,
 }
 
 /// Service-level bounds for goodput.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Slo {
     pub ttft_ms: Option<f64>,
     pub tpot_ms: Option<f64>,
     pub e2e_ms: Option<f64>,
+}
+
+/// The openai backend's params, as a pipeline writes them.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenaiParams {
+    /// The server's API root, e.g. `http://127.0.0.1:8080/v1` (required).
+    pub base_url: Option<String>,
+    /// The model name sent in requests (default: the pipeline's model name).
+    pub model: Option<String>,
+    /// The environment variable holding the API key (the user grants it).
+    pub api_key_env: Option<String>,
+    /// `chat` (default) or `completions`; synthetic prompts always use completions.
+    pub endpoint: Option<Endpoint>,
+    /// Per-request timeout, seconds (default 600).
+    pub timeout: Option<f64>,
+    /// Extra request fields.
+    pub extra: Option<serde_json::Map<String, Value>>,
+    /// The load pattern: `sequential` (default) or a mapping (see [`load::LoadParams`]).
+    pub load: Option<Value>,
+    /// Bounds for goodput.
+    pub slo: Option<Slo>,
+    /// Ask the server to ignore end-of-sequence (default false).
+    pub ignore_eos: Option<bool>,
+    /// Sampling temperature (default 0).
+    pub temperature: Option<f64>,
+}
+
+impl TypedParams for OpenaiParams {
+    fn check(&self) -> Vec<ParamProblem> {
+        let mut out = Vec::new();
+        match self.base_url.as_deref().map(|u| u.trim_end_matches('/')) {
+            None => out.push(
+                ParamProblem::new("base_url", "required: the server's API root")
+                    .hint("e.g. base_url: http://127.0.0.1:8080/v1"),
+            ),
+            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => out.push(
+                ParamProblem::new("base_url", format!("`{u}` is not an http(s) URL")),
+            ),
+            Some(_) => {}
+        }
+        if let Some(name) = &self.api_key_env {
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                out.push(ParamProblem::new(
+                    "api_key_env",
+                    format!("`{name}` is not the name of an environment variable"),
+                ));
+            }
+        }
+        params::check_number("timeout", self.timeout, 0.0, true, &mut out);
+        params::check_number("temperature", self.temperature, 0.0, false, &mut out);
+        if let Some(slo) = &self.slo {
+            params::check_number("slo.ttft_ms", slo.ttft_ms, 0.0, true, &mut out);
+            params::check_number("slo.tpot_ms", slo.tpot_ms, 0.0, true, &mut out);
+            params::check_number("slo.e2e_ms", slo.e2e_ms, 0.0, true, &mut out);
+        }
+        if let Err(e) = LoadParams::from_param(self.load.as_ref()) {
+            out.push(e);
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -60,135 +125,43 @@ pub struct Config {
     pub load: LoadSpec,
 }
 
-fn param_err(name: &str, message: impl Into<String>) -> BackendError {
-    BackendError::Param {
-        name: name.into(),
-        message: message.into(),
-    }
-}
-
-fn positive(v: &Value, name: &str) -> Result<f64, BackendError> {
-    v.as_f64()
-        .filter(|x| x.is_finite() && *x > 0.0)
-        .ok_or_else(|| param_err(name, format!("expected a positive number, found {v}")))
-}
-
 impl Config {
     pub fn from_job(job: &BenchJob) -> Result<Config, BackendError> {
-        let p = &job.params;
+        let p: OpenaiParams = params::parse(&job.params)?;
         let base = p
-            .get("base_url")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                param_err(
-                    "base_url",
-                    "required: the server's API root, e.g. http://127.0.0.1:8080/v1",
-                )
-            })?
+            .base_url
+            .as_deref()
+            .unwrap_or_default()
             .trim_end_matches('/')
             .to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(param_err(
-                "base_url",
-                format!("`{base}` is not an http(s) URL"),
-            ));
-        }
-        let endpoint = match p.get("endpoint").and_then(Value::as_str).unwrap_or("chat") {
-            "chat" => Endpoint::Chat,
-            "completions" => Endpoint::Completions,
-            other => {
-                return Err(param_err(
-                    "endpoint",
-                    format!("`{other}`: expected `chat` or `completions`"),
-                ))
-            }
-        };
         // A synthetic prompt is token ids, which only the completions endpoint accepts.
         let endpoint = if job.scenario.prompt_tokens.is_some() {
             Endpoint::Completions
         } else {
-            endpoint
+            p.endpoint.unwrap_or(Endpoint::Chat)
         };
         let url = match endpoint {
             Endpoint::Chat => format!("{base}/chat/completions"),
             Endpoint::Completions => format!("{base}/completions"),
         };
-        let api_key = match p.get("api_key_env") {
+        let api_key = match &p.api_key_env {
             None => None,
-            Some(v) => {
-                let name = v.as_str().ok_or_else(|| {
-                    param_err(
-                        "api_key_env",
-                        "expected the name of an environment variable",
-                    )
-                })?;
-                Some(std::env::var(name).map_err(|_| {
-                    param_err(
-                        "api_key_env",
-                        format!("the environment variable `{name}` is not set"),
-                    )
-                })?)
-            }
-        };
-        let timeout = match p.get("timeout") {
-            None => Duration::from_secs(600),
-            Some(v) => Duration::from_secs_f64(positive(v, "timeout")?),
-        };
-        let extra = match p.get("extra") {
-            None => serde_json::Map::new(),
-            Some(Value::Object(m)) => m.clone(),
-            Some(v) => {
-                return Err(param_err(
-                    "extra",
-                    format!("expected a mapping of request fields, found {v}"),
-                ))
-            }
-        };
-        let slo = match p.get("slo") {
-            None => None,
-            Some(Value::Object(m)) => {
-                let mut s = Slo::default();
-                for (k, v) in m {
-                    let x = positive(v, &format!("slo.{k}"))?;
-                    match k.as_str() {
-                        "ttft_ms" => s.ttft_ms = Some(x),
-                        "tpot_ms" => s.tpot_ms = Some(x),
-                        "e2e_ms" => s.e2e_ms = Some(x),
-                        other => {
-                            return Err(param_err(
-                                "slo",
-                                format!("unknown bound `{other}` (ttft_ms, tpot_ms, e2e_ms)"),
-                            ))
-                        }
-                    }
-                }
-                Some(s)
-            }
-            Some(v) => {
-                return Err(param_err(
-                    "slo",
-                    format!("expected {{ ttft_ms, tpot_ms, e2e_ms }}, found {v}"),
-                ))
-            }
+            Some(name) => Some(std::env::var(name).map_err(|_| BackendError::Param {
+                name: "api_key_env".into(),
+                message: format!("the environment variable `{name}` is not set"),
+            })?),
         };
         Ok(Config {
             url,
-            model: p
-                .get("model")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| job.model.name.clone()),
+            model: p.model.clone().unwrap_or_else(|| job.model.name.clone()),
             api_key,
             endpoint,
-            timeout,
-            extra,
-            ignore_eos: p
-                .get("ignore_eos")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            temperature: p.get("temperature").and_then(Value::as_f64).unwrap_or(0.0),
-            slo,
-            load: LoadSpec::from_param(p.get("load"), job)?,
+            timeout: Duration::from_secs_f64(p.timeout.unwrap_or(600.0)),
+            extra: p.extra.clone().unwrap_or_default(),
+            ignore_eos: p.ignore_eos.unwrap_or(false),
+            temperature: p.temperature.unwrap_or(0.0),
+            slo: p.slo,
+            load: LoadSpec::from_param(p.load.as_ref(), job)?,
         })
     }
 }
