@@ -420,7 +420,9 @@ fn a_huge_matrix_is_refused_before_anything_is_allocated() {
     let values: Vec<String> = (0..256).map(|i| i.to_string()).collect();
     let list = format!("[{}]", values.join(", "));
     // Eight of llama.cpp's own parameters (the backend's list, not a copy of it).
-    let names = minerva::backend::BackendKind::LlamaCpp.known_params();
+    let names = minerva::backend::BackendKind::parse("llama_cpp")
+        .unwrap()
+        .known_params();
     assert!(names.len() >= 8);
     let params: Vec<String> = names[..8]
         .iter()

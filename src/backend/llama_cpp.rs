@@ -38,8 +38,36 @@ pub const PARAMS: &[&str] = &[
     "ignore_eos",
 ];
 
+/// The llama.cpp backend: the reference engine of output agreement.
+pub struct LlamaCpp;
+
+impl super::Backend for LlamaCpp {
+    type Params = LlamaParams;
+    fn name(&self) -> &'static str {
+        "llama_cpp"
+    }
+    fn known_params(&self) -> &'static [&'static str] {
+        PARAMS
+    }
+    fn build_info(&self) -> String {
+        build_info()
+    }
+    fn is_reference(&self) -> bool {
+        true
+    }
+    fn run(
+        &self,
+        job: &BenchJob,
+        params: LlamaParams,
+        job_id: &str,
+        sink: &mut dyn SampleSink,
+    ) -> Result<(), BackendError> {
+        run(job, Params::new(job, params), job_id, sink)
+    }
+}
+
 /// The llama.cpp backend's params, as a pipeline writes them: llama-bench's names and meanings.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LlamaParams {
     /// CPU threads (default: physical cores, as llama-bench).
@@ -104,9 +132,8 @@ pub fn default_threads() -> u64 {
 }
 
 impl Params {
-    fn from_job(job: &BenchJob) -> Result<Params, BackendError> {
-        let p: LlamaParams = params::parse(&job.params)?;
-        Ok(Params {
+    fn new(job: &BenchJob, p: LlamaParams) -> Params {
+        Params {
             threads: driver::threads_or_default(p.threads) as i32,
             n_gpu_layers: p.n_gpu_layers.unwrap_or(99),
             ctx: p.ctx.unwrap_or(0),
@@ -116,7 +143,7 @@ impl Params {
             mmap: p.mmap.unwrap_or(Flag(true)).0,
             seed: p.seed.unwrap_or(job.seed),
             ignore_eos: p.ignore_eos.unwrap_or(true),
-        })
+        }
     }
 }
 
@@ -215,8 +242,12 @@ fn pick(
         .unwrap_or(t)
 }
 
-pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<(), BackendError> {
-    let p = Params::from_job(job)?;
+fn run(
+    job: &BenchJob,
+    p: Params,
+    job_id: &str,
+    sink: &mut dyn SampleSink,
+) -> Result<(), BackendError> {
     let path = super::driver::model_path(job)?;
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
     let backend = LlamaBackend::init().map_err(BackendError::engine("llama.cpp init"))?;

@@ -16,131 +16,233 @@ pub mod worker;
 
 use crate::plan::BenchJob;
 use crate::results::Sample;
+use params::{ParamMap, ParamProblem, TypedParams};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendKind {
-    Simulated,
-    LlamaCpp,
-    Candle,
-    Mlx,
-    Openai,
+/// One backend: everything minerva knows about an engine or a server kind. Adding a backend is a
+/// module implementing this trait and one line in [`REGISTRY`]; nothing outside `src/backend/`
+/// names a backend.
+pub trait Backend: Sync + 'static {
+    /// Its params as a pipeline writes them: checked by the plan, handed typed to [`run`].
+    ///
+    /// [`run`]: Backend::run
+    type Params: TypedParams + schemars::JsonSchema;
+    /// The name pipelines use.
+    fn name(&self) -> &'static str;
+    /// Other names pipelines may use.
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Param names in the order messages list them (a test holds them to `Params`' fields).
+    fn known_params(&self) -> &'static [&'static str];
+    /// What a job's params make the backend reach beyond the model: environment variables,
+    /// files and servers. The plan checks these against the user's grants.
+    fn access(&self, _params: &Self::Params) -> Access {
+        Access::default()
+    }
+    /// Why this build cannot run the backend; None when it can.
+    fn unavailable(&self) -> Option<&'static str> {
+        None
+    }
+    /// The backend's build, for the manifest.
+    fn build_info(&self) -> String;
+    /// A job is sized by a load (requests, duration: a server) rather than `runs` repetitions.
+    fn sized_by_load(&self) -> bool {
+        false
+    }
+    /// The reference engine of output agreement when a pipeline names no `baseline`.
+    fn is_reference(&self) -> bool {
+        false
+    }
+    /// Its figures are not measurements.
+    fn is_simulated(&self) -> bool {
+        false
+    }
+    /// Runs one bench job (in the worker process) with its typed params.
+    fn run(
+        &self,
+        job: &BenchJob,
+        params: Self::Params,
+        job_id: &str,
+        sink: &mut dyn SampleSink,
+    ) -> Result<(), BackendError>;
 }
 
-impl BackendKind {
-    pub const ALL: [BackendKind; 5] = [
-        BackendKind::Simulated,
-        BackendKind::LlamaCpp,
-        BackendKind::Candle,
-        BackendKind::Mlx,
-        BackendKind::Openai,
-    ];
+/// [`Backend`] without its params type, so that one registry can hold every backend.
+pub trait DynBackend: Sync {
+    fn name(&self) -> &'static str;
+    fn aliases(&self) -> &'static [&'static str];
+    fn known_params(&self) -> &'static [&'static str];
+    fn check_params(&self, params: &ParamMap) -> Vec<ParamProblem>;
+    fn params_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema;
+    fn access(&self, params: &ParamMap) -> Access;
+    fn unavailable(&self) -> Option<&'static str>;
+    fn build_info(&self) -> String;
+    fn sized_by_load(&self) -> bool;
+    fn is_reference(&self) -> bool;
+    fn is_simulated(&self) -> bool;
+    fn run_job(
+        &self,
+        job: &BenchJob,
+        job_id: &str,
+        sink: &mut dyn SampleSink,
+    ) -> Result<(), BackendError>;
+}
 
-    pub fn parse(name: &str) -> Option<BackendKind> {
-        match name {
-            "simulated" | "mock" => Some(BackendKind::Simulated),
-            "llama_cpp" => Some(BackendKind::LlamaCpp),
-            "candle" => Some(BackendKind::Candle),
-            "mlx" => Some(BackendKind::Mlx),
-            "openai" => Some(BackendKind::Openai),
-            _ => None,
+impl<B: Backend> DynBackend for B {
+    fn name(&self) -> &'static str {
+        Backend::name(self)
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        Backend::aliases(self)
+    }
+    fn known_params(&self) -> &'static [&'static str] {
+        Backend::known_params(self)
+    }
+    fn check_params(&self, params: &ParamMap) -> Vec<ParamProblem> {
+        params::problems::<B::Params>(params)
+    }
+    fn params_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<B::Params>()
+    }
+    /// Params that do not parse reach nothing (their errors are reported on their own).
+    fn access(&self, params: &ParamMap) -> Access {
+        match params::from_map::<B::Params>(params) {
+            Ok(p) => Backend::access(self, &p),
+            Err(_) => Access::default(),
         }
+    }
+    fn unavailable(&self) -> Option<&'static str> {
+        Backend::unavailable(self)
+    }
+    fn build_info(&self) -> String {
+        Backend::build_info(self)
+    }
+    fn sized_by_load(&self) -> bool {
+        Backend::sized_by_load(self)
+    }
+    fn is_reference(&self) -> bool {
+        Backend::is_reference(self)
+    }
+    fn is_simulated(&self) -> bool {
+        Backend::is_simulated(self)
+    }
+    fn run_job(
+        &self,
+        job: &BenchJob,
+        job_id: &str,
+        sink: &mut dyn SampleSink,
+    ) -> Result<(), BackendError> {
+        if let Some(reason) = Backend::unavailable(self) {
+            return Err(BackendError::Unavailable {
+                backend: Backend::name(self),
+                reason,
+            });
+        }
+        let p = params::parse::<B::Params>(&job.params)?;
+        Backend::run(self, job, p, job_id, sink)
+    }
+}
+
+/// Every backend, in the order reports and manifests list them.
+pub static REGISTRY: &[&dyn DynBackend] = &[
+    &simulated::Simulated,
+    &llama_cpp::LlamaCpp,
+    &candle::Candle,
+    &mlx::Mlx,
+    &openai::Openai,
+];
+
+/// A backend of the registry, as plans, jobs and samples name it (serialized as its name).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendKind(u8);
+
+impl BackendKind {
+    /// Every backend, in registry order.
+    pub fn all() -> impl Iterator<Item = BackendKind> {
+        (0..REGISTRY.len()).map(|i| BackendKind(i as u8))
+    }
+
+    /// The backend a pipeline's name (or alias) means.
+    pub fn parse(name: &str) -> Option<BackendKind> {
+        BackendKind::all().find(|k| k.imp().name() == name || k.imp().aliases().contains(&name))
+    }
+
+    /// The names pipelines may use, for messages.
+    pub fn names() -> Vec<&'static str> {
+        REGISTRY.iter().map(|b| b.name()).collect()
+    }
+
+    fn imp(self) -> &'static dyn DynBackend {
+        REGISTRY[usize::from(self.0)]
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Simulated => "simulated",
-            BackendKind::LlamaCpp => "llama_cpp",
-            BackendKind::Candle => "candle",
-            BackendKind::Mlx => "mlx",
-            BackendKind::Openai => "openai",
-        }
+        self.imp().name()
     }
 
     /// Parameters the backend understands; anything else in a matrix is a validation error.
     pub fn known_params(self) -> &'static [&'static str] {
-        match self {
-            BackendKind::Simulated => simulated::PARAMS,
-            BackendKind::LlamaCpp => llama_cpp::PARAMS,
-            BackendKind::Candle => candle::PARAMS,
-            BackendKind::Mlx => mlx::PARAMS,
-            BackendKind::Openai => openai::PARAMS,
-        }
+        self.imp().known_params()
     }
 
     /// Problems with a job's param values (types, ranges, required keys), found at plan time
     /// by the same typed parse the worker runs; empty when the params are usable.
-    pub fn check_params(
-        self,
-        params: &std::collections::BTreeMap<String, serde_json::Value>,
-    ) -> Vec<params::ParamProblem> {
-        match self {
-            BackendKind::Simulated => params::problems::<simulated::SimulatedParams>(params),
-            BackendKind::LlamaCpp => params::problems::<llama_cpp::LlamaParams>(params),
-            BackendKind::Candle => params::problems::<candle::CandleParams>(params),
-            BackendKind::Mlx => params::problems::<mlx::MlxParams>(params),
-            BackendKind::Openai => params::problems::<openai::OpenaiParams>(params),
-        }
+    pub fn check_params(self, params: &ParamMap) -> Vec<ParamProblem> {
+        self.imp().check_params(params)
+    }
+
+    /// The JSON Schema of the backend's params.
+    pub fn params_schema(self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        self.imp().params_schema(generator)
     }
 
     /// Whether this build of minerva can run the backend. Pipelines naming the others validate
-    /// and plan; their jobs fail with a clear message at run time.
+    /// and plan; their jobs fail (or are skipped) with a clear message at run time.
     pub fn available(self) -> bool {
-        match self {
-            BackendKind::Mlx => mlx::AVAILABLE,
-            _ => true,
+        self.imp().unavailable().is_none()
+    }
+
+    /// The error of a job this build cannot run.
+    pub fn unavailable_error(self) -> BackendError {
+        BackendError::Unavailable {
+            backend: self.name(),
+            reason: self
+                .imp()
+                .unavailable()
+                .unwrap_or("unavailable on this build"),
         }
     }
 
-    /// The backend's build, for the manifest (None for backends without one).
-    pub fn build_info(self) -> Option<String> {
-        match self {
-            BackendKind::Simulated => Some("simulated latency model (no engine)".into()),
-            BackendKind::LlamaCpp => Some(llama_cpp::build_info()),
-            BackendKind::Candle => Some(candle::build_info()),
-            BackendKind::Mlx => Some(mlx::build_info()),
-            BackendKind::Openai => Some(openai::build_info()),
-        }
+    /// The backend's build, for the manifest.
+    pub fn build_info(self) -> String {
+        self.imp().build_info()
     }
 
-    /// What a job's params make the backend reach beyond the model: environment variables,
-    /// files and servers. The plan checks these against the user's grants before anything runs.
-    pub fn access(self, params: &std::collections::BTreeMap<String, serde_json::Value>) -> Access {
-        let s = |k: &str| {
-            params
-                .get(k)
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_string)
-        };
-        let mut a = Access::default();
-        match self {
-            BackendKind::Openai => {
-                a.env.extend(s("api_key_env").map(|n| ("api_key_env", n)));
-                a.urls.extend(s("base_url").map(|u| ("base_url", u)));
-            }
-            BackendKind::Candle | BackendKind::Mlx => {
-                a.paths.extend(s("tokenizer").map(|p| ("tokenizer", p)));
-            }
-            BackendKind::Simulated | BackendKind::LlamaCpp => {}
-        }
-        a
+    /// What a job's params make the backend reach beyond the model (see [`Backend::access`]).
+    pub fn access(self, params: &ParamMap) -> Access {
+        self.imp().access(params)
     }
 
-    /// How a job is sized: by a load (requests, duration: a server backend) rather than by
-    /// `runs` repetitions.
+    /// See [`Backend::sized_by_load`].
     pub fn sized_by_load(self) -> bool {
-        matches!(self, BackendKind::Openai)
+        self.imp().sized_by_load()
     }
 
-    /// The reference engine of output agreement when a pipeline names no `baseline`.
+    /// See [`Backend::is_reference`].
     pub fn is_reference(self) -> bool {
-        matches!(self, BackendKind::LlamaCpp)
+        self.imp().is_reference()
     }
 
     /// True when the backend's figures are not measurements.
     pub fn is_simulated(self) -> bool {
-        matches!(self, BackendKind::Simulated)
+        self.imp().is_simulated()
+    }
+}
+
+impl std::fmt::Debug for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -150,15 +252,25 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
-fn unavailable_reason(kind: BackendKind) -> &'static str {
-    match kind {
-        BackendKind::Mlx => mlx::UNAVAILABLE,
-        _ => "unavailable on this build",
+impl Serialize for BackendKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 
-/// What a backend reports while it runs: one call per finished repetition.
-/// What a job reaches beyond its model (see [`BackendKind::access`]): (param, value) pairs.
+impl<'de> Deserialize<'de> for BackendKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BackendKind, D::Error> {
+        let name = String::deserialize(d)?;
+        BackendKind::parse(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown backend `{name}` (known: {})",
+                BackendKind::names().join(", ")
+            ))
+        })
+    }
+}
+
+/// What a job reaches beyond its model (see [`Backend::access`]): (param, value) pairs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Access {
     /// Environment variables read.
@@ -169,6 +281,7 @@ pub struct Access {
     pub urls: Vec<(&'static str, String)>,
 }
 
+/// What a backend reports while it runs: one call per finished repetition.
 pub trait SampleSink {
     fn sample(&mut self, sample: Sample) -> std::io::Result<()>;
 }
@@ -176,8 +289,11 @@ pub trait SampleSink {
 /// Errors inside a worker; they end the job, and the parent records them as a failed sample.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("backend `{0}` is {reason}", reason = unavailable_reason(*.0))]
-    Unavailable(BackendKind),
+    #[error("backend `{backend}` is {reason}")]
+    Unavailable {
+        backend: &'static str,
+        reason: &'static str,
+    },
     #[error("invalid parameter `{name}`: {message}")]
     Param { name: String, message: String },
     #[error("{0}")]
@@ -244,13 +360,7 @@ pub fn run_job(
     job_id: &str,
     sink: &mut dyn SampleSink,
 ) -> Result<(), BackendError> {
-    match job.backend {
-        BackendKind::Simulated => simulated::run(job, job_id, sink),
-        BackendKind::LlamaCpp => llama_cpp::run(job, job_id, sink),
-        BackendKind::Candle => candle::run(job, job_id, sink),
-        BackendKind::Mlx => mlx::run(job, job_id, sink),
-        BackendKind::Openai => openai::run(job, job_id, sink),
-    }
+    job.backend.imp().run_job(job, job_id, sink)
 }
 
 #[cfg(test)]
@@ -260,7 +370,7 @@ mod tests {
     /// The names a matrix may use are exactly the fields of the backend's typed params.
     #[test]
     fn known_params_are_the_typed_fields() {
-        for kind in BackendKind::ALL {
+        for kind in BackendKind::all() {
             let probe = std::collections::BTreeMap::from([(
                 "__not_a_param__".to_string(),
                 serde_json::json!(0),
@@ -299,33 +409,39 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            keys(BackendKind::LlamaCpp, serde_json::json!({"threads": "abc"})),
+            keys(
+                BackendKind::parse("llama_cpp").unwrap(),
+                serde_json::json!({"threads": "abc"})
+            ),
             ["threads"]
         );
         assert_eq!(
-            keys(BackendKind::Openai, serde_json::json!({})),
+            keys(BackendKind::parse("openai").unwrap(), serde_json::json!({})),
             ["base_url"]
         );
         assert_eq!(
             keys(
-                BackendKind::Openai,
+                BackendKind::parse("openai").unwrap(),
                 serde_json::json!({"base_url": "http://h/v1", "load": {"rate": -1}})
             ),
             ["load.rate"]
         );
         assert_eq!(
             keys(
-                BackendKind::Openai,
+                BackendKind::parse("openai").unwrap(),
                 serde_json::json!({"base_url": "http://h/v1", "load": {"concurency": 4}})
             ),
             ["load.concurency"]
         );
         assert_eq!(
-            keys(BackendKind::Candle, serde_json::json!({"dtype": "f99"})),
+            keys(
+                BackendKind::parse("candle").unwrap(),
+                serde_json::json!({"dtype": "f99"})
+            ),
             ["dtype"]
         );
         assert!(keys(
-            BackendKind::Openai,
+            BackendKind::parse("openai").unwrap(),
             serde_json::json!({"base_url": "http://h/v1", "load": {"sweep": 3, "requests": 16}})
         )
         .is_empty());

@@ -8,6 +8,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// A job's params as the plan holds them: name → value.
+pub type ParamMap = BTreeMap<String, Value>;
+
 /// A bad parameter value: the key path inside the job's params (`threads`, `load.rate`), what
 /// is wrong, and optionally what would be right.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,10 +59,8 @@ pub trait TypedParams: DeserializeOwned + Sized {
 }
 
 /// Parses `params` into `T` and checks it: the first problem, or the params.
-pub fn parse<T: TypedParams>(params: &BTreeMap<String, Value>) -> Result<T, ParamProblem> {
-    let p: T = from_value(Value::Object(
-        params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    ))?;
+pub fn parse<T: TypedParams>(params: &ParamMap) -> Result<T, ParamProblem> {
+    let p: T = from_map(params)?;
     match p.check().into_iter().next() {
         Some(problem) => Err(problem),
         None => Ok(p),
@@ -86,6 +87,13 @@ pub fn problems<T: TypedParams>(params: &BTreeMap<String, Value>) -> Vec<ParamPr
         Err(e) => out.push(e),
     }
     out
+}
+
+/// Deserializes `params` into `T`, unchecked (see [`parse`]).
+pub fn from_map<T: DeserializeOwned>(params: &ParamMap) -> Result<T, ParamProblem> {
+    from_value(Value::Object(
+        params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    ))
 }
 
 /// Deserializes `v`, naming the key path of the first error.
@@ -121,7 +129,7 @@ pub fn check_threads(threads: Option<u32>, out: &mut Vec<ParamProblem>) {
 }
 
 /// A floating-point type a `dtype` param names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FloatType {
     F32,
@@ -132,6 +140,18 @@ pub enum FloatType {
 /// A yes/no param that also takes llama-bench's 0 and 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Flag(pub bool);
+
+impl schemars::JsonSchema for Flag {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Flag".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "true or false (or llama-bench's 1 and 0)",
+            "oneOf": [{ "type": "boolean" }, { "type": "integer", "enum": [0, 1] }]
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for Flag {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Flag, D::Error> {

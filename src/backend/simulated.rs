@@ -41,8 +41,39 @@ struct Model {
     diverge_at: Option<u64>,
 }
 
+/// The simulated backend: a latency model, for tests and dry runs.
+pub struct Simulated;
+
+impl super::Backend for Simulated {
+    type Params = SimulatedParams;
+    fn name(&self) -> &'static str {
+        "simulated"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["mock"]
+    }
+    fn known_params(&self) -> &'static [&'static str] {
+        PARAMS
+    }
+    fn build_info(&self) -> String {
+        "simulated latency model (no engine)".into()
+    }
+    fn is_simulated(&self) -> bool {
+        true
+    }
+    fn run(
+        &self,
+        job: &BenchJob,
+        params: SimulatedParams,
+        job_id: &str,
+        sink: &mut dyn SampleSink,
+    ) -> Result<(), BackendError> {
+        run(job, &Model::new(params), job_id, sink)
+    }
+}
+
 /// The simulated backend's params: the latency model.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatedParams {
     /// Time to the first token beyond prompt processing, ms (default 20).
@@ -90,9 +121,8 @@ impl TypedParams for SimulatedParams {
 }
 
 impl Model {
-    fn from_params(job: &BenchJob) -> Result<Model, BackendError> {
-        let p: SimulatedParams = params::parse(&job.params)?;
-        Ok(Model {
+    fn new(p: SimulatedParams) -> Model {
+        Model {
             ttft_ms: p.ttft_ms.unwrap_or(20.0),
             tpot_ms: p.tpot_ms.unwrap_or(10.0),
             pp_tps: p.pp_tps.unwrap_or(800.0),
@@ -103,7 +133,7 @@ impl Model {
             crash_rep: p.crash_rep,
             rss_mb: p.rss_mb.unwrap_or(100.0),
             diverge_at: p.diverge_at,
-        })
+        }
     }
 }
 
@@ -116,8 +146,12 @@ fn prompt_tokens(job: &BenchJob) -> u64 {
     }
 }
 
-pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<(), BackendError> {
-    let m = Model::from_params(job)?;
+fn run(
+    job: &BenchJob,
+    m: &Model,
+    job_id: &str,
+    sink: &mut dyn SampleSink,
+) -> Result<(), BackendError> {
     let mut rng = ChaCha8Rng::seed_from_u64(job.seed);
     let jittered = |base: f64, rng: &mut ChaCha8Rng| -> f64 {
         if m.jitter == 0.0 {

@@ -147,7 +147,7 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             let kind = match e {
-                BackendError::Unavailable(_) => ErrorKind::Unavailable,
+                BackendError::Unavailable { .. } => ErrorKind::Unavailable,
                 _ => ErrorKind::Backend,
             };
             let mut s = Sample::blank(&req.job_id, &req.job, 0, false);

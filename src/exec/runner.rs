@@ -99,9 +99,11 @@ pub async fn run(
             used.dedup();
             let map: serde_json::Map<String, serde_json::Value> = used
                 .into_iter()
-                .filter_map(|b| {
-                    b.build_info()
-                        .map(|i| (b.name().to_string(), serde_json::Value::String(i)))
+                .map(|b| {
+                    (
+                        b.name().to_string(),
+                        serde_json::Value::String(b.build_info()),
+                    )
                 })
                 .collect();
             serde_json::Value::Object(map)

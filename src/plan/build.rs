@@ -173,7 +173,7 @@ fn check(
 
     if let Some(b) = &spec.baseline {
         if BackendKind::parse(&b.value).is_none() {
-            let names: Vec<&str> = BackendKind::ALL.iter().map(|b| b.name()).collect();
+            let names = BackendKind::names();
             d.at(b, "baseline", format!("unknown backend `{}`", b.value))
                 .hint(reference_hint(&b.value, "backends", &names));
         }
@@ -1040,7 +1040,7 @@ fn expand_matrix(
         match BackendKind::parse(&b.value) {
             Some(k) => backends.push((b.value.clone(), k)),
             None => {
-                let names: Vec<&str> = BackendKind::ALL.iter().map(|b| b.name()).collect();
+                let names = BackendKind::names();
                 d.at(
                     b,
                     format!("{key}.backend[{i}]"),

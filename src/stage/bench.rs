@@ -105,7 +105,7 @@ fn failure(
 pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<String>, String> {
     // A backend this build lacks: recorded as such (the report lists it), never dropped.
     if !job.backend.available() {
-        let message = crate::backend::BackendError::Unavailable(job.backend).to_string();
+        let message = job.backend.unavailable_error().to_string();
         let s = failure(
             job_id,
             job,

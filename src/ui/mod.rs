@@ -154,10 +154,7 @@ pub fn plan_text(plan: &Plan) -> String {
                         format!("  runs={} warmup={} seed={}", b.runs, b.warmup, b.seed)
                     };
                     if !b.backend.available() {
-                        e.push_str(&format!(
-                            "  ({})",
-                            crate::backend::BackendError::Unavailable(b.backend)
-                        ));
+                        e.push_str(&format!("  ({})", b.backend.unavailable_error()));
                     }
                     e
                 }

@@ -31,8 +31,43 @@ use super::params::{self, FloatType, ParamProblem, TypedParams};
 
 pub const PARAMS: &[&str] = &["threads", "dtype", "seed", "ignore_eos", "tokenizer"];
 
+/// The candle backend.
+pub struct Candle;
+
+impl super::Backend for Candle {
+    type Params = CandleParams;
+    fn name(&self) -> &'static str {
+        "candle"
+    }
+    fn known_params(&self) -> &'static [&'static str] {
+        PARAMS
+    }
+    fn access(&self, p: &CandleParams) -> super::Access {
+        super::Access {
+            paths: p
+                .tokenizer
+                .iter()
+                .map(|t| ("tokenizer", t.clone()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+    fn build_info(&self) -> String {
+        build_info()
+    }
+    fn run(
+        &self,
+        job: &BenchJob,
+        params: CandleParams,
+        job_id: &str,
+        sink: &mut dyn SampleSink,
+    ) -> Result<(), BackendError> {
+        run(job, Params::new(job, params), job_id, sink)
+    }
+}
+
 /// The candle backend's params, as a pipeline writes them.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CandleParams {
     /// CPU threads (default: physical cores).
@@ -65,9 +100,8 @@ struct Params {
 }
 
 impl Params {
-    fn from_job(job: &BenchJob) -> Result<Params, BackendError> {
-        let p: CandleParams = params::parse(&job.params)?;
-        Ok(Params {
+    fn new(job: &BenchJob, p: CandleParams) -> Params {
+        Params {
             threads: driver::threads_or_default(p.threads),
             dtype: match p.dtype {
                 None | Some(FloatType::F32) => DType::F32,
@@ -77,7 +111,7 @@ impl Params {
             seed: p.seed.unwrap_or(job.seed),
             ignore_eos: p.ignore_eos.unwrap_or(true),
             tokenizer: p.tokenizer.map(PathBuf::from),
-        })
+        }
     }
 }
 
@@ -340,8 +374,12 @@ fn set_threads(n: usize) {
     std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
 }
 
-pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<(), BackendError> {
-    let p = Params::from_job(job)?;
+fn run(
+    job: &BenchJob,
+    p: Params,
+    job_id: &str,
+    sink: &mut dyn SampleSink,
+) -> Result<(), BackendError> {
     let path = driver::model_path(job)?;
     set_threads(p.threads);
 

@@ -40,8 +40,7 @@ struct Params {
 }
 
 impl Params {
-    fn from_job(job: &BenchJob) -> Result<Params, BackendError> {
-        let p: super::MlxParams = crate::backend::params::parse(&job.params)?;
+    fn new(job: &BenchJob, p: super::MlxParams) -> Result<Params, BackendError> {
         let device = match p.device {
             None if gpu_available() => DevicePick::Gpu,
             None | Some(super::Device::Cpu) => DevicePick::Cpu,
@@ -557,8 +556,13 @@ impl StepModel for MlxModel {
     }
 }
 
-pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<(), BackendError> {
-    let p = Params::from_job(job)?;
+pub fn run(
+    job: &BenchJob,
+    params: super::MlxParams,
+    job_id: &str,
+    sink: &mut dyn SampleSink,
+) -> Result<(), BackendError> {
+    let p = Params::new(job, params)?;
     let path = driver::model_path(job)?;
     if !path.is_dir() {
         return Err(BackendError::Engine(format!(

@@ -37,8 +37,46 @@ pub const PARAMS: &[&str] = &[
     "tokenizer",
 ];
 
+/// The MLX backend (feature `mlx`).
+pub struct Mlx;
+
+impl super::Backend for Mlx {
+    type Params = MlxParams;
+    fn name(&self) -> &'static str {
+        "mlx"
+    }
+    fn known_params(&self) -> &'static [&'static str] {
+        PARAMS
+    }
+    fn access(&self, p: &MlxParams) -> super::Access {
+        super::Access {
+            paths: p
+                .tokenizer
+                .iter()
+                .map(|t| ("tokenizer", t.clone()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+    fn unavailable(&self) -> Option<&'static str> {
+        (!AVAILABLE).then_some(UNAVAILABLE)
+    }
+    fn build_info(&self) -> String {
+        build_info()
+    }
+    fn run(
+        &self,
+        job: &BenchJob,
+        params: MlxParams,
+        job_id: &str,
+        sink: &mut dyn SampleSink,
+    ) -> Result<(), BackendError> {
+        run(job, params, job_id, sink)
+    }
+}
+
 /// Where MLX runs a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
     Cpu,
@@ -46,7 +84,7 @@ pub enum Device {
 }
 
 /// The MLX backend's params, as a pipeline writes them.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MlxParams {
     /// `gpu` (Metal) or `cpu`; default gpu where MLX has one. Whether this machine's MLX has a
@@ -89,11 +127,27 @@ pub fn build_info() -> String {
 }
 
 #[cfg(minerva_mlx)]
-pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<(), BackendError> {
-    engine::run(job, job_id, sink)
+fn run(
+    job: &BenchJob,
+    params: MlxParams,
+    job_id: &str,
+    sink: &mut dyn SampleSink,
+) -> Result<(), BackendError> {
+    engine::run(job, params, job_id, sink)
 }
 
+/// Never called: the registry refuses a backend that is [`Backend::unavailable`].
+///
+/// [`Backend::unavailable`]: super::Backend::unavailable
 #[cfg(not(minerva_mlx))]
-pub fn run(_job: &BenchJob, _job_id: &str, _sink: &mut dyn SampleSink) -> Result<(), BackendError> {
-    Err(BackendError::Unavailable(super::BackendKind::Mlx))
+fn run(
+    _job: &BenchJob,
+    _params: MlxParams,
+    _job_id: &str,
+    _sink: &mut dyn SampleSink,
+) -> Result<(), BackendError> {
+    Err(BackendError::Unavailable {
+        backend: "mlx",
+        reason: UNAVAILABLE,
+    })
 }

@@ -54,7 +54,7 @@ pub struct LoadSpec {
 }
 
 /// How arrivals are spaced in an open loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Arrival {
     #[default]
@@ -62,8 +62,24 @@ pub enum Arrival {
     Poisson,
 }
 
+/// The `load` param's schema: `sequential` or a [`LoadParams`] mapping.
+pub struct LoadSchema;
+
+impl schemars::JsonSchema for LoadSchema {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Load".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mapping = generator.subschema_for::<LoadParams>();
+        schemars::json_schema!({
+            "description": "`sequential` (the default) or one load pattern with its bounds",
+            "oneOf": [{ "const": "sequential" }, mapping]
+        })
+    }
+}
+
 /// The `load` param's mapping, as a pipeline writes it (`load: sequential` is the default).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadParams {
     /// One request at a time.

@@ -34,7 +34,7 @@ pub const PARAMS: &[&str] = &[
     "temperature",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Endpoint {
     Chat,
@@ -42,7 +42,7 @@ pub enum Endpoint {
 }
 
 /// Service-level bounds for goodput.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Slo {
     pub ttft_ms: Option<f64>,
@@ -50,8 +50,47 @@ pub struct Slo {
     pub e2e_ms: Option<f64>,
 }
 
+/// The openai backend: any OpenAI-compatible HTTP server.
+pub struct Openai;
+
+impl super::Backend for Openai {
+    type Params = OpenaiParams;
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+    fn known_params(&self) -> &'static [&'static str] {
+        PARAMS
+    }
+    fn access(&self, p: &OpenaiParams) -> super::Access {
+        super::Access {
+            env: p
+                .api_key_env
+                .iter()
+                .map(|n| ("api_key_env", n.clone()))
+                .collect(),
+            urls: p.base_url.iter().map(|u| ("base_url", u.clone())).collect(),
+            ..Default::default()
+        }
+    }
+    fn build_info(&self) -> String {
+        build_info()
+    }
+    fn sized_by_load(&self) -> bool {
+        true
+    }
+    fn run(
+        &self,
+        job: &BenchJob,
+        params: OpenaiParams,
+        job_id: &str,
+        sink: &mut dyn SampleSink,
+    ) -> Result<(), BackendError> {
+        run(job, Config::new(job, params)?, job_id, sink)
+    }
+}
+
 /// The openai backend's params, as a pipeline writes them.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenaiParams {
     /// The server's API root, e.g. `http://127.0.0.1:8080/v1` (required).
@@ -67,6 +106,7 @@ pub struct OpenaiParams {
     /// Extra request fields.
     pub extra: Option<serde_json::Map<String, Value>>,
     /// The load pattern: `sequential` (default) or a mapping (see [`load::LoadParams`]).
+    #[schemars(with = "Option<load::LoadSchema>")]
     pub load: Option<Value>,
     /// Bounds for goodput.
     pub slo: Option<Slo>,
@@ -126,8 +166,8 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_job(job: &BenchJob) -> Result<Config, BackendError> {
-        let p: OpenaiParams = params::parse(&job.params)?;
+    /// The job's request settings; reads the API key's variable (granted, in the worker).
+    pub fn new(job: &BenchJob, p: OpenaiParams) -> Result<Config, BackendError> {
         let base = p
             .base_url
             .as_deref()
@@ -167,8 +207,12 @@ impl Config {
 }
 
 /// Runs one bench job against the server.
-pub fn run(job: &BenchJob, job_id: &str, sink: &mut dyn SampleSink) -> Result<(), BackendError> {
-    let cfg = Config::from_job(job)?;
+fn run(
+    job: &BenchJob,
+    cfg: Config,
+    job_id: &str,
+    sink: &mut dyn SampleSink,
+) -> Result<(), BackendError> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
