@@ -116,6 +116,16 @@ pub enum Command {
         #[arg(long, value_name = "HEX")]
         sha256: Option<String>,
     },
+    /// Print the JSON Schema of pipeline files (or scenario files), for editors and CI.
+    ///
+    /// The same schemas are checked in as docs/pipeline.schema.json and
+    /// docs/scenario.schema.json; a YAML file names one with a first line
+    /// `# yaml-language-server: $schema=<path or URL>`.
+    Schema {
+        /// Which file's schema.
+        #[arg(value_enum, default_value = "pipeline")]
+        kind: crate::schema::SchemaKind,
+    },
     /// Convert a model to another format.
     #[command(subcommand)]
     Convert(ConvertCommand),

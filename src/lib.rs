@@ -16,6 +16,7 @@ pub mod plan;
 pub mod redact;
 pub mod report;
 pub mod results;
+pub mod schema;
 pub mod spec;
 pub mod stage;
 pub mod ui;

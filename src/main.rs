@@ -169,6 +169,10 @@ fn download(
 fn real_main(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Worker => Ok(minerva::backend::worker::main()),
+        Command::Schema { kind } => {
+            print!("{}", minerva::schema::schema_text(kind));
+            Ok(0)
+        }
         Command::Download {
             sources,
             sha256,

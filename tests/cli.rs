@@ -24,6 +24,122 @@ fn shipped_pipelines_validate() {
     }
 }
 
+/// `minerva schema` prints what docs/ holds: regenerate with
+/// `minerva schema pipeline > docs/pipeline.schema.json` (and `scenario`) when this fails.
+#[test]
+fn checked_in_schemas_are_current() {
+    for (kind, file) in [
+        ("pipeline", "docs/pipeline.schema.json"),
+        ("scenario", "docs/scenario.schema.json"),
+    ] {
+        let out = Minerva::new(&["schema", kind]).output();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout) == read(&root().join(file)),
+            "{file} is stale: run `minerva schema {kind} > {file}`"
+        );
+    }
+}
+
+fn yaml_value(path: &std::path::Path) -> serde_json::Value {
+    serde_saphyr::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn schema_validator(file: &str) -> jsonschema::Validator {
+    let schema: serde_json::Value =
+        serde_json::from_str(&read(&root().join(file))).unwrap_or_else(|e| panic!("{file}: {e}"));
+    jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn schema_errors(v: &jsonschema::Validator, instance: &serde_json::Value) -> Vec<String> {
+    v.iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+/// Every shipped pipeline and scenario (and every valid fixture) passes the generated schema,
+/// under a real JSON Schema validator, and names it on its first line; an unknown key, a wrong
+/// type and a bad param value fail it.
+#[test]
+fn shipped_files_match_the_schema() {
+    let pipeline = schema_validator("docs/pipeline.schema.json");
+    let scenario = schema_validator("docs/scenario.schema.json");
+    let yaml_in = |dir: &str| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        v.sort();
+        v
+    };
+    let shipped_pipelines = yaml_in("pipelines");
+    let shipped_scenarios = yaml_in("scenarios");
+    assert!(shipped_pipelines.len() >= 4 && shipped_scenarios.len() >= 6);
+    for (files, v, header) in [
+        (
+            &shipped_pipelines,
+            &pipeline,
+            Some("../docs/pipeline.schema.json"),
+        ),
+        (
+            &shipped_scenarios,
+            &scenario,
+            Some("../docs/scenario.schema.json"),
+        ),
+        (&yaml_in("tests/fixtures/pipelines/valid"), &pipeline, None),
+    ] {
+        for f in files {
+            let errors = schema_errors(v, &yaml_value(f));
+            assert!(errors.is_empty(), "{}: {errors:?}", f.display());
+            if let Some(h) = header {
+                let first = read(f).lines().next().unwrap_or_default().to_string();
+                assert_eq!(
+                    first,
+                    format!("# yaml-language-server: $schema={h}"),
+                    "{}",
+                    f.display()
+                );
+            }
+        }
+    }
+
+    let quickstart = yaml_value(&root().join("pipelines/quickstart.yaml"));
+    let mut unknown = quickstart.clone();
+    unknown["stages"][0]["nedes"] = serde_json::json!(["x"]);
+    assert!(!schema_errors(&pipeline, &unknown).is_empty());
+    let mut wrong = quickstart.clone();
+    wrong["models"][0]["format"] = serde_json::json!(7);
+    assert!(!schema_errors(&pipeline, &wrong).is_empty());
+    let bench = quickstart["stages"]
+        .as_array()
+        .and_then(|s| s.iter().position(|st| st["kind"] == "bench"))
+        .unwrap();
+    for (param, value) in [
+        ("threads", serde_json::json!("abc")),
+        ("threads", serde_json::json!([2, 0])),
+        ("dtype", serde_json::json!("f99")),
+        ("load", serde_json::json!({ "concurency": 4 })),
+        ("not_a_param", serde_json::json!(1)),
+    ] {
+        let mut bad = quickstart.clone();
+        bad["stages"][bench]["matrix"]["params"][param] = value.clone();
+        assert!(
+            !schema_errors(&pipeline, &bad).is_empty(),
+            "{param}: {value} passed"
+        );
+    }
+    // A template renders to a value: accepted as written.
+    let mut templated = quickstart.clone();
+    templated["stages"][bench]["matrix"]["params"]["threads"] = serde_json::json!("{{ vars.t }}");
+    templated["stages"][bench]["runs"] = serde_json::json!("{{ vars.runs }}");
+    assert_eq!(schema_errors(&pipeline, &templated), Vec::<String>::new());
+    let mut sc = yaml_value(&root().join("scenarios/short.yaml"));
+    sc["max_tokens"] = serde_json::json!("many");
+    assert!(!schema_errors(&scenario, &sc).is_empty());
+}
+
 #[test]
 fn mistral_plans_the_whole_study() {
     let out = Minerva::new(&["plan", "pipelines/mistral.yaml"]).output();

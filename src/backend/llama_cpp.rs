@@ -71,14 +71,19 @@ impl super::Backend for LlamaCpp {
 #[serde(deny_unknown_fields)]
 pub struct LlamaParams {
     /// CPU threads (default: physical cores, as llama-bench).
+    #[schemars(range(min = 1, max = 1024))]
     pub threads: Option<u32>,
     /// Layers offloaded to a GPU (default 99: all).
+    #[schemars(range(max = 100000))]
     pub n_gpu_layers: Option<u32>,
     /// Context size (default 0: prompt + generation).
+    #[schemars(range(max = 16777216))]
     pub ctx: Option<u32>,
     /// Logical batch (default 2048).
+    #[schemars(range(min = 1, max = 1048576))]
     pub batch: Option<u32>,
     /// Physical batch (default 512).
+    #[schemars(range(min = 1, max = 1048576))]
     pub ubatch: Option<u32>,
     /// Flash attention (default off).
     pub flash_attn: Option<Flag>,

@@ -181,6 +181,11 @@ impl BackendKind {
         self.imp().name()
     }
 
+    /// Other names pipelines may use for it.
+    pub fn aliases(self) -> &'static [&'static str] {
+        self.imp().aliases()
+    }
+
     /// Parameters the backend understands; anything else in a matrix is a validation error.
     pub fn known_params(self) -> &'static [&'static str] {
         self.imp().known_params()

@@ -85,6 +85,7 @@ pub struct SimulatedParams {
     /// Load time, ms (default 150).
     pub load_ms: Option<f64>,
     /// Relative jitter of every duration, 0 to 0.9 (default 0.05).
+    #[schemars(range(min = 0.0, max = 0.9))]
     pub jitter: Option<f64>,
     /// Sleep for the simulated times (default false).
     pub realtime: Option<bool>,

@@ -1,5 +1,6 @@
 //! The pipeline file's schema. Unknown keys are rejected everywhere (`deny_unknown_fields`).
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
@@ -8,39 +9,84 @@ use std::collections::BTreeMap;
 /// A value and where it was written in the YAML.
 pub type At<T> = Spanned<T>;
 
-#[derive(Debug, Deserialize)]
+/// For the JSON Schema: a value as written, or a template string (`"{{ vars.runs }}"`) that
+/// renders to one.
+pub struct Templated<T>(std::marker::PhantomData<T>);
+
+impl<T: JsonSchema> JsonSchema for Templated<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Templated_{}", T::schema_name()).into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let value = generator.subschema_for::<T>();
+        let template = generator.subschema_for::<Template>();
+        schemars::json_schema!({
+            "anyOf": [value, template]
+        })
+    }
+}
+
+/// For the JSON Schema: a minijinja template string.
+pub struct Template;
+
+impl JsonSchema for Template {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Template".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "a minijinja template, e.g. \"{{ vars.runs }}\"",
+            "type": "string",
+            "pattern": "\\{\\{|\\{%"
+        })
+    }
+}
+
+/// A pipeline file.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "minerva pipeline")]
 pub struct PipelineSpec {
+    /// The pipeline's name: runs are stored under `<out>/<name>/<run id>`.
+    #[schemars(with = "String")]
     pub name: At<String>,
     #[serde(default)]
     pub description: Option<String>,
     /// Variables, overridable with `--set key=value`, available to templates as `vars.NAME`.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Value>")]
     pub vars: BTreeMap<String, At<Value>>,
     /// Environment variables the pipeline may read, available to templates as `env.NAME`.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub env: Vec<At<String>>,
+    /// Model entries.
     #[serde(default)]
     pub models: Vec<ModelSpec>,
+    /// Scenario names (files in `scenarios/`) or inline scenarios.
     #[serde(default)]
+    #[schemars(with = "Vec<ScenarioRef>")]
     pub scenarios: Vec<At<ScenarioRef>>,
+    /// The stages, a DAG through `needs`.
     pub stages: Vec<StageSpec>,
     /// Backend that the report compares every other backend against.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub baseline: Option<At<String>>,
     /// Output agreement gate between backends on the same weights.
     #[serde(default)]
     pub agreement: Option<AgreementSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgreementSpec {
     /// Leading greedy output tokens two backends must share; below it the pair is DIVERGENT.
+    #[schemars(with = "u64")]
     pub min_prefix: At<u64>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelFormat {
     Gguf,
@@ -48,14 +94,19 @@ pub enum ModelFormat {
     Mlx,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
+    #[schemars(with = "String")]
     pub name: At<String>,
+    #[schemars(with = "ModelFormat")]
     pub format: At<ModelFormat>,
     /// One source, or a list of sources tried in order (the first that succeeds wins).
+    #[schemars(with = "Sources")]
     pub source: At<Sources>,
+    /// The expected sha256: one digest, or file name → digest.
     #[serde(default)]
+    #[schemars(with = "Option<Sha256Spec>")]
     pub sha256: Option<At<Sha256Spec>>,
     /// Accept a model directory that ships code (`*.py`, a `model_file`): off by default.
     #[serde(default)]
@@ -63,7 +114,7 @@ pub struct ModelSpec {
 }
 
 /// Where a model comes from.
-#[derive(Debug, Deserialize, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Deserialize, Clone, PartialEq, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum SourceSpec {
     Path(String),
@@ -100,6 +151,19 @@ pub struct Sources(pub Vec<SourceItem>);
 pub struct SourceItem {
     pub pos: Option<(u64, u64)>,
     pub spec: SourceSpec,
+}
+
+impl JsonSchema for Sources {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Sources".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let one = generator.subschema_for::<SourceSpec>();
+        schemars::json_schema!({
+            "description": "one source, or a list tried in order",
+            "anyOf": [one, { "type": "array", "items": one, "minItems": 1 }]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for Sources {
@@ -141,6 +205,21 @@ pub enum Sha256Spec {
     PerFile(BTreeMap<String, String>),
 }
 
+impl JsonSchema for Sha256Spec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Sha256".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "a sha256 hex digest, or a mapping of file name to digest",
+            "anyOf": [
+                { "type": "string" },
+                { "type": "object", "additionalProperties": { "type": "string" } }
+            ]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Sha256Spec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -173,6 +252,19 @@ pub enum ScenarioRef {
     Inline(ScenarioSpec),
 }
 
+impl JsonSchema for ScenarioRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ScenarioRef".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let inline = generator.subschema_for::<ScenarioSpec>();
+        schemars::json_schema!({
+            "description": "a scenario file name (e.g. `short`) or an inline scenario",
+            "anyOf": [{ "type": "string" }, inline]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for ScenarioRef {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -197,7 +289,7 @@ impl<'de> Deserialize<'de> for ScenarioRef {
 }
 
 /// One workload: a real prompt, or a synthetic llama-bench-style token count.
-#[derive(Debug, Deserialize, Clone, serde::Serialize)]
+#[derive(Debug, Deserialize, Clone, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioSpec {
     #[serde(default)]
@@ -220,7 +312,7 @@ pub struct ScenarioSpec {
     pub chat: Option<bool>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize, Hash)]
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StageKind {
     Download,
@@ -242,50 +334,80 @@ impl StageKind {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
+    #[schemars(with = "String")]
     pub name: At<String>,
+    #[schemars(with = "StageKind")]
     pub kind: At<StageKind>,
+    /// Stages that must finish first.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub needs: Vec<At<String>>,
     /// download / verify: which models (default: every model).
     #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
     pub models: Option<Vec<At<String>>>,
     /// bench: the job matrix.
     #[serde(default)]
+    #[schemars(with = "Option<MatrixSpec>")]
     pub matrix: Option<At<MatrixSpec>>,
     /// bench: measured repetitions per job.
     #[serde(default)]
+    #[schemars(with = "Option<Templated<u32>>")]
     pub runs: Option<At<Value>>,
     /// bench: untimed repetitions before the measured ones.
     #[serde(default)]
+    #[schemars(with = "Option<Templated<u32>>")]
     pub warmup: Option<At<Value>>,
     /// bench: base seed; each job derives its own from it.
     #[serde(default)]
+    #[schemars(with = "Option<Templated<u64>>")]
     pub seed: Option<At<Value>>,
     /// bench: seconds one job may run before it is killed and recorded as timed out.
     #[serde(default)]
+    #[schemars(with = "Option<Templated<u64>>")]
     pub timeout: Option<At<Value>>,
     /// bench: what a job whose backend this build lacks does: `fail` (default: the run fails)
     /// or `skip` (recorded and reported as not run; the run goes on and can succeed).
     #[serde(default)]
+    #[schemars(with = "Option<Unavailable>")]
     pub unavailable: Option<At<String>>,
     /// report: a template path instead of the built-in one.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub template: Option<At<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// For the JSON Schema: what a bench job does when this build lacks its backend.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Unavailable {
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatrixSpec {
+    /// Backend names.
+    #[schemars(with = "Vec<String>")]
     pub backend: Vec<At<String>>,
+    /// Model names.
+    #[schemars(with = "Vec<String>")]
     pub model: Vec<At<String>>,
+    /// Scenario names.
+    #[schemars(with = "Vec<String>")]
     pub scenario: Vec<At<String>>,
-    /// Parameter axes: a list is an axis, a scalar is one value for every job.
+    /// Parameter axes: a list is an axis, a scalar is one value for every job. (The schema of
+    /// each backend's params is filled in by `crate::schema`.)
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Value>")]
     pub params: BTreeMap<String, At<Value>>,
     /// Combinations to drop: every key given must match for a job to be dropped.
     #[serde(default)]
+    #[schemars(with = "Vec<BTreeMap<String, Value>>")]
     pub exclude: Vec<At<BTreeMap<String, Value>>>,
 }

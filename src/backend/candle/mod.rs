@@ -71,6 +71,7 @@ impl super::Backend for Candle {
 #[serde(deny_unknown_fields)]
 pub struct CandleParams {
     /// CPU threads (default: physical cores).
+    #[schemars(range(min = 1, max = 1024))]
     pub threads: Option<u32>,
     /// Compute type of unquantized weights (default f32).
     pub dtype: Option<FloatType>,

@@ -91,6 +91,7 @@ pub struct MlxParams {
     /// GPU is checked by the worker, where the job runs.
     pub device: Option<Device>,
     /// OpenBLAS threads (default: physical cores).
+    #[schemars(range(min = 1, max = 1024))]
     pub threads: Option<u32>,
     /// Cast floating weights to this type (default: as stored).
     pub dtype: Option<FloatType>,

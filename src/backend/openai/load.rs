@@ -14,6 +14,7 @@ use crate::plan::BenchJob;
 use crate::results::{
     LoadSummary, Millis, RequestFailure, RequestFailureKind, RequestInfo, Sample, TokenSource,
 };
+use crate::spec::Templated;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -79,26 +80,34 @@ impl schemars::JsonSchema for LoadSchema {
 }
 
 /// The `load` param's mapping, as a pipeline writes it (`load: sequential` is the default).
+/// Its numbers may be templates (`requests: "{{ vars.runs }}"`), rendered before this parse.
 #[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadParams {
     /// One request at a time.
     pub sequential: Option<bool>,
     /// Closed loop with N clients.
+    #[schemars(with = "Option<Templated<u32>>")]
     pub concurrency: Option<u32>,
     /// Open loop at R requests/s.
+    #[schemars(with = "Option<Templated<f64>>")]
     pub rate: Option<f64>,
     /// Spacing of the open loop's arrivals (default constant).
     pub arrival: Option<Arrival>,
     /// Closed-loop steps at concurrency 1, 2, 4, ..., at most K (1 to 16).
+    #[schemars(with = "Option<Templated<u32>>")]
     pub sweep: Option<u32>,
     /// Measured requests per step (default: the stage's runs).
+    #[schemars(with = "Option<Templated<u64>>")]
     pub requests: Option<u64>,
     /// Length of each step, seconds.
+    #[schemars(with = "Option<Templated<f64>>")]
     pub duration: Option<f64>,
     /// Unmeasured requests before the first step (default: the stage's warmup).
+    #[schemars(with = "Option<Templated<u64>>")]
     pub warmup: Option<u64>,
     /// Seed of Poisson arrivals and synthetic prompts (default: the job's seed).
+    #[schemars(with = "Option<Templated<u64>>")]
     pub seed: Option<u64>,
 }
 
