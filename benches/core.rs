@@ -12,7 +12,7 @@
 
 use minerva::analyze::analyze;
 use minerva::plan::{build_plan, BenchJob, PlanOptions};
-use minerva::results::{Millis, Sample};
+use minerva::results::Millis;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -79,7 +79,7 @@ fn child_analyze() {
     let samples = || {
         (0..n).map(|i| {
             let j = (i % 100) as usize;
-            let mut s = Sample::blank(&ids[j], &plan_job, i / 100, false);
+            let mut s = plan_job.blank_sample(&ids[j], i / 100, false);
             let x = f64::from(i % 997);
             s.ttft_ms = Some(Millis(20.0 + x * 0.01));
             s.e2e_ms = Some(Millis(60.0 + x * 0.02));

@@ -12,7 +12,7 @@
 //! accurate than its source, and its greedy output agrees with the GGUF's only up to the
 //! rounding of the quantized kernels (the agreement check of a run shows how far).
 
-use crate::backend::candle::tokenizer;
+use crate::formats::tokenizer;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
@@ -162,7 +162,7 @@ pub fn gguf_to_safetensors(
         path: input,
         md: &content.metadata,
     };
-    let arch = crate::backend::candle::architecture(&content);
+    let arch = tokenizer::architecture(&content);
     if arch != "llama" {
         return Err(input_err(format!(
             "architecture `{arch}`: only `llama` GGUFs (Llama, Mistral, SmolLM…) convert"
@@ -306,9 +306,9 @@ pub fn gguf_to_safetensors(
             f.sync_all().map_err(io(&path))?;
             bytes += f.metadata().map_err(io(&path))?.len();
         }
-        crate::results::sync_parent(&tmp.join("config.json"));
+        crate::paths::sync_parent(&tmp.join("config.json"));
         std::fs::rename(&tmp, out).map_err(io(out))?;
-        crate::results::sync_parent(out);
+        crate::paths::sync_parent(out);
         Ok(bytes)
     })();
     match result {

@@ -1,7 +1,41 @@
-//! Path resolution for permission checks: a leaf module (std only), used by the plan's grants
-//! and by the fetcher's check of which links under `models/` are minerva's.
+//! File-system helpers, a leaf module: path resolution for permission checks (the plan's grants,
+//! the fetcher's check of which links under `models/` are minerva's), the one bounded file
+//! reader, and atomic writes (write, fsync, rename, fsync the directory).
 
+use std::io::Write;
 use std::path::{Component, Path, PathBuf};
+
+/// Writes `bytes` to `path` so that readers see the old file or the new one, never a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Results are meant to be shared: the usual 0644, not the temp file's 0600.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_parent(path);
+    Ok(())
+}
+
+/// fsyncs the directory holding `path`, so a rename into it survives a power loss. Best effort.
+pub fn sync_parent(path: &Path) {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
 
 /// `p` made absolute against `cwd`, with symlinks followed as far as the path exists and
 /// `.`/`..` resolved lexically beyond that (a file not created yet still gets a real answer).

@@ -39,7 +39,7 @@ fn gguf_vocabulary_tokenizes_like_llama_cpp() {
     let path = root().join(TEST_MODEL);
     let mut f = std::fs::File::open(&path).unwrap();
     let content = gguf_file::Content::read(&mut f).unwrap();
-    let tok = minerva::backend::candle::tokenizer::from_gguf(&content.metadata).unwrap();
+    let tok = minerva::formats::tokenizer::from_gguf(&content.metadata).unwrap();
     assert_eq!(tok.vocab_size(), 49152);
     assert!(!tok.add_bos, "SmolLM2's GGUF says add_bos_token = false");
     assert!(tok.eog.contains(&2), "<|im_end|> (id 2) ends generation");

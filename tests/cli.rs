@@ -140,6 +140,95 @@ fn shipped_files_match_the_schema() {
     assert!(!schema_errors(&scenario, &sc).is_empty());
 }
 
+/// src/'s top-level modules depend on each other one way (leaves → fetch, backend, results →
+/// plan, stage → exec → commands): a `crate::X` reference outside `#[cfg(test)]` code is an
+/// edge, and any cycle fails with its edges and where each comes from.
+#[test]
+fn no_cycle_among_top_level_modules() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let src = root().join("src");
+    let mods: BTreeSet<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".rs").unwrap_or(&name).to_string();
+            (stem != "main" && stem != "lib").then_some(stem)
+        })
+        .collect();
+    let mut edges: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if p.extension().is_none_or(|x| x != "rs") {
+                continue;
+            }
+            let rel = p.strip_prefix(&src).unwrap();
+            let first = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_string_lossy();
+            let top = first.strip_suffix(".rs").unwrap_or(&first).to_string();
+            if !mods.contains(&top) {
+                continue;
+            }
+            let text = read(&p);
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (i, line) in code.lines().enumerate() {
+                for part in line.split("crate::").skip(1) {
+                    let name: String = part
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if name != top && mods.contains(&name) {
+                        edges
+                            .entry(top.clone())
+                            .or_default()
+                            .entry(name)
+                            .or_insert_with(|| format!("{}:{}", rel.display(), i + 1));
+                    }
+                }
+            }
+        }
+    }
+    // A module is on a cycle when it reaches itself.
+    let reach = |from: &str| -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from.to_string()];
+        while let Some(m) = todo.pop() {
+            for n in edges.get(&m).into_iter().flat_map(|e| e.keys()) {
+                if seen.insert(n.clone()) {
+                    todo.push(n.clone());
+                }
+            }
+        }
+        seen
+    };
+    let mut problems = Vec::new();
+    for m in &mods {
+        if reach(m).contains(m) {
+            for (n, at) in edges.get(m).into_iter().flatten() {
+                if reach(n).contains(m) {
+                    problems.push(format!("{m} -> {n} ({at})"));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "module cycle edges:\n{}",
+        problems.join("\n")
+    );
+    assert!(edges.len() > 5, "{edges:?}");
+}
+
 #[test]
 fn mistral_plans_the_whole_study() {
     let out = Minerva::new(&["plan", "pipelines/mistral.yaml"]).output();

@@ -6,9 +6,9 @@
 //! the engine) built to the same rules: the same warmup, the same random ids drawn in the same
 //! order, the same greedy rule and the same definitions.
 
-use super::candle::tokenizer::ModelTokenizer;
 use super::{finish_rep, synthetic_tg_tps, text_tg_tps, BackendError, RepTimer, SampleSink};
-use crate::plan::BenchJob;
+use crate::backend::BenchJob;
+use crate::formats::tokenizer::ModelTokenizer;
 use crate::results::{Millis, Sample};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -145,7 +145,7 @@ pub(crate) fn drive<M: StepModel>(
 
     for rep in 0..job.runs {
         model.reset()?;
-        let mut s = Sample::blank(job_id, job, rep, false);
+        let mut s = job.blank_sample(job_id, rep, false);
         s.load_ms = Some(load_ms);
         let timer = RepTimer::start();
         let mut sample_time = Duration::ZERO;

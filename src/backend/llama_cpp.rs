@@ -11,7 +11,7 @@
 use super::driver;
 use super::params::{self, Flag, ParamProblem, TypedParams};
 use super::{finish_rep, synthetic_tg_tps, text_tg_tps, BackendError, RepTimer, SampleSink};
-use crate::plan::BenchJob;
+use crate::backend::BenchJob;
 use crate::results::{Millis, Sample};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -365,7 +365,7 @@ fn run(
     for rep in 0..job.runs {
         ctx.clear_kv_cache();
         let mut sampler = LlamaSampler::greedy();
-        let mut s = Sample::blank(job_id, job, rep, false);
+        let mut s = job.blank_sample(job_id, rep, false);
         s.load_ms = Some(load_ms);
         let timer = RepTimer::start();
         let mut sample_time = Duration::ZERO;

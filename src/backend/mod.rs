@@ -7,6 +7,7 @@
 pub mod candle;
 pub mod chat;
 pub(crate) mod driver;
+mod job;
 pub mod llama_cpp;
 pub mod mlx;
 pub mod openai;
@@ -14,8 +15,8 @@ pub mod params;
 pub mod simulated;
 pub mod worker;
 
-use crate::plan::BenchJob;
 use crate::results::Sample;
+pub use job::BenchJob;
 use params::{ParamMap, ParamProblem, TypedParams};
 use serde::{Deserialize, Serialize};
 

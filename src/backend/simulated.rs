@@ -6,7 +6,7 @@
 
 use super::params::{self, ParamProblem, TypedParams};
 use super::{BackendError, SampleSink};
-use crate::plan::BenchJob;
+use crate::backend::BenchJob;
 use crate::results::{Millis, Sample};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -177,7 +177,7 @@ fn run(
                 "simulated failure at repetition {rep}"
             )));
         }
-        let mut s = Sample::blank(job_id, job, rep, warmup);
+        let mut s = job.blank_sample(job_id, rep, warmup);
         let pt = prompt_tokens(job);
         let pp_ms = jittered(pt as f64 / m.pp_tps * 1e3, &mut rng);
         let mut t = pp_ms;

@@ -5,7 +5,7 @@
 //! it writes a final sample carrying the error and exits with status 1. Logs go to stderr.
 
 use super::{run_job, BackendError, SampleSink};
-use crate::plan::BenchJob;
+use crate::backend::BenchJob;
 use crate::results::{ErrorKind, Sample, SampleError};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -150,7 +150,7 @@ pub fn main() -> i32 {
                 BackendError::Unavailable { .. } => ErrorKind::Unavailable,
                 _ => ErrorKind::Backend,
             };
-            let mut s = Sample::blank(&req.job_id, &req.job, 0, false);
+            let mut s = req.job.blank_sample(&req.job_id, 0, false);
             s.error = Some(SampleError {
                 kind,
                 message: e.to_string(),

@@ -1,7 +1,6 @@
 //! Execution: the tokio runner that walks the job graph, and the events it emits.
 
-mod events;
 mod runner;
 
-pub use events::Event;
+pub use crate::events::Event;
 pub use runner::{run, RunOptions, RunOutcome};

@@ -5,7 +5,7 @@
 
 use super::http::{self, Expect, Target};
 use super::{check_repo_path, FetchConfig, FetchError, FetchedFile, FetchedModel};
-use crate::plan::Model;
+use crate::job::Model;
 use hf_hub::{Cache, Repo};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_LENGTH, ETAG, LOCATION};
@@ -559,7 +559,7 @@ pub(crate) async fn fetch(
         if let Some(dir) = refs.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        crate::results::atomic_write(&refs, commit.as_bytes())
+        crate::paths::write_atomic(&refs, commit.as_bytes())
             .map_err(|e| FetchError(format!("cannot record the ref {}: {e}", refs.display())))?;
     }
     let files: Vec<FetchedFile> = files.into_iter().flatten().collect();

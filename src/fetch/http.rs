@@ -7,7 +7,7 @@
 //! hashing does not slow the transfer on a machine with two cores.
 
 use super::{check_free_space, FetchConfig, FetchError, FetchedFile, FetchedModel, VerifiedStore};
-use crate::plan::Model;
+use crate::job::Model;
 use indicatif::ProgressBar;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_RANGE, RANGE, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -570,7 +570,7 @@ async fn attempt_once(
     }
     std::fs::rename(&inc, &t.dest)
         .map_err(|e| Failure::Fatal(format!("cannot move {} into place: {e}", inc.display())))?;
-    crate::results::sync_parent(&t.dest);
+    crate::paths::sync_parent(&t.dest);
     Ok((sha, received))
 }
 

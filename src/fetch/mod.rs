@@ -19,7 +19,7 @@ pub use http::{bounded_body, MAX_ERROR_BODY};
 pub use names::{check_repo_id, check_requirement, check_revision, pip_command_text, Requirement};
 pub use verified::{sha256_verified, VerifiedStore};
 
-use crate::plan::Model;
+use crate::job::Model;
 use crate::spec::SourceSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ use super::names::PIP_FLAGS;
 use super::{
     check_repo_path, check_requirement, FetchConfig, FetchError, FetchedModel, VerifiedStore,
 };
-use crate::plan::Model;
+use crate::job::Model;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,6 +173,6 @@ fn extract(
         }
     }
     std::fs::rename(&inc, dest).map_err(|e| err(&e))?;
-    crate::results::sync_parent(dest);
+    crate::paths::sync_parent(dest);
     Ok((actual, size))
 }

@@ -2,7 +2,7 @@
 //! file's canonical path, and valid only while its size and modification time are unchanged.
 //! One small JSON file per record under `<state dir>/verified/`, written atomically.
 
-use crate::results::atomic_write;
+use crate::paths::write_atomic as atomic_write;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -4,6 +4,7 @@
 pub mod gguf;
 pub mod mlx;
 pub mod safetensors;
+pub mod tokenizer;
 
 /// sha256 of `bytes`, as lowercase hex (pipeline files, resolved pipelines).
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -18,102 +18,14 @@ pub use template::{
     REDACTED,
 };
 
-use crate::backend::BackendKind;
-use crate::spec::{ModelFormat, SourceSpec, StageKind};
+pub use crate::backend::BenchJob;
+pub use crate::job::{Model, Scenario};
+
+use crate::spec::StageKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Model {
-    pub name: String,
-    pub format: ModelFormat,
-    /// Ordered fallbacks: the first that succeeds wins.
-    pub sources: Vec<SourceSpec>,
-    /// The pinned sha256 of a single-file model.
-    pub sha256: Option<String>,
-    /// Pinned sha256 per file name (multi-file models; a single file may use it too).
-    #[serde(default)]
-    pub file_sha256: BTreeMap<String, String>,
-    /// Accept a model directory that ships code.
-    #[serde(default)]
-    pub allow_code: bool,
-    /// Where the download stage put the model (set from its record before a stage uses it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolved: Option<PathBuf>,
-}
-
-impl Model {
-    /// The local file or directory this model resolves to: what the download stage recorded,
-    /// else the first `path` source.
-    pub fn local_path(&self) -> Option<PathBuf> {
-        if let Some(p) = &self.resolved {
-            return Some(p.clone());
-        }
-        self.sources.iter().find_map(|s| match s {
-            SourceSpec::Path(p) => Some(PathBuf::from(p)),
-            _ => None,
-        })
-    }
-
-    /// The pinned sha256 of the file `name` (a repo path or a file name): its own entry in
-    /// `sha256: {file: digest}` (by path, else by file name), else, for a single-file model,
-    /// the model's `sha256`.
-    pub fn file_pin(&self, name: &str, single: bool) -> Option<&str> {
-        let base = Path::new(name)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or(name);
-        self.file_sha256
-            .get(name)
-            .or_else(|| {
-                self.file_sha256.iter().find_map(|(k, v)| {
-                    (Path::new(k).file_name().and_then(|n| n.to_str()) == Some(base)).then_some(v)
-                })
-            })
-            .map(String::as_str)
-            .or(if single { self.sha256.as_deref() } else { None })
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Scenario {
-    pub name: String,
-    pub description: Option<String>,
-    pub prompt: Option<String>,
-    pub system: Option<String>,
-    pub prompt_tokens: Option<u64>,
-    pub max_tokens: u64,
-    pub chat: bool,
-}
-
-impl Scenario {
-    pub fn is_synthetic(&self) -> bool {
-        self.prompt_tokens.is_some()
-    }
-}
-
-/// One bench job: a backend running a model on a scenario with fixed params, `runs` times.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BenchJob {
-    pub backend: BackendKind,
-    pub model: Model,
-    pub scenario: Scenario,
-    /// Real parameter values, secrets included: sent to the worker, never written out.
-    pub params: BTreeMap<String, Value>,
-    /// Parameters as they may be shown (secrets redacted).
-    pub display_params: BTreeMap<String, Value>,
-    pub runs: u32,
-    pub warmup: u32,
-    pub seed: u64,
-    #[serde(with = "duration_secs")]
-    pub timeout: Duration,
-    /// The stage's `unavailable: skip`: a backend this build lacks is reported, not failed.
-    #[serde(default)]
-    pub skip_unavailable: bool,
-}
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -215,17 +127,5 @@ impl Plan {
             JobKind::Bench(b) => Some((j, b.as_ref())),
             _ => None,
         })
-    }
-}
-
-pub mod duration_secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }

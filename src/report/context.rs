@@ -295,7 +295,7 @@ pub fn build_context(
     manifest: &Manifest,
     samples: &[Sample],
     analysis: &Analysis,
-    models: &[crate::stage::ModelInfo],
+    models: &[crate::results::ModelInfo],
 ) -> ReportContext {
     let p = &manifest.pipeline;
     let baseline = p

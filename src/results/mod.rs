@@ -1,10 +1,12 @@
 //! Results: sample and manifest types, and the files of a run directory.
 
 mod manifest;
+mod model_info;
 mod sample;
 mod store;
 
 pub use manifest::{host_info, HostInfo, Manifest, RunStatus};
+pub use model_info::ModelInfo;
 pub mod manifest_types {
     pub use super::manifest::JobOutcome;
 }

@@ -216,37 +216,6 @@ pub struct LoadSummary {
 }
 
 impl Sample {
-    /// A sample with identity fields only, for backends to fill in.
-    pub fn blank(job_id: &str, job: &crate::plan::BenchJob, rep: u32, warmup: bool) -> Self {
-        Sample {
-            job_id: job_id.to_string(),
-            stage: job_id.split('/').next().unwrap_or_default().to_string(),
-            backend: job.backend.name().to_string(),
-            model: job.model.name.clone(),
-            scenario: job.scenario.name.clone(),
-            params: job.display_params.clone(),
-            rep,
-            warmup,
-            simulated: job.backend.is_simulated(),
-            load_ms: None,
-            prompt_tokens: None,
-            output_tokens: None,
-            ttft_ms: None,
-            token_ms: Vec::new(),
-            pp_tps: None,
-            tg_tps: None,
-            e2e_ms: None,
-            tokenize_ms: None,
-            sample_ms: None,
-            peak_rss_bytes: None,
-            error: None,
-            request: None,
-            load: None,
-            output_ids: Vec::new(),
-            prompt_digest: None,
-        }
-    }
-
     /// The digest stored in `prompt_digest` for these prompt token ids.
     pub fn digest_ids(ids: &[u32]) -> String {
         use sha2::{Digest, Sha256};

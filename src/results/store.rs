@@ -30,41 +30,14 @@ pub enum StoreError {
     BadManifest { path: PathBuf, message: String },
 }
 
-/// Writes `bytes` to `path` so that readers see the old file or the new one, never a torn one.
+pub use crate::paths::sync_parent;
+
+/// Writes `bytes` to `path` atomically ([`crate::paths::write_atomic`]), naming the file on error.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let err = |source| StoreError::Write {
+    crate::paths::write_atomic(path, bytes).map_err(|source| StoreError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Results are meant to be shared: the usual 0644, not the temp file's 0600.
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(err)?;
-    }
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    sync_parent(path);
-    Ok(())
-}
-
-/// fsyncs the directory holding `path`, so a rename into it survives a power loss. Best effort.
-pub fn sync_parent(path: &Path) {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    })
 }
 
 #[derive(Debug, Clone)]

@@ -402,7 +402,7 @@ pub struct MatrixSpec {
     #[schemars(with = "Vec<String>")]
     pub scenario: Vec<At<String>>,
     /// Parameter axes: a list is an axis, a scalar is one value for every job. (The schema of
-    /// each backend's params is filled in by `crate::schema`.)
+    /// each backend's params is filled in by the schema module.)
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Value>")]
     pub params: BTreeMap<String, At<Value>>,

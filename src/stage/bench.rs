@@ -4,7 +4,7 @@
 
 use super::StageCtx;
 use crate::backend::worker::WorkerRequest;
-use crate::exec::Event;
+use crate::events::Event;
 use crate::plan::BenchJob;
 use crate::results::{ErrorKind, Sample, SampleError};
 use std::collections::VecDeque;
@@ -92,7 +92,7 @@ fn failure(
     exit: Option<String>,
     tail: Vec<String>,
 ) -> Sample {
-    let mut s = Sample::blank(job_id, job, 0, false);
+    let mut s = job.blank_sample(job_id, 0, false);
     s.error = Some(SampleError {
         kind,
         message,

@@ -7,10 +7,11 @@ mod download;
 mod report;
 mod verify;
 
+pub use crate::results::ModelInfo;
 pub use report::{render_run, RenderRunError};
-pub use verify::{describe as describe_model, verify_model, ModelInfo};
+pub use verify::{describe as describe_model, verify_model};
 
-use crate::exec::Event;
+use crate::events::Event;
 use crate::plan::{JobKind, Model, Plan};
 use crate::results::{RunDir, SampleWriter};
 use std::sync::Arc;

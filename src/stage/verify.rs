@@ -6,27 +6,9 @@
 use super::StageCtx;
 use crate::formats::{gguf, mlx, safetensors};
 use crate::plan::Model;
-use crate::results::atomic_write;
+use crate::results::{atomic_write, ModelInfo};
 use crate::spec::ModelFormat;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-/// What the report shows about a model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    pub name: String,
-    pub path: String,
-    pub format: ModelFormat,
-    pub file_size: u64,
-    pub architecture: Option<String>,
-    pub parameters: Option<u64>,
-    pub quantization: Option<String>,
-    pub context_length: Option<u64>,
-    pub vocab_size: Option<u64>,
-    pub tensor_count: Option<u64>,
-    pub sha256: Option<String>,
-    pub warnings: Vec<String>,
-}
 
 pub async fn run(model: &Model, ctx: &StageCtx) -> Result<Option<String>, String> {
     let model = super::resolve_model(model, ctx).await?;

@@ -15,11 +15,11 @@
 //! - Warmup as llama-bench: an untimed prompt run and a one-token generation; the KV cache is
 //!   cleared before every repetition. `threads` sizes candle's thread pools.
 
-pub mod tokenizer;
+pub use crate::formats::tokenizer;
 
 use super::driver::{self, drive, DriveOpts, StepModel};
 use super::{BackendError, SampleSink};
-use crate::plan::BenchJob;
+use crate::backend::BenchJob;
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::{llama, mistral, quantized_llama};
@@ -213,15 +213,7 @@ fn load_gguf(path: &Path, p: &Params) -> Result<(Engine, ModelTokenizer), Backen
     Ok((Engine::Quantized(Box::new(model)), tok))
 }
 
-/// A GGUF's `general.architecture` (empty when absent).
-pub fn architecture(content: &gguf_file::Content) -> String {
-    content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default()
-}
+pub use crate::formats::tokenizer::architecture;
 
 /// Names `models::llama` reads; checked first because its loader panics on a missing tensor.
 fn llama_tensor_names(cfg: &llama::Config) -> Vec<String> {

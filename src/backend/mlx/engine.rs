@@ -1,10 +1,10 @@
 //! The MLX engine: loading an MLX/Hugging Face Llama directory and its forward pass.
 
-use crate::backend::candle::tokenizer;
 use crate::backend::driver::{self, drive, DriveOpts, StepModel};
 use crate::backend::params::FloatType;
+use crate::backend::BenchJob;
 use crate::backend::{BackendError, SampleSink};
-use crate::plan::BenchJob;
+use crate::formats::tokenizer;
 use mlx_rs::error::Exception;
 use mlx_rs::fast::{rms_norm, rope, scaled_dot_product_attention, ScaledDotProductAttentionMask};
 use mlx_rs::ops::{concatenate, dequantize, quantized_matmul};

@@ -26,7 +26,7 @@ mod engine;
 
 use super::params::{self, FloatType, ParamProblem, TypedParams};
 use super::{BackendError, SampleSink};
-use crate::plan::BenchJob;
+use crate::backend::BenchJob;
 
 pub const PARAMS: &[&str] = &[
     "device",

@@ -10,7 +10,7 @@
 use super::sse::{Event, Parser};
 use super::{BackendError, Config, Endpoint, SampleSink};
 use crate::backend::params::{self, ParamProblem};
-use crate::plan::BenchJob;
+use crate::backend::BenchJob;
 use crate::results::{
     LoadSummary, Millis, RequestFailure, RequestFailureKind, RequestInfo, Sample, TokenSource,
 };
@@ -510,7 +510,7 @@ fn to_sample(
     warmup: bool,
     r: &Record,
 ) -> Sample {
-    let mut s = Sample::blank(job_id, job, r.index as u32, warmup);
+    let mut s = job.blank_sample(job_id, r.index as u32, warmup);
     s.prompt_tokens = r.usage_prompt.or(job.scenario.prompt_tokens);
     s.output_tokens = Some(r.usage_completion.unwrap_or(r.tokens.len() as u64));
     s.token_ms = r.tokens.iter().copied().map(ms).collect();
@@ -839,7 +839,7 @@ pub async fn drive(
             cfg.slo.is_some(),
         );
         let achieved = summary.achieved_rps;
-        let mut s = Sample::blank(&sid, &step_job, tally.n as u32, false);
+        let mut s = step_job.blank_sample(&sid, tally.n as u32, false);
         s.load = Some(summary);
         sink.sample(s)?;
         if sweep {

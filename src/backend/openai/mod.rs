@@ -13,7 +13,7 @@ mod load;
 mod sse;
 
 use super::{BackendError, SampleSink};
-use crate::plan::BenchJob;
+use crate::backend::BenchJob;
 use serde_json::Value;
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
-//! Run events. The runner emits them; the progress display and the logs consume them.
+//! Run events, a leaf: the runner and the stages emit them; the progress display and the logs
+//! consume them.
 
 use crate::spec::StageKind;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Tokenizers for the candle backend: `tokenizer.json` when the model has one, otherwise one
+//! Tokenizers of model files (candle, MLX and the converter use them): `tokenizer.json` when the model has one, otherwise one
 //! rebuilt from the vocabulary a GGUF file embeds (`tokenizer.ggml.*`), so that the ids are the
 //! ones llama.cpp produces for the same text.
 //!
@@ -307,4 +307,14 @@ pub fn from_dir(
         add_bos: tcfg.add_bos_token.unwrap_or(false),
         chat_template,
     })
+}
+
+/// A GGUF's `general.architecture`, as candle reads the file (empty when absent).
+pub fn architecture(content: &candle_core::quantized::gguf_file::Content) -> String {
+    content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default()
 }
