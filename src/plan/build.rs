@@ -78,6 +78,8 @@ pub fn build_plan(path: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
     }
 }
 
+/// The whole check, section by section: name, environment, vars, models, access, scenarios,
+/// top-level keys, the stage graph, each stage's jobs, the jobs' dependencies.
 fn check(
     spec: &PipelineSpec,
     path: &Path,
@@ -93,11 +95,129 @@ fn check(
         )
         .hint(NAME_HINT);
     }
-
     let mut access = Access::new(path, opts);
-
-    // Environment: only the names the pipeline lists, and only those the user granted.
     let mut redactor = Redactor::default();
+    let env_values = check_env(spec, opts, &mut access, &mut redactor, d);
+    let (vars, shown_overrides) = resolve_vars(spec, opts, &env_values, &mut redactor, d);
+    let t = Templater::new(&vars, &env_values);
+
+    let models = check_models(spec, d, &t, &mut access);
+    check_bench_access(spec, &t, &mut access, &mut redactor, d);
+    let scenarios = check_scenarios(spec, path, d, opts, &mut access);
+    check_top_level(spec, d);
+    let mut stages = check_stage_graph(spec, d);
+
+    // Jobs, stage by stage.
+    let model_by_name: HashMap<&str, &Model> =
+        models.iter().map(|m| (m.name.as_str(), m)).collect();
+    let scenario_by_name: HashMap<&str, &Scenario> =
+        scenarios.iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut jobs: Vec<Job> = Vec::new();
+    for (si, st) in spec.stages.iter().enumerate() {
+        check_stage_keys(st, si, d);
+        let mut new_jobs = match st.kind.value {
+            StageKind::Download | StageKind::Verify => {
+                model_jobs(st, si, &models, &model_by_name, d)
+            }
+            StageKind::Bench => match &st.matrix {
+                Some(m) => {
+                    let (jobs, settings) = expand_matrix(
+                        st,
+                        si,
+                        m,
+                        &model_by_name,
+                        &scenario_by_name,
+                        &t,
+                        &redactor,
+                        d,
+                    );
+                    stages[si].settings = settings;
+                    jobs
+                }
+                None => {
+                    d.at(
+                        &st.name,
+                        format!("stages[{si}]"),
+                        "a bench stage needs a `matrix`",
+                    )
+                    .hint("matrix: { backend: [...], model: [...], scenario: [...] }");
+                    Vec::new()
+                }
+            },
+            StageKind::Analyze => vec![Job {
+                id: st.name.value.clone(),
+                stage: si,
+                kind: JobKind::Analyze,
+                deps: Vec::new(),
+            }],
+            StageKind::Report => vec![Job {
+                id: st.name.value.clone(),
+                stage: si,
+                kind: JobKind::Report {
+                    template: report_template(st, si, &t, &mut access, d),
+                },
+                deps: Vec::new(),
+            }],
+        };
+        if jobs.len() + new_jobs.len() > MAX_JOBS {
+            d.at(
+                &st.name,
+                format!("stages[{si}]"),
+                format!("the pipeline expands to more than {MAX_JOBS} jobs"),
+            )
+            .hint("narrow the matrix or split the pipeline");
+            return None;
+        }
+        let base = jobs.len();
+        stages[si].jobs = (base..base + new_jobs.len()).collect();
+        jobs.append(&mut new_jobs);
+    }
+
+    let mut seen_ids = HashSet::new();
+    let mut reported = HashSet::new();
+    for j in &jobs {
+        if !seen_ids.insert(j.id.as_str()) && reported.insert(j.id.as_str()) {
+            d.general("stages", format!("two jobs have the same id `{}`", j.id))
+                .hint("give stages distinct names or drop duplicate matrix values");
+        }
+    }
+    if !d.items.is_empty() {
+        return None;
+    }
+    link_jobs(&stages, &mut jobs);
+
+    let shown_vars = redactor.redact_named(&vars);
+    Some(Plan {
+        name: spec.name.value.clone(),
+        description: spec.description.clone(),
+        pipeline_path: path.to_path_buf(),
+        pipeline_sha256,
+        overrides: shown_overrides,
+        vars: shown_vars,
+        models,
+        scenarios,
+        stages,
+        jobs,
+        baseline: spec
+            .baseline
+            .as_ref()
+            .and_then(|b| BackendKind::parse(&b.value))
+            .map(|b| b.name().to_string()),
+        agreement_min_prefix: spec.agreement.as_ref().map(|a| a.min_prefix.value as usize),
+        touches: access.touches,
+        redactor,
+    })
+}
+
+/// Environment: only the names the pipeline lists, and only those the user granted. Returns the
+/// granted values that are set; each is added to the redactor.
+fn check_env(
+    spec: &PipelineSpec,
+    opts: &PlanOptions,
+    access: &mut Access<'_>,
+    redactor: &mut Redactor,
+    d: &mut Diags<'_>,
+) -> BTreeMap<String, String> {
     let mut env_values = BTreeMap::new();
     for (i, name) in spec.env.iter().enumerate() {
         if !opts.grants.env.contains(&name.value) {
@@ -120,8 +240,18 @@ fn check(
             tracing::debug!("env[{i}] `{}` is not set", name.value);
         }
     }
+    env_values
+}
 
-    // Vars, then overrides.
+/// Vars, then `--set` overrides (only of declared vars), each rendered once with env only.
+/// Returns the vars and the overrides as they may be shown (secret-named ones redacted).
+fn resolve_vars(
+    spec: &PipelineSpec,
+    opts: &PlanOptions,
+    env_values: &BTreeMap<String, String>,
+    redactor: &mut Redactor,
+    d: &mut Diags<'_>,
+) -> (BTreeMap<String, Value>, Vec<String>) {
     let mut vars: BTreeMap<String, Value> = spec
         .vars
         .iter()
@@ -147,8 +277,7 @@ fn check(
             o.clone()
         });
     }
-    // Vars may use env; render them once with env only.
-    let env_only = Templater::new(&BTreeMap::new(), &env_values);
+    let env_only = Templater::new(&BTreeMap::new(), env_values);
     for (k, v) in vars.iter_mut() {
         match env_only.render_value(v) {
             Ok(r) => *v = r,
@@ -165,12 +294,11 @@ fn check(
             }
         }
     }
-    let t = Templater::new(&vars, &env_values);
+    (vars, shown_overrides)
+}
 
-    let models = check_models(spec, d, &t, &mut access);
-    check_bench_access(spec, &t, &mut access, &mut redactor, d);
-    let scenarios = check_scenarios(spec, path, d, opts, &mut access);
-
+/// `baseline` names a backend; `agreement.min_prefix` is at least 1.
+fn check_top_level(spec: &PipelineSpec, d: &mut Diags<'_>) {
     if let Some(b) = &spec.baseline {
         if BackendKind::parse(&b.value).is_none() {
             let names = BackendKind::names();
@@ -178,7 +306,6 @@ fn check(
                 .hint(reference_hint(&b.value, "backends", &names));
         }
     }
-
     if let Some(a) = &spec.agreement {
         if a.min_prefix.value == 0 {
             d.at(
@@ -188,7 +315,11 @@ fn check(
             );
         }
     }
+}
 
+/// The stages with their `needs` resolved, checked for unknown names and cycles (jobs and
+/// settings are filled in later).
+fn check_stage_graph(spec: &PipelineSpec, d: &mut Diags<'_>) -> Vec<Stage> {
     let stage_index = check_stage_names(spec, d);
     let mut stages = Vec::new();
     for (si, st) in spec.stages.iter().enumerate() {
@@ -230,165 +361,102 @@ fn check(
     if spec.stages.is_empty() {
         d.general("stages", "a pipeline needs at least one stage");
     }
+    stages
+}
 
-    // Jobs, stage by stage.
-    let model_by_name: HashMap<&str, &Model> =
-        models.iter().map(|m| (m.name.as_str(), m)).collect();
-    let scenario_by_name: HashMap<&str, &Scenario> =
-        scenarios.iter().map(|s| (s.name.as_str(), s)).collect();
-    let mut jobs: Vec<Job> = Vec::new();
-    for (si, st) in spec.stages.iter().enumerate() {
-        check_stage_keys(st, si, d);
-        let mut new_jobs = match st.kind.value {
-            StageKind::Download | StageKind::Verify => {
-                let names: Vec<String> =
-                    match &st.models {
-                        Some(list) => {
-                            list.iter()
-                                .enumerate()
-                                .filter_map(|(mi, m)| {
-                                    if model_by_name.contains_key(m.value.as_str()) {
-                                        Some(m.value.clone())
-                                    } else {
-                                        let known: Vec<&str> =
-                                            model_by_name.keys().copied().collect();
-                                        d.at(
-                                            m,
-                                            format!("stages[{si}].models[{mi}]"),
-                                            format!("unknown model `{}`", m.value),
-                                        )
-                                        .hint(reference_hint(&m.value, "models", &sorted(known)));
-                                        None
-                                    }
-                                })
-                                .collect()
-                        }
-                        None => models.iter().map(|m| m.name.clone()).collect(),
-                    };
-                names
-                    .iter()
-                    .filter_map(|n| model_by_name.get(n.as_str()))
-                    .map(|m| Job {
-                        id: format!("{}/{}", st.name.value, m.name),
-                        stage: si,
-                        kind: if st.kind.value == StageKind::Download {
-                            JobKind::Download {
-                                model: (*m).clone(),
-                            }
-                        } else {
-                            JobKind::Verify {
-                                model: (*m).clone(),
-                            }
-                        },
-                        deps: Vec::new(),
-                    })
-                    .collect::<Vec<_>>()
-            }
-            StageKind::Bench => match &st.matrix {
-                Some(m) => {
-                    let (jobs, settings) = expand_matrix(
-                        st,
-                        si,
-                        m,
-                        &model_by_name,
-                        &scenario_by_name,
-                        &t,
-                        &redactor,
-                        d,
-                    );
-                    stages[si].settings = settings;
-                    jobs
+/// A download or verify stage's jobs: one per model it names (default: every model).
+fn model_jobs(
+    st: &StageSpec,
+    si: usize,
+    models: &[Model],
+    model_by_name: &HashMap<&str, &Model>,
+    d: &mut Diags<'_>,
+) -> Vec<Job> {
+    let names: Vec<String> = match &st.models {
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(mi, m)| {
+                if model_by_name.contains_key(m.value.as_str()) {
+                    return Some(m.value.clone());
                 }
-                None => {
-                    d.at(
-                        &st.name,
-                        format!("stages[{si}]"),
-                        "a bench stage needs a `matrix`",
-                    )
-                    .hint("matrix: { backend: [...], model: [...], scenario: [...] }");
-                    Vec::new()
+                let known: Vec<&str> = model_by_name.keys().copied().collect();
+                d.at(
+                    m,
+                    format!("stages[{si}].models[{mi}]"),
+                    format!("unknown model `{}`", m.value),
+                )
+                .hint(reference_hint(&m.value, "models", &sorted(known)));
+                None
+            })
+            .collect(),
+        None => models.iter().map(|m| m.name.clone()).collect(),
+    };
+    names
+        .iter()
+        .filter_map(|n| model_by_name.get(n.as_str()))
+        .map(|m| Job {
+            id: format!("{}/{}", st.name.value, m.name),
+            stage: si,
+            kind: if st.kind.value == StageKind::Download {
+                JobKind::Download {
+                    model: (*m).clone(),
+                }
+            } else {
+                JobKind::Verify {
+                    model: (*m).clone(),
                 }
             },
-            StageKind::Analyze => vec![Job {
-                id: st.name.value.clone(),
-                stage: si,
-                kind: JobKind::Analyze,
-                deps: Vec::new(),
-            }],
-            StageKind::Report => {
-                let template = st
-                    .template
-                    .as_ref()
-                    .and_then(|tp| match t.render(&tp.value) {
-                        Ok(s) => {
-                            let key = format!("stages[{si}].template");
-                            match access.read_path(&s) {
-                                Ok(real) if real.is_file() => {}
-                                Ok(real) if !real.exists() => {
-                                    d.at(
-                                        tp,
-                                        key,
-                                        format!("`{s}` ({}) does not exist", real.display()),
-                                    )
-                                    .hint("a path relative to the working directory");
-                                }
-                                Ok(real) => {
-                                    d.at(
-                                        tp,
-                                        key,
-                                        format!("`{s}` ({}) is not a regular file", real.display()),
-                                    );
-                                }
-                                Err(why) => {
-                                    d.at(tp, key, why).hint(access.how_to("--allow-read", &s));
-                                }
-                            }
-                            Some(PathBuf::from(s))
-                        }
-                        Err(e) => {
-                            d.at(
-                                tp,
-                                format!("stages[{si}].template"),
-                                format!("template error: {e}"),
-                            );
-                            None
-                        }
-                    });
-                vec![Job {
-                    id: st.name.value.clone(),
-                    stage: si,
-                    kind: JobKind::Report { template },
-                    deps: Vec::new(),
-                }]
-            }
-        };
-        if jobs.len() + new_jobs.len() > MAX_JOBS {
-            d.at(
-                &st.name,
-                format!("stages[{si}]"),
-                format!("the pipeline expands to more than {MAX_JOBS} jobs"),
-            )
-            .hint("narrow the matrix or split the pipeline");
+            deps: Vec::new(),
+        })
+        .collect()
+}
+
+/// A report stage's `template`, rendered and checked: a regular file the pipeline may read.
+fn report_template(
+    st: &StageSpec,
+    si: usize,
+    t: &Templater,
+    access: &mut Access<'_>,
+    d: &mut Diags<'_>,
+) -> Option<PathBuf> {
+    let tp = st.template.as_ref()?;
+    let key = format!("stages[{si}].template");
+    let s = match t.render(&tp.value) {
+        Ok(s) => s,
+        Err(e) => {
+            d.at(tp, key, format!("template error: {e}"));
             return None;
         }
-        let base = jobs.len();
-        stages[si].jobs = (base..base + new_jobs.len()).collect();
-        jobs.append(&mut new_jobs);
-    }
-
-    // Job dependencies: every job of every needed stage, except that a job tied to one model only
-    // waits for that model's download/verify job (so a failed verify stops only its model).
-    let mut seen_ids = HashSet::new();
-    let mut reported = HashSet::new();
-    for j in &jobs {
-        if !seen_ids.insert(j.id.as_str()) && reported.insert(j.id.as_str()) {
-            d.general("stages", format!("two jobs have the same id `{}`", j.id))
-                .hint("give stages distinct names or drop duplicate matrix values");
+    };
+    match access.read_path(&s) {
+        Ok(real) if real.is_file() => {}
+        Ok(real) if !real.exists() => {
+            d.at(
+                tp,
+                key,
+                format!("`{s}` ({}) does not exist", real.display()),
+            )
+            .hint("a path relative to the working directory");
+        }
+        Ok(real) => {
+            d.at(
+                tp,
+                key,
+                format!("`{s}` ({}) is not a regular file", real.display()),
+            );
+        }
+        Err(why) => {
+            d.at(tp, key, why).hint(access.how_to("--allow-read", &s));
         }
     }
-    if !d.items.is_empty() {
-        return None;
-    }
+    Some(PathBuf::from(s))
+}
+
+/// Job dependencies: every job of every needed stage, except that a job tied to one model only
+/// waits for that model's download/verify job (so a failed verify stops only its model); a model
+/// converted from another waits for that model's download in the same stage.
+fn link_jobs(stages: &[Stage], jobs: &mut [Job]) {
     for ji in 0..jobs.len() {
         let stage = jobs[ji].stage;
         let my_model = job_model(&jobs[ji].kind).map(str::to_string);
@@ -406,7 +474,6 @@ fn check(
                 deps.push(dj);
             }
         }
-        // A model converted from another waits for that model's download in the same stage.
         if let JobKind::Download { model } = &jobs[ji].kind {
             if let [SourceSpec::Convert { from, .. }] = model.sources.as_slice() {
                 deps.extend(stages[stage].jobs.iter().copied().filter(|&dj| {
@@ -416,28 +483,6 @@ fn check(
         }
         jobs[ji].deps = deps;
     }
-
-    let shown_vars = redactor.redact_named(&vars);
-    Some(Plan {
-        name: spec.name.value.clone(),
-        description: spec.description.clone(),
-        pipeline_path: path.to_path_buf(),
-        pipeline_sha256,
-        overrides: shown_overrides,
-        vars: shown_vars,
-        models,
-        scenarios,
-        stages,
-        jobs,
-        baseline: spec
-            .baseline
-            .as_ref()
-            .and_then(|b| BackendKind::parse(&b.value))
-            .map(|b| b.name().to_string()),
-        agreement_min_prefix: spec.agreement.as_ref().map(|a| a.min_prefix.value as usize),
-        touches: access.touches,
-        redactor,
-    })
 }
 
 /// What the bench stages' params reach (environment variables, paths, hosts), checked against
@@ -989,52 +1034,87 @@ fn int_setting(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn expand_matrix(
-    st: &StageSpec,
-    si: usize,
-    m: &At<MatrixSpec>,
-    models: &HashMap<&str, &Model>,
-    scenarios: &HashMap<&str, &Scenario>,
-    t: &Templater,
-    redactor: &Redactor,
-    d: &mut Diags<'_>,
-) -> (Vec<Job>, Value) {
-    let key = format!("stages[{si}].matrix");
-    let runs = int_setting(&st.runs, 5, 1_000_000, &format!("stages[{si}].runs"), t, d) as u32;
-    let warmup = int_setting(&st.warmup, 1, 10_000, &format!("stages[{si}].warmup"), t, d) as u32;
-    let seed = int_setting(&st.seed, 42, u64::MAX, &format!("stages[{si}].seed"), t, d);
-    let timeout = int_setting(
-        &st.timeout,
-        3600,
-        7 * 24 * 3600,
-        &format!("stages[{si}].timeout"),
-        t,
-        d,
-    );
-    let skip_unavailable = match &st.unavailable {
-        None => false,
-        Some(u) => match u.value.as_str() {
-            "fail" => false,
-            "skip" => true,
-            other => {
-                d.at(
-                    u,
-                    format!("stages[{si}].unavailable"),
-                    format!("`{other}` is not `fail` or `skip`"),
-                );
-                false
+/// A bench stage's settings as resolved: runs, warmup, seed, timeout, `unavailable: skip`.
+struct BenchSettings {
+    runs: u32,
+    warmup: u32,
+    seed: u64,
+    timeout: u64,
+    skip_unavailable: bool,
+}
+
+impl BenchSettings {
+    fn check(st: &StageSpec, si: usize, t: &Templater, d: &mut Diags<'_>) -> BenchSettings {
+        let key = |k: &str| format!("stages[{si}].{k}");
+        let runs = int_setting(&st.runs, 5, 1_000_000, &key("runs"), t, d) as u32;
+        let warmup = int_setting(&st.warmup, 1, 10_000, &key("warmup"), t, d) as u32;
+        let seed = int_setting(&st.seed, 42, u64::MAX, &key("seed"), t, d);
+        let timeout = int_setting(&st.timeout, 3600, 7 * 24 * 3600, &key("timeout"), t, d);
+        let skip_unavailable = match &st.unavailable {
+            None => false,
+            Some(u) => match u.value.as_str() {
+                "fail" => false,
+                "skip" => true,
+                other => {
+                    d.at(
+                        u,
+                        key("unavailable"),
+                        format!("`{other}` is not `fail` or `skip`"),
+                    );
+                    false
+                }
+            },
+        };
+        if runs == 0 {
+            if let Some(r) = &st.runs {
+                d.at(r, key("runs"), "runs must be at least 1");
             }
-        },
-    };
-    if runs == 0 {
-        if let Some(r) = &st.runs {
-            d.at(r, format!("stages[{si}].runs"), "runs must be at least 1");
+        }
+        BenchSettings {
+            runs,
+            warmup,
+            seed,
+            timeout,
+            skip_unavailable,
         }
     }
-    let settings =
-        serde_json::json!({"runs": runs, "warmup": warmup, "seed": seed, "timeout_s": timeout});
 
+    fn json(&self) -> Value {
+        serde_json::json!({
+            "runs": self.runs, "warmup": self.warmup, "seed": self.seed, "timeout_s": self.timeout
+        })
+    }
+}
+
+/// A matrix's axes, resolved: backends (as written, and what they name), models, scenarios,
+/// and the param axes after templating.
+struct Axes<'a> {
+    backends: Vec<(String, BackendKind)>,
+    models: Vec<&'a Model>,
+    scenarios: Vec<&'a Scenario>,
+    params: Vec<(String, Vec<Value>)>,
+}
+
+impl Axes<'_> {
+    /// Every axis' length, backend first, then model, scenario and the params.
+    fn sizes(&self) -> Vec<usize> {
+        [self.backends.len(), self.models.len(), self.scenarios.len()]
+            .into_iter()
+            .chain(self.params.iter().map(|(_, v)| v.len()))
+            .collect()
+    }
+}
+
+/// Resolves a matrix's names against the pipeline and renders its param axes; every unknown
+/// name, param and exclude key is reported.
+fn matrix_axes<'a>(
+    m: &At<MatrixSpec>,
+    key: &str,
+    models: &HashMap<&str, &'a Model>,
+    scenarios: &HashMap<&str, &'a Scenario>,
+    t: &Templater,
+    d: &mut Diags<'_>,
+) -> Axes<'a> {
     let mut backends = Vec::new();
     for (i, b) in m.value.backend.iter().enumerate() {
         match BackendKind::parse(&b.value) {
@@ -1081,8 +1161,7 @@ fn expand_matrix(
         }
     }
 
-    // Param axes, after templating.
-    let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut params: Vec<(String, Vec<Value>)> = Vec::new();
     for (name, at) in &m.value.params {
         let rendered = match t.render_value(&at.value) {
             Ok(v) => v,
@@ -1116,12 +1195,12 @@ fn expand_matrix(
                 .hint(reference_hint(name, "parameters", b.1.known_params()));
             }
         }
-        axes.push((name.clone(), values));
+        params.push((name.clone(), values));
     }
 
     let dims: HashSet<&str> = ["backend", "model", "scenario"]
         .into_iter()
-        .chain(axes.iter().map(|(n, _)| n.as_str()))
+        .chain(params.iter().map(|(n, _)| n.as_str()))
         .collect();
     for (i, ex) in m.value.exclude.iter().enumerate() {
         for k in ex.value.keys() {
@@ -1137,37 +1216,41 @@ fn expand_matrix(
             }
         }
     }
-    if !d.items.is_empty() {
-        return (Vec::new(), settings);
+    Axes {
+        backends,
+        models: model_list,
+        scenarios: scenario_list,
+        params,
     }
+}
 
+/// The number of combinations, refused (None, reported) when it overflows, exceeds
+/// [`MAX_JOBS`], would hold more than [`MAX_PLAN_BYTES`] of scenarios and params, or is 0.
+fn matrix_size(axes: &Axes<'_>, m: &At<MatrixSpec>, key: &str, d: &mut Diags<'_>) -> Option<usize> {
+    let sizes = axes.sizes();
     // Checked: 8 axes of 256 values overflow a usize and would wrap to a small number.
-    let combos = [backends.len(), model_list.len(), scenario_list.len()]
-        .into_iter()
-        .chain(axes.iter().map(|(_, v)| v.len()))
-        .try_fold(1usize, |acc, n| acc.checked_mul(n))
+    let combos = sizes
+        .iter()
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
         .filter(|&n| n <= MAX_JOBS);
     let Some(combos) = combos else {
-        let sizes: Vec<String> = [backends.len(), model_list.len(), scenario_list.len()]
-            .into_iter()
-            .chain(axes.iter().map(|(_, v)| v.len()))
-            .map(|n| n.to_string())
-            .collect();
+        let sizes: Vec<String> = sizes.iter().map(|n| n.to_string()).collect();
         d.at(
             m,
-            &key,
+            key,
             format!(
                 "the matrix expands to {} jobs, more than {MAX_JOBS}",
                 sizes.join(" × ")
             ),
         )
         .hint("narrow the matrix or split the pipeline");
-        return (Vec::new(), settings);
+        return None;
     };
     // Each job holds its own copy of the scenario and the model: a huge prompt times a large
     // matrix must be refused here, not discovered by the allocator.
     let per_job = 1024
-        + scenario_list
+        + axes
+            .scenarios
             .iter()
             .map(|s| {
                 s.prompt.as_ref().map_or(0, String::len) + s.system.as_ref().map_or(0, String::len)
@@ -1175,13 +1258,14 @@ fn expand_matrix(
             .max()
             .unwrap_or(0)
         + axes
+            .params
             .iter()
             .map(|(_, v)| v.iter().map(|x| x.to_string().len()).max().unwrap_or(0))
             .sum::<usize>();
     if combos.saturating_mul(per_job) > MAX_PLAN_BYTES {
         d.at(
             m,
-            &key,
+            key,
             format!(
                 "the matrix's {combos} jobs would hold about {} MiB of scenarios and params, more than {} MiB",
                 combos.saturating_mul(per_job) >> 20,
@@ -1189,93 +1273,115 @@ fn expand_matrix(
             ),
         )
         .hint("narrow the matrix or shorten the prompts");
-        return (Vec::new(), settings);
+        return None;
     }
     if combos == 0 {
-        d.at(m, &key, "the matrix expands to no jobs")
+        d.at(m, key, "the matrix expands to no jobs")
             .hint("check the lists and the `exclude` entries");
-        return (Vec::new(), settings);
+        return None;
     }
-    let mut jobs = Vec::new();
-    let mut idx = vec![0usize; axes.len()];
-    for (bname, backend) in &backends {
-        for model in &model_list {
-            for sc in &scenario_list {
-                idx.iter_mut().for_each(|i| *i = 0);
-                loop {
-                    let params: BTreeMap<String, Value> = axes
-                        .iter()
-                        .zip(&idx)
-                        .map(|((n, vals), &i)| (n.clone(), vals[i].clone()))
-                        .collect();
-                    let excluded = m.value.exclude.iter().any(|ex| {
-                        ex.value.iter().all(|(k, v)| match k.as_str() {
-                            "backend" => {
-                                v.as_str() == Some(bname) || v.as_str() == Some(backend.name())
-                            }
-                            "model" => v.as_str() == Some(model.name.as_str()),
-                            "scenario" => v.as_str() == Some(sc.name.as_str()),
-                            p => params.get(p) == Some(v),
-                        })
-                    });
-                    if !excluded {
-                        let display_params = redactor.redact_named(&params);
-                        let id = job_id(
-                            &st.name.value,
-                            *backend,
-                            &model.name,
-                            &sc.name,
-                            &display_params,
-                        );
-                        let job_seed = derive_seed(seed, &id);
-                        jobs.push(Job {
-                            id,
-                            stage: si,
-                            kind: JobKind::Bench(Box::new(BenchJob {
-                                backend: *backend,
-                                model: (*model).clone(),
-                                scenario: (*sc).clone(),
-                                params,
-                                display_params,
-                                runs,
-                                warmup,
-                                seed: job_seed,
-                                timeout: Duration::from_secs(timeout),
-                                skip_unavailable,
-                            })),
-                            deps: Vec::new(),
-                        });
-                    }
-                    // Odometer over the param axes.
-                    let mut k = axes.len();
-                    loop {
-                        if k == 0 {
-                            break;
-                        }
-                        k -= 1;
-                        idx[k] += 1;
-                        if idx[k] < axes[k].1.len() {
-                            break;
-                        }
-                        idx[k] = 0;
-                        if k == 0 {
-                            k = usize::MAX;
-                            break;
-                        }
-                    }
-                    if axes.is_empty() || k == usize::MAX {
-                        break;
-                    }
-                }
-            }
+    Some(combos)
+}
+
+/// Every combination of one index per axis of these sizes, the last axis fastest (an
+/// odometer); a single empty combination when there are no axes. The caller checked that the
+/// product fits (see [`matrix_size`]).
+fn combinations(sizes: &[usize]) -> impl Iterator<Item = Vec<usize>> + '_ {
+    let total: usize = sizes.iter().product();
+    (0..total).map(move |mut n| {
+        let mut idx = vec![0; sizes.len()];
+        for (slot, &size) in idx.iter_mut().zip(sizes).rev() {
+            *slot = n % size;
+            n /= size;
         }
+        idx
+    })
+}
+
+/// A bench stage's jobs: the matrix's combinations minus its exclusions, in matrix order
+/// (backend, model, scenario, then the params in name order), each job's params checked by its
+/// backend. Returns the jobs and the stage's resolved settings.
+#[allow(clippy::too_many_arguments)]
+fn expand_matrix(
+    st: &StageSpec,
+    si: usize,
+    m: &At<MatrixSpec>,
+    models: &HashMap<&str, &Model>,
+    scenarios: &HashMap<&str, &Scenario>,
+    t: &Templater,
+    redactor: &Redactor,
+    d: &mut Diags<'_>,
+) -> (Vec<Job>, Value) {
+    let key = format!("stages[{si}].matrix");
+    let settings = BenchSettings::check(st, si, t, d);
+    let axes = matrix_axes(m, &key, models, scenarios, t, d);
+    if !d.items.is_empty() {
+        return (Vec::new(), settings.json());
+    }
+    if matrix_size(&axes, m, &key, d).is_none() {
+        return (Vec::new(), settings.json());
+    }
+    let excluded = |bname: &str,
+                    backend: BackendKind,
+                    model: &Model,
+                    sc: &Scenario,
+                    params: &BTreeMap<String, Value>| {
+        m.value.exclude.iter().any(|ex| {
+            ex.value.iter().all(|(k, v)| match k.as_str() {
+                "backend" => v.as_str() == Some(bname) || v.as_str() == Some(backend.name()),
+                "model" => v.as_str() == Some(model.name.as_str()),
+                "scenario" => v.as_str() == Some(sc.name.as_str()),
+                p => params.get(p) == Some(v),
+            })
+        })
+    };
+    let mut jobs = Vec::new();
+    for idx in combinations(&axes.sizes()) {
+        let (bname, backend) = &axes.backends[idx[0]];
+        let model = axes.models[idx[1]];
+        let sc = axes.scenarios[idx[2]];
+        let params: BTreeMap<String, Value> = axes
+            .params
+            .iter()
+            .zip(&idx[3..])
+            .map(|((n, vals), &i)| (n.clone(), vals[i].clone()))
+            .collect();
+        if excluded(bname, *backend, model, sc, &params) {
+            continue;
+        }
+        let display_params = redactor.redact_named(&params);
+        let id = job_id(
+            &st.name.value,
+            *backend,
+            &model.name,
+            &sc.name,
+            &display_params,
+        );
+        let job_seed = derive_seed(settings.seed, &id);
+        jobs.push(Job {
+            id,
+            stage: si,
+            kind: JobKind::Bench(Box::new(BenchJob {
+                backend: *backend,
+                model: model.clone(),
+                scenario: sc.clone(),
+                params,
+                display_params,
+                runs: settings.runs,
+                warmup: settings.warmup,
+                seed: job_seed,
+                timeout: Duration::from_secs(settings.timeout),
+                skip_unavailable: settings.skip_unavailable,
+            })),
+            deps: Vec::new(),
+        });
     }
     if jobs.is_empty() {
         d.at(m, &key, "the matrix expands to no jobs")
             .hint("check the lists and the `exclude` entries");
     }
     check_job_params(&jobs, m, &key, redactor, d);
-    (jobs, settings)
+    (jobs, settings.json())
 }
 
 /// Param values, job by job, through the backend's own typed parse (the one its worker runs):
@@ -1356,4 +1462,21 @@ fn derive_seed(base: u64, id: &str) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[..8]);
     u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::combinations;
+
+    #[test]
+    fn combinations_count_like_an_odometer() {
+        let all: Vec<Vec<usize>> = combinations(&[2, 1, 3]).collect();
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[0], vec![0, 0, 0]);
+        assert_eq!(all[1], vec![0, 0, 1]);
+        assert_eq!(all[3], vec![1, 0, 0]);
+        assert_eq!(all[5], vec![1, 0, 2]);
+        assert_eq!(combinations(&[]).collect::<Vec<_>>(), vec![Vec::<usize>::new()]);
+        assert_eq!(combinations(&[3, 0]).count(), 0);
+    }
 }
