@@ -1476,7 +1476,10 @@ mod tests {
         assert_eq!(all[1], vec![0, 0, 1]);
         assert_eq!(all[3], vec![1, 0, 0]);
         assert_eq!(all[5], vec![1, 0, 2]);
-        assert_eq!(combinations(&[]).collect::<Vec<_>>(), vec![Vec::<usize>::new()]);
+        assert_eq!(
+            combinations(&[]).collect::<Vec<_>>(),
+            vec![Vec::<usize>::new()]
+        );
         assert_eq!(combinations(&[3, 0]).count(), 0);
     }
 }

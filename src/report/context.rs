@@ -1,12 +1,14 @@
 //! The report's context: every figure pre-formatted here, so templates stay simple and the
 //! output is byte-identical for the same stored results.
 
+use crate::analyze::agreement::AgreementRow;
 use crate::analyze::{
     Analysis, JobSummary, Metric, MetricStats, MIN_SAMPLES_P90, MIN_SAMPLES_P95, MIN_SAMPLES_P99,
 };
 use crate::results::{Manifest, RunStatus, Sample};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeSet;
 
 #[derive(Debug, Serialize)]
 pub struct ReportContext {
@@ -291,6 +293,8 @@ fn load_rows(analysis: &Analysis) -> Vec<LoadRow> {
     out
 }
 
+/// Everything the report shows, section by section, from the stored manifest, samples, analysis
+/// and model records.
 pub fn build_context(
     manifest: &Manifest,
     samples: &[Sample],
@@ -302,6 +306,70 @@ pub fn build_context(
         .get("baseline")
         .and_then(Value::as_str)
         .map(str::to_string);
+    let agreement_min_prefix = p
+        .get("agreement")
+        .and_then(|a| a.get("min_prefix"))
+        .and_then(Value::as_u64)
+        .map(|n| n as usize);
+    let agreement_rows = crate::analyze::agreement::agreement(
+        samples,
+        agreement_min_prefix,
+        baseline.as_deref(),
+        &job_order(p),
+    );
+    // Jobs whose backend this build lacks: listed under "Not run on this build", not as rows
+    // or warnings.
+    let not_run: BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| {
+            s.error
+                .as_ref()
+                .is_some_and(|e| e.kind == crate::results::ErrorKind::Unavailable)
+        })
+        .map(|s| s.job_id.as_str())
+        .collect();
+    let (unavailable, failures) = failure_rows(samples);
+
+    ReportContext {
+        title: p
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("minerva")
+            .to_string(),
+        description: p
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        run_id: manifest.run_id.clone(),
+        started_at: manifest.started_at.clone(),
+        interrupted: manifest.status == RunStatus::Interrupted,
+        any_simulated: analysis.jobs.iter().any(|j| j.simulated),
+        scenarios: scenario_sections(p, analysis, &agreement_rows, &not_run, baseline.as_deref()),
+        agreement: agreement_rows.iter().map(agreement_view).collect(),
+        agreement_min_prefix,
+        baseline,
+        environment: environment_rows(manifest),
+        models: models.iter().map(model_row).collect(),
+        warnings: analysis
+            .warnings
+            .iter()
+            .filter(|w| {
+                w.kind != crate::analyze::WarningKind::Simulated
+                    && !not_run.contains(w.job_id.as_str())
+            })
+            .map(|w| format!("`{}`: {}", w.job_id, w.message))
+            .collect(),
+        failures,
+        unavailable,
+        loads: load_rows(analysis),
+        methodology: methodology(p),
+        command: manifest.command.clone(),
+        pipeline_sha256: manifest.pipeline_sha256.clone(),
+    }
+}
+
+/// The Environment table: host, minerva and each backend's build.
+fn environment_rows(manifest: &Manifest) -> Vec<(String, String)> {
     let h = &manifest.host;
     let mut environment = vec![
         ("CPU".to_string(), h.cpu.clone()),
@@ -342,102 +410,69 @@ pub fn build_context(
             environment.push((format!("backend {name}"), text));
         }
     }
+    environment
+}
 
-    let scenario_order: Vec<(String, String)> = p
-        .get("scenarios")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .map(|s| {
-                    let name = s
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    let desc = match (
-                        s.get("prompt_tokens").and_then(Value::as_u64),
-                        s.get("max_tokens").and_then(Value::as_u64),
-                    ) {
-                        (Some(pt), Some(mt)) => {
-                            format!("synthetic: {pt} random prompt tokens, {mt} generated")
-                        }
-                        (None, Some(mt)) => {
-                            let d = s
-                                .get("description")
-                                .and_then(Value::as_str)
-                                .unwrap_or("text prompt");
-                            format!("{d}; {mt} tokens generated")
-                        }
-                        _ => String::new(),
-                    };
-                    (name, desc)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-
-    let agreement_min_prefix = p
-        .get("agreement")
-        .and_then(|a| a.get("min_prefix"))
-        .and_then(Value::as_u64)
-        .map(|n| n as usize);
-    // The plan's job order, from the resolved pipeline the manifest keeps.
-    let job_order: Vec<String> = p
-        .get("stages")
+/// The plan's job order, from the resolved pipeline the manifest keeps.
+fn job_order(p: &Value) -> Vec<String> {
+    p.get("stages")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|s| s.get("jobs").and_then(Value::as_array))
         .flatten()
         .filter_map(|j| j.as_str().map(String::from))
-        .collect();
-    let agreement_rows = crate::analyze::agreement::agreement(
-        samples,
-        agreement_min_prefix,
-        baseline.as_deref(),
-        &job_order,
-    );
-    let divergent = crate::analyze::agreement::divergent_jobs(&agreement_rows);
-    let agreement_cell = |job: &str| -> String {
-        let mine: Vec<_> = agreement_rows
-            .iter()
-            .filter(|r| r.same_weights && r.other == job)
-            .collect();
-        if let Some(r) = mine.first() {
-            let backend = r.reference_label.split(" · ").next().unwrap_or_default();
-            let text = format!("{}/{} vs {backend}", r.prefix, r.compared);
-            if divergent.contains(&job) {
-                format!("**DIVERGENT** {text}")
-            } else {
-                text
-            }
-        } else if agreement_rows
-            .iter()
-            .any(|r| r.same_weights && r.reference == job)
-        {
-            "reference".into()
-        } else {
-            DASH.into()
-        }
-    };
+        .collect()
+}
 
-    // Jobs whose backend this build lacks: listed under "Not run on this build", not as rows
-    // or warnings.
-    let not_run: std::collections::BTreeSet<&str> = samples
-        .iter()
-        .filter(|s| {
-            s.error
-                .as_ref()
-                .is_some_and(|e| e.kind == crate::results::ErrorKind::Unavailable)
+/// Scenarios in pipeline order, each with the line the report prints under its name.
+fn scenario_order(p: &Value) -> Vec<(String, String)> {
+    p.get("scenarios")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let name = s
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let desc = match (
+                s.get("prompt_tokens").and_then(Value::as_u64),
+                s.get("max_tokens").and_then(Value::as_u64),
+            ) {
+                (Some(pt), Some(mt)) => {
+                    format!("synthetic: {pt} random prompt tokens, {mt} generated")
+                }
+                (None, Some(mt)) => {
+                    let d = s
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .unwrap_or("text prompt");
+                    format!("{d}; {mt} tokens generated")
+                }
+                _ => String::new(),
+            };
+            (name, desc)
         })
-        .map(|s| s.job_id.as_str())
-        .collect();
+        .collect()
+}
+
+/// The Results tables: one section per scenario, one row per job that ran.
+fn scenario_sections(
+    p: &Value,
+    analysis: &Analysis,
+    agreement_rows: &[AgreementRow],
+    not_run: &BTreeSet<&str>,
+    baseline: Option<&str>,
+) -> Vec<ScenarioSection> {
+    let divergent = crate::analyze::agreement::divergent_jobs(agreement_rows);
     let mut scenarios = Vec::new();
-    for (name, description) in &scenario_order {
+    for (name, description) in scenario_order(p) {
         let rows: Vec<Row> = analysis
             .jobs
             .iter()
-            .filter(|j| &j.scenario == name && !not_run.contains(j.job_id.as_str()))
+            .filter(|j| j.scenario == name && !not_run.contains(j.job_id.as_str()))
             .map(|j| Row {
                 backend: j.backend.clone(),
                 model: j.model.clone(),
@@ -459,30 +494,60 @@ pub fn build_context(
                 rss: stat(j, Metric::PeakRssMb, |m| m.max),
                 tokenize: stat(j, Metric::TokenizeMs, |m| m.mean),
                 sampling: stat(j, Metric::SampleMs, |m| m.mean),
-                vs_baseline: vs_baseline(j, &analysis.jobs, baseline.as_deref()),
-                agreement: agreement_cell(&j.job_id),
+                vs_baseline: vs_baseline(j, &analysis.jobs, baseline),
+                agreement: agreement_cell(&j.job_id, agreement_rows, &divergent),
                 divergent: divergent.contains(&j.job_id.as_str()),
             })
             .collect();
         if !rows.is_empty() {
             scenarios.push(ScenarioSection {
-                name: name.clone(),
-                description: description.clone(),
+                name,
+                description,
                 rows,
             });
         }
     }
+    scenarios
+}
 
-    let warnings = analysis
-        .warnings
-        .iter()
-        .filter(|w| {
-            w.kind != crate::analyze::WarningKind::Simulated && !not_run.contains(w.job_id.as_str())
-        })
-        .map(|w| format!("`{}`: {}", w.job_id, w.message))
-        .collect();
+/// A job's "Output agreement" cell: its agreement with its reference, or `reference`.
+fn agreement_cell(job: &str, rows: &[AgreementRow], divergent: &[&str]) -> String {
+    if let Some(r) = rows.iter().find(|r| r.same_weights && r.other == job) {
+        let backend = r.reference_label.split(" · ").next().unwrap_or_default();
+        let text = format!("{}/{} vs {backend}", r.prefix, r.compared);
+        if divergent.contains(&job) {
+            format!("**DIVERGENT** {text}")
+        } else {
+            text
+        }
+    } else if rows.iter().any(|r| r.same_weights && r.reference == job) {
+        "reference".into()
+    } else {
+        DASH.into()
+    }
+}
 
-    let (unavailable, failures): (Vec<Failure>, Vec<Failure>) = samples
+/// One row of the "Output agreement" section.
+fn agreement_view(r: &AgreementRow) -> AgreementView {
+    use crate::analyze::agreement::Verdict;
+    AgreementView {
+        scenario: r.scenario.clone(),
+        reference: r.reference_label.clone(),
+        other: r.other_label.clone(),
+        prefix: format!("{}/{}", r.prefix, r.compared),
+        prompt: if r.same_prompt { "same" } else { "**differ**" }.into(),
+        verdict: match r.verdict {
+            Verdict::Agree => "agree".into(),
+            Verdict::Divergent => "**DIVERGENT**: speed not comparable".into(),
+            Verdict::Ungated => "not judged (no `agreement.min_prefix`)".into(),
+            Verdict::DifferentWeights => "different weights: not judged".into(),
+        },
+    }
+}
+
+/// Failed samples, split into jobs this build could not run and real failures.
+fn failure_rows(samples: &[Sample]) -> (Vec<Failure>, Vec<Failure>) {
+    samples
         .iter()
         .filter_map(|s| {
             s.error.as_ref().map(|e| Failure {
@@ -496,102 +561,61 @@ pub fn build_context(
                 stderr_tail: e.stderr_tail.clone(),
             })
         })
-        .partition(|f| f.kind == "unavailable");
+        .partition(|f| f.kind == "unavailable")
+}
 
+/// The Methodology lines of each bench stage.
+fn methodology(p: &Value) -> Vec<String> {
     let mut methodology = Vec::new();
-    if let Some(stages) = p.get("stages").and_then(Value::as_array) {
-        for st in stages {
-            if st.get("kind").and_then(Value::as_str) != Some("bench") {
-                continue;
-            }
-            let s = &st["settings"];
-            methodology.push(format!(
-                "Stage `{}`: {} measured runs after {} warmup run(s) per job; base seed {} (each job derives its own seed from it and its id); timeout {} s per job.",
-                st.get("name").and_then(Value::as_str).unwrap_or_default(),
-                s["runs"],
-                s["warmup"],
-                s["seed"],
-                s["timeout_s"],
-            ));
+    for st in p
+        .get("stages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if st.get("kind").and_then(Value::as_str) != Some("bench") {
+            continue;
         }
+        let s = &st["settings"];
+        methodology.push(format!(
+            "Stage `{}`: {} measured runs after {} warmup run(s) per job; base seed {} (each job derives its own seed from it and its id); timeout {} s per job.",
+            st.get("name").and_then(Value::as_str).unwrap_or_default(),
+            s["runs"],
+            s["warmup"],
+            s["seed"],
+            s["timeout_s"],
+        ));
     }
+    methodology
+}
 
-    ReportContext {
-        title: p
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("minerva")
-            .to_string(),
-        description: p
-            .get("description")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        run_id: manifest.run_id.clone(),
-        started_at: manifest.started_at.clone(),
-        interrupted: manifest.status == RunStatus::Interrupted,
-        any_simulated: analysis.jobs.iter().any(|j| j.simulated),
-        agreement: agreement_rows
-            .iter()
-            .map(|r| AgreementView {
-                scenario: r.scenario.clone(),
-                reference: r.reference_label.clone(),
-                other: r.other_label.clone(),
-                prefix: format!("{}/{}", r.prefix, r.compared),
-                prompt: if r.same_prompt { "same" } else { "**differ**" }.into(),
-                verdict: match r.verdict {
-                    crate::analyze::agreement::Verdict::Agree => "agree".into(),
-                    crate::analyze::agreement::Verdict::Divergent => {
-                        "**DIVERGENT**: speed not comparable".into()
-                    }
-                    crate::analyze::agreement::Verdict::Ungated => {
-                        "not judged (no `agreement.min_prefix`)".into()
-                    }
-                    crate::analyze::agreement::Verdict::DifferentWeights => {
-                        "different weights: not judged".into()
-                    }
-                },
-            })
-            .collect(),
-        agreement_min_prefix,
-        baseline,
-        environment,
-        models: models
-            .iter()
-            .map(|m| ModelRow {
-                name: m.name.clone(),
-                format: serde_json::to_value(m.format)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-                architecture: m.architecture.clone().unwrap_or_else(|| DASH.into()),
-                parameters: m
-                    .parameters
-                    .map(|p| format!("{:.1}M", p as f64 / 1e6))
-                    .unwrap_or_else(|| DASH.into()),
-                quantization: m.quantization.clone().unwrap_or_else(|| DASH.into()),
-                context: m
-                    .context_length
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| DASH.into()),
-                vocab: m
-                    .vocab_size
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| DASH.into()),
-                size: format!("{:.1} MB", m.file_size as f64 / 1e6),
-                sha256: m
-                    .sha256
-                    .as_ref()
-                    .map(|h| format!("`{}…` verified", &h[..12.min(h.len())]))
-                    .unwrap_or_else(|| "not pinned".into()),
-            })
-            .collect(),
-        scenarios,
-        warnings,
-        failures,
-        unavailable,
-        loads: load_rows(analysis),
-        methodology,
-        command: manifest.command.clone(),
-        pipeline_sha256: manifest.pipeline_sha256.clone(),
+/// One row of the Models table.
+fn model_row(m: &crate::results::ModelInfo) -> ModelRow {
+    ModelRow {
+        name: m.name.clone(),
+        format: serde_json::to_value(m.format)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        architecture: m.architecture.clone().unwrap_or_else(|| DASH.into()),
+        parameters: m
+            .parameters
+            .map(|p| format!("{:.1}M", p as f64 / 1e6))
+            .unwrap_or_else(|| DASH.into()),
+        quantization: m.quantization.clone().unwrap_or_else(|| DASH.into()),
+        context: m
+            .context_length
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| DASH.into()),
+        vocab: m
+            .vocab_size
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| DASH.into()),
+        size: format!("{:.1} MB", m.file_size as f64 / 1e6),
+        sha256: m
+            .sha256
+            .as_ref()
+            .map(|h| format!("`{}…` verified", &h[..12.min(h.len())]))
+            .unwrap_or_else(|| "not pinned".into()),
     }
 }
