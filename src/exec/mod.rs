@@ -1,6 +1,8 @@
-//! Execution: the tokio runner that walks the job graph, and the events it emits.
+//! Execution: the tokio runner that walks the job graph (the rules it follows are in
+//! `schedule`, a pure scheduler), and the events it emits.
 
 mod runner;
+pub mod schedule;
 
 pub use crate::events::Event;
 pub use runner::{run, RunOptions, RunOutcome};

@@ -2,6 +2,7 @@
 //! bench jobs together (they would disturb each other's numbers). Stops on the first failure
 //! unless `--keep-going`; on SIGINT/SIGTERM stops promptly and keeps what was measured.
 
+use super::schedule::{Node, Scheduler, State};
 use super::Event;
 use crate::plan::{JobKind, Plan};
 use crate::results::manifest_types::JobOutcome;
@@ -32,15 +33,6 @@ pub struct RunOutcome {
     pub failed: Vec<String>,
     pub skipped: Vec<String>,
     pub report: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum State {
-    Pending,
-    Running,
-    Done,
-    Failed(String),
-    Skipped(String),
 }
 
 fn new_run_id() -> String {
@@ -133,73 +125,44 @@ pub async fn run(
         fetched: Default::default(),
     });
 
-    let n = plan.jobs.len();
-    let mut state = vec![State::Pending; n];
+    let nodes = plan
+        .jobs
+        .iter()
+        .map(|j| Node {
+            id: j.id.clone(),
+            deps: j.deps.clone(),
+            bench: matches!(j.kind, JobKind::Bench(_)),
+            tolerant: matches!(j.kind, JobKind::Analyze | JobKind::Report { .. }),
+        })
+        .collect();
+    let mut sched = Scheduler::new(nodes, opts.jobs, opts.keep_going);
     let mut running: JoinSet<(usize, Result<Option<String>, String>, std::time::Duration)> =
         JoinSet::new();
-    let mut bench_running = false;
-    let mut stop_scheduling = false;
     let mut interrupted = *cancel.borrow();
-    let limit = opts.jobs.max(1);
-    // Analysis and reports summarise whatever was measured, failures included: they wait for
-    // their dependencies to finish, not to succeed (with --keep-going; the default stops early).
-    let tolerant =
-        |j: usize| matches!(plan.jobs[j].kind, JobKind::Analyze | JobKind::Report { .. });
 
     loop {
         // A job may notice the signal (and finish) before the select below does.
         interrupted |= *cancel.borrow();
-        if !stop_scheduling && !interrupted {
-            // Skip what can no longer run.
-            for j in 0..n {
-                if state[j] != State::Pending || tolerant(j) {
-                    continue;
-                }
-                if let Some(&bad) = plan.jobs[j]
-                    .deps
-                    .iter()
-                    .find(|&&d| matches!(state[d], State::Failed(_) | State::Skipped(_)))
-                {
-                    let reason = format!("dependency `{}` did not succeed", plan.jobs[bad].id);
-                    let _ = events.send(Event::JobSkipped {
-                        id: plan.jobs[j].id.clone(),
-                        reason: reason.clone(),
-                    });
-                    state[j] = State::Skipped(reason);
-                }
-            }
-            for j in 0..n {
-                if running.len() >= limit {
-                    break;
-                }
-                let ready = if tolerant(j) {
-                    plan.jobs[j]
-                        .deps
-                        .iter()
-                        .all(|&d| !matches!(state[d], State::Pending | State::Running))
-                } else {
-                    plan.jobs[j].deps.iter().all(|&d| state[d] == State::Done)
-                };
-                if state[j] != State::Pending || !ready {
-                    continue;
-                }
-                let is_bench = matches!(plan.jobs[j].kind, JobKind::Bench(_));
-                if is_bench && bench_running {
-                    continue;
-                }
-                bench_running |= is_bench;
-                state[j] = State::Running;
-                let ctx = ctx.clone();
-                let _ = events.send(Event::JobStarted {
-                    id: plan.jobs[j].id.clone(),
-                    kind: plan.stages[plan.jobs[j].stage].kind,
-                });
-                running.spawn(async move {
-                    let started = Instant::now();
-                    let r = stage::execute(j, &ctx).await;
-                    (j, r, started.elapsed())
-                });
-            }
+        if interrupted {
+            sched.stop();
+        }
+        for (j, reason) in sched.skip_blocked() {
+            let _ = events.send(Event::JobSkipped {
+                id: plan.jobs[j].id.clone(),
+                reason,
+            });
+        }
+        for j in sched.start_ready() {
+            let ctx = ctx.clone();
+            let _ = events.send(Event::JobStarted {
+                id: plan.jobs[j].id.clone(),
+                kind: plan.stages[plan.jobs[j].stage].kind,
+            });
+            running.spawn(async move {
+                let started = Instant::now();
+                let r = stage::execute(j, &ctx).await;
+                (j, r, started.elapsed())
+            });
         }
         if running.is_empty() {
             break;
@@ -214,23 +177,13 @@ pub async fn run(
                         continue;
                     }
                 };
-                if matches!(plan.jobs[j].kind, JobKind::Bench(_)) {
-                    bench_running = false;
-                }
                 let id = plan.jobs[j].id.clone();
-                match result {
-                    Ok(detail) => {
-                        let _ = events.send(Event::JobFinished { id, ok: true, detail, elapsed });
-                        state[j] = State::Done;
-                    }
-                    Err(message) => {
-                        let _ = events.send(Event::JobFinished { id, ok: false, detail: Some(message.clone()), elapsed });
-                        state[j] = State::Failed(message);
-                        if !opts.keep_going {
-                            stop_scheduling = true;
-                        }
-                    }
-                }
+                let (ok, detail) = match &result {
+                    Ok(detail) => (true, detail.clone()),
+                    Err(message) => (false, Some(message.clone())),
+                };
+                let _ = events.send(Event::JobFinished { id, ok, detail, elapsed });
+                sched.finish(j, result.map(|_| ()));
             }
             changed = cancel.changed(), if !interrupted => {
                 if changed.is_err() || *cancel.borrow() {
@@ -247,9 +200,9 @@ pub async fn run(
     }
     let mut failed = Vec::new();
     let mut skipped = Vec::new();
-    for (j, st) in state.iter_mut().enumerate() {
+    for j in 0..plan.jobs.len() {
         let id = plan.jobs[j].id.clone();
-        let (status, detail) = match st {
+        let (status, detail) = match sched.state(j) {
             State::Done => ("ok", None),
             State::Failed(m) => {
                 failed.push(id.clone());
