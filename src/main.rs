@@ -85,7 +85,7 @@ fn download(
     }
     let mut parsed = Vec::new();
     for s in sources {
-        parsed.push(fetch::parse_source(s).map_err(|e| Error::Usage(e.0))?);
+        parsed.push(fetch::parse_source(s).map_err(|e| Error::Usage(e.to_string()))?);
     }
     let cfg: Arc<FetchConfig> = Arc::new(fetch_config(args, !quiet));
     let pin = match sha256 {

