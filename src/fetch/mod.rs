@@ -555,7 +555,7 @@ mod tests {
         assert_eq!(check_free_space(&dir, 1024).ok(), Some(()));
         let err = check_free_space(&dir, u64::MAX / 4)
             .err()
-            .map(|e| e.0)
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
             err.contains("not enough free disk space") && err.contains("TiB needed"),
