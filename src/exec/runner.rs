@@ -136,8 +136,7 @@ pub async fn run(
         })
         .collect();
     let mut sched = Scheduler::new(nodes, opts.jobs, opts.keep_going);
-    let mut running: JoinSet<(usize, Result<Option<String>, String>, std::time::Duration)> =
-        JoinSet::new();
+    let mut running: JoinSet<(usize, stage::StageResult, std::time::Duration)> = JoinSet::new();
     let mut interrupted = *cancel.borrow();
 
     loop {
@@ -180,10 +179,10 @@ pub async fn run(
                 let id = plan.jobs[j].id.clone();
                 let (ok, detail) = match &result {
                     Ok(detail) => (true, detail.clone()),
-                    Err(message) => (false, Some(message.clone())),
+                    Err(e) => (false, Some(e.to_string())),
                 };
                 let _ = events.send(Event::JobFinished { id, ok, detail, elapsed });
-                sched.finish(j, result.map(|_| ()));
+                sched.finish(j, result.map(|_| ()).map_err(|e| e.to_string()));
             }
             changed = cancel.changed(), if !interrupted => {
                 if changed.is_err() || *cancel.borrow() {

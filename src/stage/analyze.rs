@@ -1,15 +1,16 @@
 //! Analyze stage: statistics over `samples.jsonl`, written as `summary.parquet` and `summary.csv`.
 
-use super::StageCtx;
+use super::{StageCtx, StageError, StageResult};
 use crate::analyze::{analyze, write_summary};
 use crate::results::read_samples;
 
-pub async fn run(ctx: &StageCtx) -> Result<Option<String>, String> {
+pub async fn run(ctx: &StageCtx) -> StageResult {
     let dir = ctx.run_dir.clone();
     tokio::task::spawn_blocking(move || {
-        let samples = read_samples(&dir.samples()).map_err(|e| e.to_string())?;
-        let a = analyze(&samples).map_err(|e| e.to_string())?;
-        write_summary(&a, &dir.summary_parquet(), &dir.summary_csv()).map_err(|e| e.to_string())?;
+        let samples = read_samples(&dir.samples())?;
+        let a = analyze(&samples).map_err(|e| StageError::Analysis(e.to_string()))?;
+        write_summary(&a, &dir.summary_parquet(), &dir.summary_csv())
+            .map_err(|e| StageError::Analysis(e.to_string()))?;
         Ok(Some(format!(
             "{} jobs, {} warnings",
             a.jobs.len(),
@@ -17,5 +18,5 @@ pub async fn run(ctx: &StageCtx) -> Result<Option<String>, String> {
         )))
     })
     .await
-    .map_err(|e| format!("analysis task failed: {e}"))?
+    .map_err(|e| StageError::Task(format!("analysis task failed: {e}")))?
 }

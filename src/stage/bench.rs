@@ -2,7 +2,7 @@
 //! it reports to `samples.jsonl` as it arrives. A crash, a timeout or an interrupt becomes a
 //! failed sample with its kind, exit status and the last lines of the worker's stderr.
 
-use super::StageCtx;
+use super::{StageCtx, StageError, StageResult};
 use crate::backend::worker::WorkerRequest;
 use crate::events::Event;
 use crate::plan::BenchJob;
@@ -69,12 +69,12 @@ async fn bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
     Ok(Some(Line::Text(String::from_utf8_lossy(buf).into_owned())))
 }
 
-async fn record(ctx: &StageCtx, s: &Sample) -> Result<(), String> {
+async fn record(ctx: &StageCtx, s: &Sample) -> Result<(), StageError> {
     ctx.writer
         .lock()
         .await
         .append(s)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| StageError::Worker(e.to_string()))?;
     let _ = ctx.events.send(Event::Sample {
         job_id: s.job_id.clone(),
         rep: s.rep,
@@ -102,7 +102,7 @@ fn failure(
     s
 }
 
-pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<String>, String> {
+pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> StageResult {
     // A backend this build lacks: recorded as such (the report lists it), never dropped.
     if !job.backend.available() {
         let message = job.backend.unavailable_error().to_string();
@@ -118,11 +118,11 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
         return if job.skip_unavailable {
             Ok(Some(format!("not run: {message}")))
         } else {
-            Err(message)
+            Err(StageError::Worker(message))
         };
     }
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the minerva executable: {e}"))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| StageError::Worker(format!("cannot find the minerva executable: {e}")))?;
     let granted: Vec<String> = ctx.plan.touches.env.iter().cloned().collect();
     let mut child = Command::new(exe)
         .arg("worker")
@@ -136,7 +136,7 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
         // Its own process group: a terminal's Ctrl-C reaches the runner, which stops the worker.
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start the worker: {e}"))?;
+        .map_err(|e| StageError::Worker(format!("cannot start the worker: {e}")))?;
 
     let mut job = job.clone();
     job.model = super::resolve_model(&job.model, ctx).await?;
@@ -144,12 +144,12 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
         job_id: job_id.to_string(),
         job: job.clone(),
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| StageError::Worker(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(&request)
             .await
-            .map_err(|e| format!("cannot send the job to the worker: {e}"))?;
+            .map_err(|e| StageError::Worker(format!("cannot send the job to the worker: {e}")))?;
         drop(stdin);
     }
 
@@ -175,7 +175,7 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
         })
     });
     let Some(stdout) = child.stdout.take() else {
-        return Err("the worker has no stdout".into());
+        return Err(StageError::Worker("the worker has no stdout".into()));
     };
     let mut out = BufReader::new(stdout);
     let mut buf = Vec::new();
@@ -237,14 +237,18 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
         let _ = child.start_kill();
     }
     // Everything this job measured reaches the disk before the job counts as done.
-    ctx.writer.lock().await.sync().map_err(|e| e.to_string())?;
+    ctx.writer
+        .lock()
+        .await
+        .sync()
+        .map_err(|e| StageError::Worker(e.to_string()))?;
     // A load test's size is set by its load (requests, duration): it is complete when every
     // step reported its summary. Other backends report exactly `runs` repetitions.
     let is_load = job.backend.sized_by_load();
     let status = child
         .wait()
         .await
-        .map_err(|e| format!("waiting for the worker: {e}"))?;
+        .map_err(|e| StageError::Worker(format!("waiting for the worker: {e}")))?;
     if let Some(t) = stderr_task {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t).await;
     }
@@ -254,7 +258,7 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
         .unwrap_or_default();
 
     if let Some(message) = reported_error {
-        return Err(message);
+        return Err(StageError::Worker(message));
     }
     let failed = match stop {
         Some(f) => Some(f),
@@ -284,7 +288,7 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> Result<Option<
             tail,
         );
         record(ctx, &s).await?;
-        return Err(message);
+        return Err(StageError::Worker(message));
     }
     if is_load {
         return Ok(Some(format!(

@@ -2,29 +2,28 @@
 //! and records where they are (`download-<model>.json`) for the stages after it. A model with a
 //! `convert` source is made here from another model of the pipeline (see `crate::convert`).
 
-use super::StageCtx;
+use super::{StageCtx, StageError, StageResult};
 use crate::fetch::FetchedModel;
 use crate::plan::Model;
 use crate::results::atomic_write;
 use crate::spec::SourceSpec;
 
-pub async fn run(model: &Model, ctx: &StageCtx) -> Result<Option<String>, String> {
+pub async fn run(model: &Model, ctx: &StageCtx) -> StageResult {
     let fetched = match model.sources.as_slice() {
         [SourceSpec::Convert { from, dtype }] => {
             convert(model, from, dtype.as_deref(), ctx).await?
         }
-        _ => crate::fetch::fetch_model(model, &ctx.fetch)
-            .await
-            .map_err(|e| e.to_string())?,
+        _ => crate::fetch::fetch_model(model, &ctx.fetch).await?,
     };
     let out = ctx
         .run_dir
         .root
         .join(format!("download-{}.json", model.name));
-    let text = serde_json::to_string_pretty(&fetched).map_err(|e| e.to_string())?;
+    let text =
+        serde_json::to_string_pretty(&fetched).map_err(|e| StageError::Model(e.to_string()))?;
     // The file is for people and for `minerva report` (redacted); the stages after this one
     // use the record kept in memory, whose paths may hold a granted value.
-    atomic_write(&out, crate::redact::json_line(&text).as_bytes()).map_err(|e| e.to_string())?;
+    atomic_write(&out, crate::redact::json_line(&text).as_bytes())?;
     let describe = fetched.describe();
     if let Ok(mut m) = ctx.fetched.lock() {
         m.insert(model.name.clone(), fetched);
@@ -39,23 +38,27 @@ async fn convert(
     from: &str,
     dtype: Option<&str>,
     ctx: &StageCtx,
-) -> Result<FetchedModel, String> {
+) -> Result<FetchedModel, StageError> {
     let source = ctx
         .plan
         .models
         .iter()
         .find(|m| m.name == from)
-        .ok_or_else(|| format!("model `{from}` is not in the pipeline"))?;
+        .ok_or_else(|| StageError::Model(format!("model `{from}` is not in the pipeline")))?;
     let source = super::resolve_model(source, ctx).await?;
     let input = source
         .local_path()
-        .ok_or_else(|| format!("model `{from}` has no local file"))?;
-    let dtype = crate::convert::parse_dtype(dtype.unwrap_or("f32"))
-        .ok_or_else(|| format!("dtype `{}`: expected f32, bf16 or f16", dtype.unwrap_or("")))?;
+        .ok_or_else(|| StageError::Model(format!("model `{from}` has no local file")))?;
+    let dtype = crate::convert::parse_dtype(dtype.unwrap_or("f32")).ok_or_else(|| {
+        StageError::Model(format!(
+            "dtype `{}`: expected f32, bf16 or f16",
+            dtype.unwrap_or("")
+        ))
+    })?;
     let out = crate::fetch::converted_dir(model, &ctx.fetch);
     let model = model.clone();
     let state_dir = ctx.fetch.state_dir.clone();
-    tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || -> Result<FetchedModel, String> {
         let store = crate::fetch::VerifiedStore::new(&state_dir);
         let (digest, _) = crate::fetch::sha256_verified(&store, &input)
             .map_err(|e| format!("{}: {e}", input.display()))?;
@@ -98,5 +101,6 @@ async fn convert(
         Ok(rec)
     })
     .await
-    .map_err(|e| format!("conversion task failed: {e}"))?
+    .map_err(|e| StageError::Task(format!("conversion task failed: {e}")))?
+    .map_err(StageError::Model)
 }

@@ -1,5 +1,6 @@
 //! Stages: download, verify, bench, analyze, report. A closed set, dispatched with `match`.
-//! Each job returns `Ok(detail)` or `Err(message)`; stages never print (they emit events).
+//! Each job returns `Ok(detail)` (a line for the progress display) or a [`StageError`];
+//! stages never print (they emit events).
 
 mod analyze;
 mod bench;
@@ -16,6 +17,36 @@ use crate::plan::{JobKind, Model, Plan};
 use crate::results::{RunDir, SampleWriter};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, Mutex};
+
+/// Why a job failed, by kind. Its text is what the progress display and the manifest show.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The download stage could not fetch a model.
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+    /// The run directory could not be read or written.
+    #[error(transparent)]
+    Store(#[from] crate::results::StoreError),
+    /// A model's files are missing or not what they should be (verify), or could not be made
+    /// (a `convert` source).
+    #[error("{0}")]
+    Model(String),
+    /// A bench job's worker failed, crashed, timed out or could not be run.
+    #[error("{0}")]
+    Worker(String),
+    /// The analysis of the samples failed.
+    #[error("{0}")]
+    Analysis(String),
+    /// The report could not be rendered.
+    #[error(transparent)]
+    Report(#[from] RenderRunError),
+    /// A blocking task of the stage panicked or was cancelled.
+    #[error("{0}")]
+    Task(String),
+}
+
+/// What a job returns: a line of detail, or why it failed.
+pub type StageResult = Result<Option<String>, StageError>;
 
 pub struct StageCtx {
     pub plan: Arc<Plan>,
@@ -37,7 +68,7 @@ pub fn fetched(run_dir: &RunDir, model: &str) -> Option<crate::fetch::FetchedMod
 
 /// `model` with the local path it resolves to in this run: the download stage's record, else
 /// a `path` source, else what an earlier download left in the cache (looked up offline).
-pub async fn resolve_model(model: &Model, ctx: &StageCtx) -> Result<Model, String> {
+pub async fn resolve_model(model: &Model, ctx: &StageCtx) -> Result<Model, StageError> {
     let mut m = model.clone();
     let here = ctx
         .fetched
@@ -59,13 +90,13 @@ pub async fn resolve_model(model: &Model, ctx: &StageCtx) -> Result<Model, Strin
             m.resolved = Some(f.path);
             Ok(m)
         }
-        Err(e) => Err(format!(
+        Err(e) => Err(StageError::Model(format!(
             "{e}\n(the pipeline has no download stage before this one; add `kind: download`)"
-        )),
+        ))),
     }
 }
 
-pub async fn execute(job: usize, ctx: &StageCtx) -> Result<Option<String>, String> {
+pub async fn execute(job: usize, ctx: &StageCtx) -> StageResult {
     let j = &ctx.plan.jobs[job];
     match &j.kind {
         JobKind::Download { model } => download::run(model, ctx).await,

@@ -66,12 +66,11 @@ fn read_models(dir: &RunDir) -> Vec<super::ModelInfo> {
         .collect()
 }
 
-pub async fn run(ctx: &StageCtx, template: Option<&Path>) -> Result<Option<String>, String> {
+pub async fn run(ctx: &StageCtx, template: Option<&Path>) -> super::StageResult {
     let dir = ctx.run_dir.clone();
     let template = template.map(Path::to_path_buf);
-    tokio::task::spawn_blocking(move || render_run(&dir, template.as_deref(), None))
+    let path = tokio::task::spawn_blocking(move || render_run(&dir, template.as_deref(), None))
         .await
-        .map_err(|e| format!("report task failed: {e}"))?
-        .map(|p| Some(p.display().to_string()))
-        .map_err(|e| e.to_string())
+        .map_err(|e| super::StageError::Task(format!("report task failed: {e}")))??;
+    Ok(Some(path.display().to_string()))
 }

@@ -3,33 +3,33 @@
 //! constant memory). What it learns about the model is stored in the run directory for the
 //! report (`model-<name>.json`).
 
-use super::StageCtx;
+use super::{StageCtx, StageError, StageResult};
 use crate::formats::{gguf, mlx, safetensors};
 use crate::plan::Model;
 use crate::results::{atomic_write, ModelInfo};
 use crate::spec::ModelFormat;
 use std::path::Path;
 
-pub async fn run(model: &Model, ctx: &StageCtx) -> Result<Option<String>, String> {
+pub async fn run(model: &Model, ctx: &StageCtx) -> StageResult {
     let model = super::resolve_model(model, ctx).await?;
     let store = crate::fetch::VerifiedStore::new(&ctx.fetch.state_dir);
     let Some(path) = model.local_path() else {
-        return Err(format!(
+        return Err(StageError::Model(format!(
             "model `{}`: no local file to verify (its source is not a path)",
             model.name
-        ));
+        )));
     };
     let model = model.clone();
     let out = ctx.run_dir.root.join(format!("model-{}.json", model.name));
     tokio::task::spawn_blocking(move || {
-        let info = verify_model_with(&model, &path, Some(&store))?;
-        let text = serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?;
-        atomic_write(&out, crate::redact::json_line(&text).as_bytes())
-            .map_err(|e| e.to_string())?;
+        let info = verify_model_with(&model, &path, Some(&store)).map_err(StageError::Model)?;
+        let text =
+            serde_json::to_string_pretty(&info).map_err(|e| StageError::Model(e.to_string()))?;
+        atomic_write(&out, crate::redact::json_line(&text).as_bytes())?;
         Ok(Some(describe(&info)))
     })
     .await
-    .map_err(|e| format!("verify task failed: {e}"))?
+    .map_err(|e| StageError::Task(format!("verify task failed: {e}")))?
 }
 
 pub fn describe(i: &ModelInfo) -> String {
