@@ -8,7 +8,7 @@ use crate::plan::{JobKind, Plan};
 use crate::results::manifest_types::JobOutcome;
 use crate::results::{host_info, Manifest, RunDir, RunStatus, SampleWriter, StoreError};
 use crate::stage::{self, StageCtx};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch, Mutex};
@@ -51,60 +51,8 @@ pub async fn run(
 ) -> Result<RunOutcome, StoreError> {
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
     let root = opts.out_dir.join(&plan.name).join(&run_id);
-    // A run directory belongs to one run: appending to another run's samples would mix them.
-    if root.join("samples.jsonl").exists() || root.join("manifest.json").exists() {
-        return Err(StoreError::Write {
-            path: root,
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "a run with this id already exists; choose another --run-id",
-            ),
-        });
-    }
-    std::fs::create_dir_all(&root).map_err(|source| StoreError::Write {
-        path: root.clone(),
-        source,
-    })?;
-    let run_dir = RunDir::new(root.clone());
-    let resolved = plan.resolved_json();
-    let resolved_sha256 =
-        crate::formats::sha256_hex(&serde_json::to_vec(&resolved).unwrap_or_default());
-    let report_template = plan.jobs.iter().find_map(|j| match &j.kind {
-        JobKind::Report { template } => template.clone(),
-        _ => None,
-    });
-    let mut manifest = Manifest {
-        minerva_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_revision: crate::GIT_REVISION.to_string(),
-        run_id: run_id.clone(),
-        status: RunStatus::Running,
-        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        ended_at: None,
-        command: plan.redactor.redact_str(&opts.command),
-        pipeline_sha256: plan.pipeline_sha256.clone(),
-        resolved_sha256,
-        pipeline: resolved,
-        host: host_info(),
-        backends: {
-            let mut used: Vec<_> = plan.bench_jobs().map(|(_, b)| b.backend).collect();
-            used.sort();
-            used.dedup();
-            let map: serde_json::Map<String, serde_json::Value> = used
-                .into_iter()
-                .map(|b| {
-                    (
-                        b.name().to_string(),
-                        serde_json::Value::String(b.build_info()),
-                    )
-                })
-                .collect();
-            serde_json::Value::Object(map)
-        },
-        report_template: report_template.map(|p| p.display().to_string()),
-        jobs: Vec::new(),
-        runner_peak_rss_bytes: None,
-        models: Default::default(),
-    };
+    let run_dir = new_run_dir(&root)?;
+    let mut manifest = first_manifest(&plan, &opts, &run_id);
     run_dir.write_manifest(&manifest)?;
     run_dir.mark_latest()?;
     let writer = Arc::new(Mutex::new(SampleWriter::open(&run_dir.samples())?));
@@ -197,41 +145,8 @@ pub async fn run(
         interrupted = true;
         let _ = events.send(Event::Interrupted);
     }
-    let mut failed = Vec::new();
-    let mut skipped = Vec::new();
-    for j in 0..plan.jobs.len() {
-        let id = plan.jobs[j].id.clone();
-        let (status, detail) = match sched.state(j) {
-            State::Done => ("ok", None),
-            State::Failed(m) => {
-                failed.push(id.clone());
-                ("failed", Some(m.clone()))
-            }
-            State::Skipped(r) => {
-                skipped.push(id.clone());
-                ("skipped", Some(r.clone()))
-            }
-            State::Pending | State::Running => {
-                let reason = if interrupted {
-                    "not started: the run was interrupted".to_string()
-                } else {
-                    "not started: an earlier job failed (use --keep-going to run independent jobs)"
-                        .to_string()
-                };
-                let _ = events.send(Event::JobSkipped {
-                    id: id.clone(),
-                    reason: reason.clone(),
-                });
-                skipped.push(id.clone());
-                ("skipped", Some(reason))
-            }
-        };
-        manifest.jobs.push(JobOutcome {
-            id,
-            status: status.into(),
-            detail,
-        });
-    }
+    let (outcomes, failed, skipped) = job_outcomes(&plan, &sched, interrupted, &events);
+    manifest.jobs = outcomes;
     let status = if interrupted {
         RunStatus::Interrupted
     } else if failed.is_empty() {
@@ -263,4 +178,111 @@ pub async fn run(
         skipped,
         report: report.is_file().then_some(report),
     })
+}
+
+/// Creates the run directory; refuses one that already holds a run (appending to another run's
+/// samples would mix them).
+fn new_run_dir(root: &Path) -> Result<RunDir, StoreError> {
+    if root.join("samples.jsonl").exists() || root.join("manifest.json").exists() {
+        return Err(StoreError::Write {
+            path: root.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a run with this id already exists; choose another --run-id",
+            ),
+        });
+    }
+    std::fs::create_dir_all(root).map_err(|source| StoreError::Write {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    Ok(RunDir::new(root.to_path_buf()))
+}
+
+/// The manifest written when the run starts: what runs, where, with which builds.
+fn first_manifest(plan: &Plan, opts: &RunOptions, run_id: &str) -> Manifest {
+    let resolved = plan.resolved_json();
+    let resolved_sha256 =
+        crate::formats::sha256_hex(&serde_json::to_vec(&resolved).unwrap_or_default());
+    let report_template = plan.jobs.iter().find_map(|j| match &j.kind {
+        JobKind::Report { template } => template.clone(),
+        _ => None,
+    });
+    let mut used: Vec<_> = plan.bench_jobs().map(|(_, b)| b.backend).collect();
+    used.sort();
+    used.dedup();
+    let backends: serde_json::Map<String, serde_json::Value> = used
+        .into_iter()
+        .map(|b| {
+            (
+                b.name().to_string(),
+                serde_json::Value::String(b.build_info()),
+            )
+        })
+        .collect();
+    Manifest {
+        minerva_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_revision: crate::GIT_REVISION.to_string(),
+        run_id: run_id.to_string(),
+        status: RunStatus::Running,
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ended_at: None,
+        command: plan.redactor.redact_str(&opts.command),
+        pipeline_sha256: plan.pipeline_sha256.clone(),
+        resolved_sha256,
+        pipeline: resolved,
+        host: host_info(),
+        backends: serde_json::Value::Object(backends),
+        report_template: report_template.map(|p| p.display().to_string()),
+        jobs: Vec::new(),
+        runner_peak_rss_bytes: None,
+        models: Default::default(),
+    }
+}
+
+/// Each job's outcome for the manifest, and the ids of the failed and the skipped ones; a job
+/// that never started is skipped with the reason (and an event).
+fn job_outcomes(
+    plan: &Plan,
+    sched: &Scheduler,
+    interrupted: bool,
+    events: &mpsc::UnboundedSender<Event>,
+) -> (Vec<JobOutcome>, Vec<String>, Vec<String>) {
+    let mut outcomes = Vec::new();
+    let mut failed = Vec::new();
+    let mut skipped = Vec::new();
+    for j in 0..plan.jobs.len() {
+        let id = plan.jobs[j].id.clone();
+        let (status, detail) = match sched.state(j) {
+            State::Done => ("ok", None),
+            State::Failed(m) => {
+                failed.push(id.clone());
+                ("failed", Some(m.clone()))
+            }
+            State::Skipped(r) => {
+                skipped.push(id.clone());
+                ("skipped", Some(r.clone()))
+            }
+            State::Pending | State::Running => {
+                let reason = if interrupted {
+                    "not started: the run was interrupted".to_string()
+                } else {
+                    "not started: an earlier job failed (use --keep-going to run independent jobs)"
+                        .to_string()
+                };
+                let _ = events.send(Event::JobSkipped {
+                    id: id.clone(),
+                    reason: reason.clone(),
+                });
+                skipped.push(id.clone());
+                ("skipped", Some(reason))
+            }
+        };
+        outcomes.push(JobOutcome {
+            id,
+            status: status.into(),
+            detail,
+        });
+    }
+    (outcomes, failed, skipped)
 }

