@@ -136,6 +136,9 @@ pub fn dtype_name(dtype: DType) -> &'static str {
 
 /// Converts the GGUF at `input` into a SafeTensors model directory at `out`, which must not exist.
 /// `source_sha256`: the input's digest when the caller already knows it (else it is computed).
+///
+/// Long on purpose: the conversion's steps in order (read, map names, dequantize, write,
+/// provenance), each a few lines.
 pub fn gguf_to_safetensors(
     input: &Path,
     out: &Path,

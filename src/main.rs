@@ -166,6 +166,8 @@ fn download(
     })
 }
 
+/// Long on purpose: one arm per subcommand, each a few lines that turn arguments into a library
+/// call.
 fn real_main(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Worker => Ok(minerva::backend::worker::main()),

@@ -74,6 +74,9 @@ pub(crate) fn pick(logits: &[f32], tok: &ModelTokenizer, ignore_eos: bool) -> u3
 
 /// Loads the model and its tokenizer (timed: every sample's "load"), then runs the job's
 /// warmups and repetitions on it, one sample per repetition.
+///
+/// Long on purpose: the one measuring loop of the in-process engines; kept whole so that what is
+/// timed, and in which order, reads in one place.
 pub(crate) fn drive<M: StepModel>(
     job: &BenchJob,
     job_id: &str,

@@ -247,6 +247,8 @@ fn pick(
         .unwrap_or(t)
 }
 
+/// Long for now: llama-bench's sequence in one place (load, warmup, pp/tg or text repetitions);
+/// moving it onto the shared `driver::drive` loop is the next step of the backend contract.
 fn run(
     job: &BenchJob,
     p: Params,

@@ -397,6 +397,8 @@ fn start_writer(inc: &Path, have: u64, git_size: Option<u64>) -> std::io::Result
     Ok(Writer { tx, done })
 }
 
+/// Long on purpose: one HTTP attempt from request to rename, with each integrity check where the
+/// bytes arrive.
 async fn attempt_once(
     client: &reqwest::Client,
     t: &Target,

@@ -377,6 +377,9 @@ pub fn verify_file(path: &Path) -> Result<GgufSummary, GgufError> {
 }
 
 /// Verifies GGUF bytes from any reader of a `size`-byte file.
+///
+/// Long on purpose: one linear pass over an untrusted file, each check beside the bytes it reads
+/// (split, the offsets and bounds would travel between functions).
 pub fn verify_reader<R: Read>(r: R, size: u64) -> Result<GgufSummary, GgufError> {
     let mut r = Reader { r, pos: 0, size };
     let magic = r

@@ -40,6 +40,8 @@ fn scheme_ok(mode: &str, group: u64, bits: u64) -> Option<bool> {
     }
 }
 
+/// Long on purpose: one pass over an untrusted directory (config, shards, quantization layout),
+/// each check beside what it reads.
 pub fn verify_dir(dir: &Path, allow_code: bool) -> Result<MlxSummary, MlxError> {
     let err = |p: &Path, message: String| MlxError {
         path: p.display().to_string(),

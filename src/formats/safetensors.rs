@@ -183,6 +183,8 @@ fn parse_header(bytes: &[u8]) -> Result<J, SafetensorsError> {
 }
 
 /// Verifies a header and layout read from `r` (a file of `size` bytes).
+///
+/// Long on purpose: one linear pass over an untrusted header, each check beside what it reads.
 pub fn verify_reader<R: Read>(
     mut r: R,
     size: u64,

@@ -102,6 +102,8 @@ fn failure(
     s
 }
 
+/// Long on purpose: a worker's whole life (start, send the job, read its lines, timeout and
+/// cancellation, exit status) as one state machine; every failure path records a sample.
 pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> StageResult {
     // A backend this build lacks: recorded as such (the report lists it), never dropped.
     if !job.backend.available() {

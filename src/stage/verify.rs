@@ -63,6 +63,8 @@ pub fn verify_model(model: &Model, path: &Path) -> Result<ModelInfo, String> {
 
 /// [`verify_model`], taking hashes from (and recording them in) `store` when given: a file
 /// unchanged since it was last hashed is not read again.
+///
+/// Long on purpose: one branch per model format, each reading what the report shows about it.
 pub fn verify_model_with(
     model: &Model,
     path: &Path,
