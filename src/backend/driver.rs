@@ -1,10 +1,9 @@
-//! The measuring loop every in-process engine shares (candle, MLX): warmup, repetitions, the
-//! seeded random prompts of synthetic scenarios, greedy picking, timestamps, and the figures
-//! (TTFT, TPOT, pp/tg rates, output ids for the agreement check). An engine only loads its
-//! model and runs forward passes ([`StepModel`]), so the engines differ in nothing but the
-//! engine. The llama.cpp backend has its own loop (its batches, sampler and KV cache live in
-//! the engine) built to the same rules: the same warmup, the same random ids drawn in the same
-//! order, the same greedy rule and the same definitions.
+//! The measuring loop every in-process engine shares (llama.cpp, candle, MLX): warmup,
+//! repetitions, the seeded random prompts of synthetic scenarios, greedy picking, timestamps,
+//! and the figures (TTFT, TPOT, pp/tg rates, output ids for the agreement check). An engine only
+//! loads its model, tokenizes ([`PromptTokenizer`]) and runs forward passes ([`StepModel`]), so
+//! the engines differ in nothing but the engine: the same warmup, the same random ids drawn in
+//! the same order, the same greedy rule and the same definitions.
 
 use super::{finish_rep, synthetic_tg_tps, text_tg_tps, BackendError, RepTimer, SampleSink};
 use crate::backend::BenchJob;
@@ -22,10 +21,67 @@ const WARMUP_BATCH: usize = 2048;
 pub(crate) trait StepModel {
     /// Empties the KV cache (before every repetition).
     fn reset(&mut self) -> Result<(), BackendError>;
-    /// Runs `ids` at positions `pos..pos + ids.len()`, returns the last position's logits.
-    fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Vec<f32>, BackendError>;
+    /// Runs `ids` at positions `pos..pos + ids.len()` and waits for the result. With `logits`,
+    /// returns the last position's logits; without (warmups, synthetic prompts and decodes,
+    /// whose output nobody reads, as llama-bench), an engine may skip copying them out, but an
+    /// engine whose work is lazy must still run the pass.
+    fn forward(&mut self, ids: &[u32], pos: usize, logits: bool) -> Result<Vec<f32>, BackendError>;
     /// The longest sequence (prompt + generation) the model supports.
     fn max_seq(&self) -> usize;
+    /// Prompt tokens of the warmup run (llama.cpp: its logical batch).
+    fn warmup_batch(&self) -> usize {
+        WARMUP_BATCH
+    }
+}
+
+/// A model's tokenizer, as the loop needs it.
+pub(crate) trait PromptTokenizer {
+    fn vocab_size(&self) -> usize;
+    /// Token ids for `text`, special tokens parsed, BOS added when the model asks for it.
+    fn encode(&self, text: &str) -> Result<Vec<u32>, BackendError>;
+    /// The BOS id when the model adds one.
+    fn bos(&self) -> Option<u32>;
+    /// Whether `id` ends generation.
+    fn is_eog(&self, id: u32) -> bool;
+    /// The model's chat template, when it has one.
+    fn chat_template(&self) -> Option<&str>;
+}
+
+impl PromptTokenizer for ModelTokenizer {
+    fn vocab_size(&self) -> usize {
+        ModelTokenizer::vocab_size(self)
+    }
+    fn encode(&self, text: &str) -> Result<Vec<u32>, BackendError> {
+        ModelTokenizer::encode(self, text).map_err(BackendError::Engine)
+    }
+    fn bos(&self) -> Option<u32> {
+        self.bos.filter(|_| self.add_bos)
+    }
+    fn is_eog(&self, id: u32) -> bool {
+        self.eog.contains(&id)
+    }
+    fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+}
+
+/// The prompt text of a text scenario: chat-templated when the scenario asks and the model has
+/// a template (llama.cpp's template engine, [`super::chat`]); None for a synthetic scenario.
+pub(crate) fn prompt_text(
+    scenario: &crate::job::Scenario,
+    tok: &dyn PromptTokenizer,
+) -> Result<Option<String>, BackendError> {
+    Ok(match (&scenario.prompt, scenario.chat) {
+        (Some(text), true) => match tok.chat_template() {
+            Some(tmpl) => Some(
+                super::chat::apply(tmpl, scenario.system.as_deref(), text)
+                    .map_err(BackendError::Engine)?,
+            ),
+            None => Some(text.clone()),
+        },
+        (Some(text), false) => Some(text.clone()),
+        (None, _) => None,
+    })
 }
 
 /// `threads`, or the machine's physical cores (llama-bench's default).
@@ -52,11 +108,11 @@ pub(crate) struct DriveOpts {
 }
 
 /// Greedy choice; with `ignore_eos`, the best token that does not end generation.
-pub(crate) fn pick(logits: &[f32], tok: &ModelTokenizer, ignore_eos: bool) -> u32 {
+pub(crate) fn pick(logits: &[f32], tok: &dyn PromptTokenizer, ignore_eos: bool) -> u32 {
     let argmax = |skip_eog: bool| {
         let mut best: Option<(usize, f32)> = None;
         for (i, &l) in logits.iter().enumerate() {
-            if best.is_none_or(|(_, b)| l > b) && !(skip_eog && tok.eog.contains(&(i as u32))) {
+            if best.is_none_or(|(_, b)| l > b) && !(skip_eog && tok.is_eog(i as u32)) {
                 best = Some((i, l));
             }
         }
@@ -65,7 +121,7 @@ pub(crate) fn pick(logits: &[f32], tok: &ModelTokenizer, ignore_eos: bool) -> u3
     // The first maximum, as llama.cpp's greedy sampler; a second pass only when it ends
     // generation and `ignore_eos` asks for the best token that does not.
     let t = argmax(false);
-    if ignore_eos && tok.eog.contains(&t) {
+    if ignore_eos && tok.is_eog(t) {
         argmax(true)
     } else {
         t
@@ -77,41 +133,32 @@ pub(crate) fn pick(logits: &[f32], tok: &ModelTokenizer, ignore_eos: bool) -> u3
 ///
 /// Long on purpose: the one measuring loop of the in-process engines; kept whole so that what is
 /// timed, and in which order, reads in one place.
-pub(crate) fn drive<M: StepModel>(
+pub(crate) fn drive<M: StepModel, T: PromptTokenizer>(
     job: &BenchJob,
     job_id: &str,
     sink: &mut dyn SampleSink,
     o: &DriveOpts,
-    load: impl FnOnce() -> Result<(M, ModelTokenizer), BackendError>,
+    load: impl FnOnce() -> Result<(M, T), BackendError>,
 ) -> Result<(), BackendError> {
     let load_start = Instant::now();
     let (mut model, tok) = load()?;
     let load_ms = Millis::from_duration(load_start.elapsed());
-    let (model, tok): (&mut dyn StepModel, &ModelTokenizer) = (&mut model, &tok);
+    let (model, tok): (&mut dyn StepModel, &dyn PromptTokenizer) = (&mut model, &tok);
     let fwd = |m: &mut dyn StepModel,
                ids: &[u32],
-               pos: usize|
+               pos: usize,
+               logits: bool|
      -> Result<(Vec<f32>, Duration), BackendError> {
         let t0 = Instant::now();
-        let logits = m.forward(ids, pos)?;
-        Ok((logits, t0.elapsed()))
+        let out = m.forward(ids, pos, logits)?;
+        Ok((out, t0.elapsed()))
     };
 
     let scenario = &job.scenario;
     let n_vocab = tok.vocab_size().max(1) as i32;
     let n_prompt = scenario.prompt_tokens.unwrap_or(0) as usize;
     let n_gen = scenario.max_tokens as usize;
-    let prompt_text = match (&scenario.prompt, scenario.chat) {
-        (Some(text), true) => match &tok.chat_template {
-            Some(tmpl) => Some(
-                super::chat::apply(tmpl, scenario.system.as_deref(), text)
-                    .map_err(BackendError::Engine)?,
-            ),
-            None => Some(text.clone()),
-        },
-        (Some(text), false) => Some(text.clone()),
-        (None, _) => None,
-    };
+    let prompt_text = prompt_text(scenario, tok)?;
     let synthetic_prompt = if prompt_text.is_none() && n_prompt > 1 {
         n_prompt
     } else {
@@ -119,30 +166,26 @@ pub(crate) fn drive<M: StepModel>(
     };
     let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
     let random_token = |rng: &mut ChaCha8Rng| rng.random_range(0..n_vocab) as u32;
-    let bos = tok.bos.filter(|_| tok.add_bos);
+    let bos = tok.bos();
+    let warmup_batch = model.warmup_batch().max(1);
 
     // Warmup, as the llama.cpp backend (and llama-bench): an untimed prompt run and a one-token
     // generation, drawing the same random tokens.
     for _ in 0..job.warmup.max(1) {
         model.reset()?;
         let warm: Vec<u32> = match &prompt_text {
-            Some(t) => tok
-                .encode(t)
-                .map_err(BackendError::Engine)?
-                .into_iter()
-                .take(WARMUP_BATCH)
-                .collect(),
-            None => (0..synthetic_prompt.min(WARMUP_BATCH))
+            Some(t) => tok.encode(t)?.into_iter().take(warmup_batch).collect(),
+            None => (0..synthetic_prompt.min(warmup_batch))
                 .map(|_| random_token(&mut rng))
                 .collect(),
         };
         if !warm.is_empty() {
-            fwd(model, &warm, 0)?;
+            fwd(model, &warm, 0, false)?;
         }
         if n_gen > 0 {
             model.reset()?;
             let one = [bos.unwrap_or_else(|| random_token(&mut rng))];
-            fwd(model, &one, 0)?;
+            fwd(model, &one, 0, false)?;
         }
     }
 
@@ -156,7 +199,7 @@ pub(crate) fn drive<M: StepModel>(
         let (tokens, tokenize) = match &prompt_text {
             Some(t) => {
                 let t0 = Instant::now();
-                let ids = tok.encode(t).map_err(BackendError::Engine)?;
+                let ids = tok.encode(t)?;
                 (ids, t0.elapsed())
             }
             None => {
@@ -185,10 +228,12 @@ pub(crate) fn drive<M: StepModel>(
         } else {
             tokens.len()
         } as u64);
+        // The prompt's logits are read only to pick the first token of a text prompt.
+        let text_gen = prompt_text.is_some() && n_gen > 0;
         let (mut logits, pp_time) = if tokens.is_empty() {
             (Vec::new(), Duration::ZERO)
         } else {
-            fwd(model, &tokens, 0)?
+            fwd(model, &tokens, 0, text_gen)?
         };
         if !tokens.is_empty() {
             s.pp_tps = Some(tokens.len() as f64 / pp_time.as_secs_f64().max(1e-9));
@@ -197,7 +242,7 @@ pub(crate) fn drive<M: StepModel>(
         let mut pos = tokens.len();
         let mut decode_time = Duration::ZERO;
         let gen_start = timer.at();
-        if prompt_text.is_some() && n_gen > 0 {
+        if text_gen {
             let t0 = Instant::now();
             let mut next = pick(&logits, tok, o.ignore_eos);
             sample_time += t0.elapsed();
@@ -208,10 +253,10 @@ pub(crate) fn drive<M: StepModel>(
                 s.output_ids.push(next);
             }
             while s.token_ms.len() < n_gen {
-                if !o.ignore_eos && tok.eog.contains(&next) {
+                if !o.ignore_eos && tok.is_eog(next) {
                     break;
                 }
-                let (l, d) = fwd(model, &[next], pos)?;
+                let (l, d) = fwd(model, &[next], pos, true)?;
                 logits = l;
                 decode_time += d;
                 pos += 1;
@@ -230,7 +275,7 @@ pub(crate) fn drive<M: StepModel>(
                 _ => random_token(&mut rng),
             };
             for _ in 0..n_gen {
-                decode_time += fwd(model, &[next], pos)?.1;
+                decode_time += fwd(model, &[next], pos, false)?.1;
                 pos += 1;
                 s.token_ms.push(timer.at());
                 next = random_token(&mut rng);

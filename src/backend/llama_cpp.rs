@@ -7,24 +7,22 @@
 //!   generates exactly `max_tokens` tokens.
 //! - Warmup as llama-bench: an untimed prompt run and a one-token generation; the KV cache is
 //!   cleared before every repetition.
+//!
+//! The loop is the one every in-process engine shares ([`driver::drive`]); this module is the
+//! engine: a context as a [`StepModel`] and llama.cpp's tokenizer as a [`PromptTokenizer`].
 
-use super::driver;
+use super::driver::{self, drive, DriveOpts, PromptTokenizer, StepModel};
 use super::params::{self, Flag, ParamProblem, TypedParams};
-use super::{finish_rep, synthetic_tg_tps, text_tg_tps, BackendError, RepTimer, SampleSink};
+use super::{BackendError, SampleSink};
 use crate::backend::BenchJob;
-use crate::results::{Millis, Sample};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
-use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
 
 pub const PARAMS: &[&str] = &[
     "threads",
@@ -182,73 +180,96 @@ fn c_text(f: unsafe extern "C" fn() -> *const std::os::raw::c_char) -> String {
     }
 }
 
-/// Decodes `tokens` from position `start` in chunks of `batch`; logits only for the last token.
-/// Returns the time spent in decode calls.
-fn decode_prompt(
-    ctx: &mut LlamaContext<'_>,
-    batch: &mut LlamaBatch,
-    tokens: &[LlamaToken],
+/// A llama.cpp context as a [`StepModel`]: prompts decoded in `batch`-sized chunks with logits
+/// for the last token only, one token per decode during generation, and the logits copied out
+/// only when the loop reads them (llama-bench copies none).
+struct LlamaStep {
+    ctx: LlamaContext<'static>,
+    batch: LlamaBatch<'static>,
     n_batch: usize,
-) -> Result<Duration, BackendError> {
-    let mut spent = Duration::ZERO;
-    for (ci, chunk) in tokens.chunks(n_batch).enumerate() {
-        batch.clear();
-        let base = ci * n_batch;
-        for (i, t) in chunk.iter().enumerate() {
-            let pos = base + i;
-            batch
-                .add(*t, pos as i32, &[0], pos + 1 == tokens.len())
-                .map_err(BackendError::engine("batch"))?;
+    n_ctx: usize,
+}
+
+impl StepModel for LlamaStep {
+    fn reset(&mut self) -> Result<(), BackendError> {
+        self.ctx.clear_kv_cache();
+        Ok(())
+    }
+
+    fn forward(&mut self, ids: &[u32], pos: usize, logits: bool) -> Result<Vec<f32>, BackendError> {
+        let mut last: i32 = 0;
+        for (ci, chunk) in ids.chunks(self.n_batch).enumerate() {
+            self.batch.clear();
+            let base = pos + ci * self.n_batch;
+            for (i, t) in chunk.iter().enumerate() {
+                let p = base + i;
+                self.batch
+                    .add(
+                        LlamaToken::new(*t as i32),
+                        p as i32,
+                        &[0],
+                        p + 1 == pos + ids.len(),
+                    )
+                    .map_err(BackendError::engine("batch"))?;
+            }
+            self.ctx
+                .decode(&mut self.batch)
+                .map_err(BackendError::engine("decode"))?;
+            self.ctx.synchronize();
+            last = self.batch.n_tokens() - 1;
         }
-        let t0 = Instant::now();
-        ctx.decode(batch)
-            .map_err(BackendError::engine("prompt decode"))?;
-        ctx.synchronize();
-        spent += t0.elapsed();
+        Ok(if logits {
+            self.ctx.get_logits_ith(last).to_vec()
+        } else {
+            Vec::new()
+        })
     }
-    Ok(spent)
-}
 
-/// Decodes one token at `pos` (logits on) and waits for it; returns the time in the engine, so
-/// sampling time never includes waiting for the decode.
-fn decode_one(
-    ctx: &mut LlamaContext<'_>,
-    batch: &mut LlamaBatch,
-    tok: LlamaToken,
-    pos: usize,
-) -> Result<Duration, BackendError> {
-    batch.clear();
-    batch
-        .add(tok, pos as i32, &[0], true)
-        .map_err(BackendError::engine("batch"))?;
-    let t0 = Instant::now();
-    ctx.decode(batch).map_err(BackendError::engine("decode"))?;
-    ctx.synchronize();
-    Ok(t0.elapsed())
-}
-
-/// Greedy choice; with `ignore_eos`, the best token that does not end generation.
-fn pick(
-    ctx: &LlamaContext<'_>,
-    model: &LlamaModel,
-    sampler: &mut LlamaSampler,
-    idx: i32,
-    ignore_eos: bool,
-) -> LlamaToken {
-    let t = sampler.sample(ctx, idx);
-    if !ignore_eos || !model.vocab().is_eog(t) {
-        return t;
+    fn max_seq(&self) -> usize {
+        self.n_ctx
     }
-    let vocab = model.vocab();
-    ctx.candidates_ith(idx)
-        .filter(|c| !vocab.is_eog(c.id()))
-        .max_by(|a, b| a.logit().total_cmp(&b.logit()))
-        .map(|c| c.id())
-        .unwrap_or(t)
+
+    fn warmup_batch(&self) -> usize {
+        self.n_batch
+    }
 }
 
-/// Long for now: llama-bench's sequence in one place (load, warmup, pp/tg or text repetitions);
-/// moving it onto the shared `driver::drive` loop is the next step of the backend contract.
+/// llama.cpp's own tokenizer and chat template, as the loop needs them.
+struct LlamaTokens {
+    model: &'static LlamaModel,
+    add_bos: bool,
+    template: Option<String>,
+}
+
+impl PromptTokenizer for LlamaTokens {
+    fn vocab_size(&self) -> usize {
+        self.model.n_vocab().max(1) as usize
+    }
+    fn encode(&self, text: &str) -> Result<Vec<u32>, BackendError> {
+        Ok(self
+            .model
+            .vocab()
+            .tokenize(text.as_bytes(), self.add_bos, true)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect())
+    }
+    fn bos(&self) -> Option<u32> {
+        self.add_bos.then(|| self.model.vocab().bos().0 as u32)
+    }
+    fn is_eog(&self, id: u32) -> bool {
+        self.model.vocab().is_eog(LlamaToken::new(id as i32))
+    }
+    fn chat_template(&self) -> Option<&str> {
+        self.template.as_deref()
+    }
+}
+
+/// Loads the model and makes a context sized as llama-bench sizes it (`ctx`, else exactly what
+/// the scenario needs), then measures through the loop every in-process engine shares.
+///
+/// The backend and the model live as long as the worker process (one job each): they are
+/// leaked, so that the context can borrow them from inside the loader.
 fn run(
     job: &BenchJob,
     p: Params,
@@ -257,222 +278,65 @@ fn run(
 ) -> Result<(), BackendError> {
     let path = super::driver::model_path(job)?;
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-    let backend = LlamaBackend::init().map_err(BackendError::engine("llama.cpp init"))?;
-
-    let load_start = Instant::now();
-    let mparams = LlamaModelParams::default()
-        .with_n_gpu_layers(p.n_gpu_layers)
-        .with_use_mmap(p.mmap);
-    let model = LlamaModel::load_from_file(&backend, &path, &mparams)
-        .map_err(BackendError::engine("loading the model"))?;
-    let load_ms = Millis::from_duration(load_start.elapsed());
-
-    let scenario = &job.scenario;
-    let n_vocab = model.n_vocab().max(1);
-    let vocab = model.vocab();
-    let add_bos = vocab.should_add_bos();
-    let n_prompt = scenario.prompt_tokens.unwrap_or(0) as usize;
-    let n_gen = scenario.max_tokens as usize;
-
-    // The prompt text, chat-templated when asked and the model has a template.
-    let prompt_text = match (&scenario.prompt, scenario.chat) {
-        (Some(text), true) => match model.chat_template(None) {
-            Ok(tmpl) => {
-                let mut msgs = Vec::new();
-                if let Some(sys) = &scenario.system {
-                    msgs.push(
-                        LlamaChatMessage::new("system".into(), sys.clone())
-                            .map_err(BackendError::engine("chat message"))?,
-                    );
-                }
-                msgs.push(
-                    LlamaChatMessage::new("user".into(), text.clone())
-                        .map_err(BackendError::engine("chat message"))?,
-                );
-                Some(
-                    model
-                        .apply_chat_template(&tmpl, &msgs, true)
-                        .map_err(BackendError::engine("chat template"))?,
-                )
-            }
-            Err(_) => Some(text.clone()),
-        },
-        (Some(text), false) => Some(text.clone()),
-        (None, _) => None,
+    let opts = DriveOpts {
+        engine: "llama.cpp",
+        seed: p.seed,
+        ignore_eos: p.ignore_eos,
     };
-    // A synthetic prompt of 0 or 1 token is llama-bench's tg test: no prompt phase, generation
-    // starts from BOS (or a random token), n_gen decodes in all.
-    let synthetic_prompt = if prompt_text.is_none() && n_prompt > 1 {
-        n_prompt
-    } else {
-        0
-    };
-    let n_ctx = match (&prompt_text, p.ctx) {
-        (_, c) if c > 0 => c,
-        // As llama-bench: exactly what the test needs.
-        (None, _) => (synthetic_prompt + n_gen).max(1) as u32,
-        (Some(t), _) => vocab
-            .tokenize(t.as_bytes(), add_bos, true)
-            .len()
-            .saturating_add(n_gen)
-            .max(1) as u32,
-    };
-    let cparams = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx))
-        .with_n_batch(p.batch)
-        .with_n_ubatch(p.ubatch)
-        .with_n_threads(p.threads)
-        .with_n_threads_batch(p.threads)
-        .with_no_perf(false)
-        .with_flash_attention_policy(if p.flash_attn {
-            llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
-        } else {
-            llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
-        });
-    let mut ctx = model
-        .new_context(&backend, cparams)
-        .map_err(BackendError::engine("creating the context"))?;
-    let n_batch = ctx.n_batch().max(1) as usize;
-    let mut batch = LlamaBatch::new(n_batch.max(1), 1);
-    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
-    let random_token = |rng: &mut ChaCha8Rng| LlamaToken::new(rng.random_range(0..n_vocab));
-
-    // Warmup, as llama-bench: an untimed prompt run and a one-token generation.
-    for _ in 0..job.warmup.max(1) {
-        ctx.clear_kv_cache();
-        let warm: Vec<LlamaToken> = match &prompt_text {
-            Some(t) => vocab
-                .tokenize(t.as_bytes(), add_bos, true)
-                .into_iter()
-                .take(n_batch)
-                .collect(),
-            None => (0..synthetic_prompt.min(n_batch))
-                .map(|_| random_token(&mut rng))
-                .collect(),
+    drive(job, job_id, sink, &opts, || {
+        let backend: &'static LlamaBackend = Box::leak(Box::new(
+            LlamaBackend::init().map_err(BackendError::engine("llama.cpp init"))?,
+        ));
+        let mparams = LlamaModelParams::default()
+            .with_n_gpu_layers(p.n_gpu_layers)
+            .with_use_mmap(p.mmap);
+        let model: &'static LlamaModel = Box::leak(Box::new(
+            LlamaModel::load_from_file(backend, &path, &mparams)
+                .map_err(BackendError::engine("loading the model"))?,
+        ));
+        let tokens = LlamaTokens {
+            model,
+            add_bos: model.vocab().should_add_bos(),
+            template: model
+                .chat_template(None)
+                .ok()
+                .and_then(|t| t.to_string().ok()),
         };
-        if !warm.is_empty() {
-            decode_prompt(&mut ctx, &mut batch, &warm, n_batch)?;
-        }
-        if n_gen > 0 {
-            ctx.clear_kv_cache();
-            let one = [if add_bos {
-                vocab.bos()
+        let scenario = &job.scenario;
+        let n_gen = scenario.max_tokens as usize;
+        let n_ctx = match (driver::prompt_text(scenario, &tokens)?, p.ctx) {
+            (_, c) if c > 0 => c,
+            // As llama-bench: exactly what the test needs (a 0- or 1-token synthetic prompt is
+            // its tg test, which decodes n_gen tokens in all).
+            (None, _) => {
+                let n_prompt = scenario.prompt_tokens.unwrap_or(0) as usize;
+                let prompt = if n_prompt > 1 { n_prompt } else { 0 };
+                (prompt + n_gen).max(1) as u32
+            }
+            (Some(t), _) => tokens.encode(&t)?.len().saturating_add(n_gen).max(1) as u32,
+        };
+        let cparams = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(p.batch)
+            .with_n_ubatch(p.ubatch)
+            .with_n_threads(p.threads)
+            .with_n_threads_batch(p.threads)
+            .with_no_perf(false)
+            .with_flash_attention_policy(if p.flash_attn {
+                llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
             } else {
-                random_token(&mut rng)
-            }];
-            decode_prompt(&mut ctx, &mut batch, &one, n_batch)?;
-        }
-    }
-
-    for rep in 0..job.runs {
-        ctx.clear_kv_cache();
-        let mut sampler = LlamaSampler::greedy();
-        let mut s = job.blank_sample(job_id, rep, false);
-        s.load_ms = Some(load_ms);
-        let timer = RepTimer::start();
-        let mut sample_time = Duration::ZERO;
-
-        // Prompt.
-        let (tokens, tokenize) = match &prompt_text {
-            Some(t) => {
-                let t0 = Instant::now();
-                let toks = vocab.tokenize(t.as_bytes(), add_bos, true);
-                (toks, t0.elapsed())
-            }
-            None => {
-                let mut toks = Vec::with_capacity(synthetic_prompt);
-                if synthetic_prompt > 0 && add_bos {
-                    toks.push(vocab.bos());
-                }
-                while toks.len() < synthetic_prompt {
-                    toks.push(random_token(&mut rng));
-                }
-                (toks, Duration::ZERO)
-            }
+                llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
+            });
+        let ctx = model
+            .new_context(backend, cparams)
+            .map_err(BackendError::engine("creating the context"))?;
+        let n_batch = ctx.n_batch().max(1) as usize;
+        let step = LlamaStep {
+            ctx,
+            batch: LlamaBatch::new(n_batch, 1),
+            n_batch,
+            n_ctx: n_ctx as usize,
         };
-        if tokens.len() + n_gen > n_ctx as usize {
-            return Err(BackendError::Engine(format!(
-                "prompt ({} tokens) + generation ({n_gen}) exceed the context of {n_ctx}",
-                tokens.len()
-            )));
-        }
-        s.tokenize_ms = Some(Millis::from_duration(tokenize));
-        // For llama-bench's tg test the one "prompt" token is the first decoded token.
-        s.prompt_tokens = Some(if prompt_text.is_none() {
-            n_prompt
-        } else {
-            tokens.len()
-        } as u64);
-        let pp_time = if tokens.is_empty() {
-            Duration::ZERO
-        } else {
-            decode_prompt(&mut ctx, &mut batch, &tokens, n_batch)?
-        };
-        if !tokens.is_empty() {
-            s.pp_tps = Some(tokens.len() as f64 / pp_time.as_secs_f64().max(1e-9));
-        }
-
-        // Generation.
-        let mut pos = tokens.len();
-        let mut decode_time = Duration::ZERO;
-        let gen_start = timer.at();
-        if prompt_text.is_some() && n_gen > 0 {
-            // Text: sample from the prompt's logits, then decode each sampled token.
-            let t0 = Instant::now();
-            let mut tok = pick(
-                &ctx,
-                &model,
-                &mut sampler,
-                batch.n_tokens() - 1,
-                p.ignore_eos,
-            );
-            sample_time += t0.elapsed();
-            s.token_ms.push(timer.at());
-            // The first repetition's greedy output, for the agreement check across backends.
-            let record = rep == 0;
-            if record {
-                let ids: Vec<u32> = tokens.iter().map(|t| t.0 as u32).collect();
-                s.prompt_digest = Some(Sample::digest_ids(&ids));
-                s.output_ids.push(tok.0 as u32);
-            }
-            while s.token_ms.len() < n_gen {
-                if !p.ignore_eos && vocab.is_eog(tok) {
-                    break;
-                }
-                decode_time += decode_one(&mut ctx, &mut batch, tok, pos)?;
-                pos += 1;
-                let t1 = Instant::now();
-                tok = pick(&ctx, &model, &mut sampler, 0, p.ignore_eos);
-                sample_time += t1.elapsed();
-                s.token_ms.push(timer.at());
-                if record {
-                    s.output_ids.push(tok.0 as u32);
-                }
-            }
-            s.tg_tps = text_tg_tps(&s.token_ms);
-        } else if n_gen > 0 {
-            // Synthetic, as llama-bench's tg test: decode random tokens one at a time, no sampling.
-            let mut tok = if tokens.is_empty() && add_bos {
-                vocab.bos()
-            } else {
-                random_token(&mut rng)
-            };
-            for _ in 0..n_gen {
-                decode_time += decode_one(&mut ctx, &mut batch, tok, pos)?;
-                pos += 1;
-                s.token_ms.push(timer.at());
-                tok = random_token(&mut rng);
-            }
-            s.tg_tps = Some(synthetic_tg_tps(&s.token_ms, gen_start));
-        }
-        finish_rep(&mut s, &timer, sample_time);
-        tracing::debug!(
-            "rep {rep}: prompt decode {:?}, generation decode {:?}, sampling {:?}",
-            pp_time,
-            decode_time,
-            sample_time
-        );
-        sink.sample(s)?;
-    }
-    Ok(())
+        Ok((step, tokens))
+    })
 }

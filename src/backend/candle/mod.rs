@@ -170,7 +170,13 @@ impl StepModel for Engine {
         Ok(())
     }
 
-    fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Vec<f32>, BackendError> {
+    /// Logits are always computed and copied (`_logits` is ignored), as before the flag.
+    fn forward(
+        &mut self,
+        ids: &[u32],
+        pos: usize,
+        _logits: bool,
+    ) -> Result<Vec<f32>, BackendError> {
         let run = |e: &mut Engine| -> candle_core::Result<Vec<f32>> {
             let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
             let logits = match e {

@@ -539,7 +539,14 @@ impl StepModel for MlxModel {
         Ok(())
     }
 
-    fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Vec<f32>, BackendError> {
+    /// MLX is lazy: the logits are always evaluated and copied, whatever `_logits` says, so the
+    /// pass really runs.
+    fn forward(
+        &mut self,
+        ids: &[u32],
+        pos: usize,
+        _logits: bool,
+    ) -> Result<Vec<f32>, BackendError> {
         if pos != self.cached {
             return Err(BackendError::Engine(format!(
                 "forward at position {pos} with {} cached positions",
