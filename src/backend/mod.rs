@@ -287,6 +287,16 @@ pub struct Access {
     pub urls: Vec<(&'static str, String)>,
 }
 
+impl Access {
+    /// A `tokenizer` param's file (candle, MLX): the one path such a backend reads.
+    pub fn tokenizer(path: &Option<String>) -> Access {
+        Access {
+            paths: path.iter().map(|t| ("tokenizer", t.clone())).collect(),
+            ..Default::default()
+        }
+    }
+}
+
 /// What a backend reports while it runs: one call per finished repetition.
 pub trait SampleSink {
     fn sample(&mut self, sample: Sample) -> std::io::Result<()>;

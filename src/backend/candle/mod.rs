@@ -43,14 +43,7 @@ impl super::Backend for Candle {
         PARAMS
     }
     fn access(&self, p: &CandleParams) -> super::Access {
-        super::Access {
-            paths: p
-                .tokenizer
-                .iter()
-                .map(|t| ("tokenizer", t.clone()))
-                .collect(),
-            ..Default::default()
-        }
+        super::Access::tokenizer(&p.tokenizer)
     }
     fn build_info(&self) -> String {
         build_info()

@@ -49,14 +49,7 @@ impl super::Backend for Mlx {
         PARAMS
     }
     fn access(&self, p: &MlxParams) -> super::Access {
-        super::Access {
-            paths: p
-                .tokenizer
-                .iter()
-                .map(|t| ("tokenizer", t.clone()))
-                .collect(),
-            ..Default::default()
-        }
+        super::Access::tokenizer(&p.tokenizer)
     }
     fn unavailable(&self) -> Option<&'static str> {
         (!AVAILABLE).then_some(UNAVAILABLE)
