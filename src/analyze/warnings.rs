@@ -60,13 +60,13 @@ pub fn for_job(j: &JobSummary) -> Vec<Warning> {
         push(
             WarningKind::TooFewSamplesForPercentile,
             None,
-            format!("{n_req} samples: p90 needs {MIN_SAMPLES_P90} and p99 needs {MIN_SAMPLES_P99} to be claimed; they are marked ~"),
+            format!("{n_req} samples: p90 needs {MIN_SAMPLES_P90} and p99 needs {MIN_SAMPLES_P99} to be claimed; they are shown as INVALID"),
         );
     } else if n_req > 0 && n_req < MIN_SAMPLES_P99 {
         push(
             WarningKind::TooFewSamplesForPercentile,
             None,
-            format!("{n_req} samples: p99 needs {MIN_SAMPLES_P99} to be claimed; it is marked ~"),
+            format!("{n_req} samples: p99 needs {MIN_SAMPLES_P99} to be claimed; it is shown as INVALID"),
         );
     }
     for metric in JUDGED {

@@ -189,6 +189,7 @@ pub(crate) fn drive<M: StepModel, T: PromptTokenizer>(
         }
     }
 
+    let mut reps = job.repetitions();
     for rep in 0..job.runs {
         model.reset()?;
         let mut s = job.blank_sample(job_id, rep, false);
@@ -289,7 +290,11 @@ pub(crate) fn drive<M: StepModel, T: PromptTokenizer>(
             decode_time,
             sample_time
         );
+        let enough = reps.enough_after(&s);
         sink.sample(s)?;
+        if enough {
+            break;
+        }
     }
     Ok(())
 }

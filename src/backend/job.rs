@@ -19,7 +19,11 @@ pub struct BenchJob {
     pub params: BTreeMap<String, Value>,
     /// Parameters as they may be shown (secrets redacted).
     pub display_params: BTreeMap<String, Value>,
+    /// Measured repetitions; with `until_stable`, the most there may be.
     pub runs: u32,
+    /// `runs: { min, max, rel_ci }`: stop once the primary metric is stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_stable: Option<UntilStable>,
     pub warmup: u32,
     pub seed: u64,
     #[serde(with = "duration_secs")]
@@ -29,7 +33,78 @@ pub struct BenchJob {
     pub skip_unavailable: bool,
 }
 
+/// `runs: { min: N, max: M, rel_ci: 0.02 }`: after `min` measured repetitions, go on until the
+/// 95% confidence interval's half-width of the primary metric is within `rel_ci` of its mean,
+/// or `max` repetitions are done (the job is then UNSTABLE in the report).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UntilStable {
+    pub min: u32,
+    pub max: u32,
+    pub rel_ci: f64,
+}
+
+/// The 95% CI half-width of the mean relative to the mean (Student's t); None below 2 values.
+pub fn relative_ci_half_width(values: &[f64]) -> Option<f64> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64;
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
+        .ok()?
+        .inverse_cdf(0.975);
+    (mean.abs() > 0.0).then(|| t * var.sqrt() / (n as f64).sqrt() / mean.abs())
+}
+
+/// Decides, one measured repetition at a time, when a job has enough of them.
+#[derive(Debug)]
+pub struct Repetitions {
+    until: Option<UntilStable>,
+    runs: u32,
+    generating: bool,
+    done: u32,
+    primary: Vec<f64>,
+}
+
+impl Repetitions {
+    /// Counts a measured sample; true when no more repetitions are needed.
+    pub fn enough_after(&mut self, s: &Sample) -> bool {
+        self.done += 1;
+        let primary = if self.generating { s.tg_tps } else { s.pp_tps };
+        if let Some(v) = primary.filter(|v| v.is_finite()) {
+            self.primary.push(v);
+        }
+        match self.until {
+            None => self.done >= self.runs,
+            Some(u) => {
+                self.done >= u.max
+                    || (self.done >= u.min
+                        && relative_ci_half_width(&self.primary).is_some_and(|r| r <= u.rel_ci))
+            }
+        }
+    }
+}
+
 impl BenchJob {
+    /// The primary metric is tg tokens/s for a scenario that generates, pp tokens/s for a
+    /// prompt-only one.
+    pub fn repetitions(&self) -> Repetitions {
+        Repetitions {
+            until: self.until_stable,
+            runs: self.runs,
+            generating: self.scenario.max_tokens > 1,
+            done: 0,
+            primary: Vec::new(),
+        }
+    }
+
+    /// The fewest measured repetitions a complete job has.
+    pub fn min_runs(&self) -> u32 {
+        self.until_stable.map(|u| u.min).unwrap_or(self.runs)
+    }
+
     /// A sample with identity fields only, for backends to fill in.
     pub fn blank_sample(&self, job_id: &str, rep: u32, warmup: bool) -> Sample {
         Sample {

@@ -16,7 +16,7 @@ pub mod simulated;
 pub mod worker;
 
 use crate::results::Sample;
-pub use job::BenchJob;
+pub use job::{relative_ci_half_width, BenchJob, Repetitions, UntilStable};
 use params::{ParamMap, ParamProblem, TypedParams};
 use serde::{Deserialize, Serialize};
 

@@ -166,6 +166,7 @@ fn run(
     let reps = (0..job.warmup)
         .map(|r| (r, true))
         .chain((0..job.runs).map(|r| (r, false)));
+    let mut measured = job.repetitions();
     for (rep, warmup) in reps {
         if !warmup && m.crash_rep == Some(u64::from(rep)) {
             // Stands in for an engine that segfaults: the parent must survive it.
@@ -218,7 +219,11 @@ fn run(
         // Modelled like every other figure here, so simulated reports are reproducible.
         s.peak_rss_bytes = Some((m.rss_mb * 1024.0 * 1024.0) as u64);
         pace(m.realtime, t);
+        let enough = !warmup && measured.enough_after(&s);
         sink.sample(s)?;
+        if enough {
+            break;
+        }
     }
     Ok(())
 }

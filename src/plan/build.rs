@@ -6,7 +6,7 @@ use super::diag::{reference_hint, Diagnostic, Diags};
 use super::grants::Grants;
 use super::template::{is_secret_name, scalar_from_str, Redactor, Templater};
 use super::{BenchJob, Job, JobKind, Model, Plan, Scenario, Stage};
-use crate::backend::BackendKind;
+use crate::backend::{BackendKind, UntilStable};
 use crate::spec::{
     self, At, MatrixSpec, ModelFormat, PipelineSpec, ScenarioRef, ScenarioSpec, Sha256Spec,
     SourceSpec, SpecError, StageKind, StageSpec,
@@ -144,12 +144,17 @@ fn check(
                     Vec::new()
                 }
             },
-            StageKind::Analyze => vec![Job {
-                id: st.name.value.clone(),
-                stage: si,
-                kind: JobKind::Analyze,
-                deps: Vec::new(),
-            }],
+            StageKind::Analyze => {
+                if let Some(cv) = unstable_cv(st, si, &t, d) {
+                    stages[si].settings = serde_json::json!({ "unstable_cv": cv });
+                }
+                vec![Job {
+                    id: st.name.value.clone(),
+                    stage: si,
+                    kind: JobKind::Analyze,
+                    deps: Vec::new(),
+                }]
+            }
             StageKind::Report => vec![Job {
                 id: st.name.value.clone(),
                 stage: si,
@@ -1024,6 +1029,37 @@ fn check_stage_keys(st: &StageSpec, si: usize, d: &mut Diags<'_>) {
     only(st.timeout.is_some(), "timeout", &[StageKind::Bench]);
     only(st.unavailable.is_some(), "unavailable", &[StageKind::Bench]);
     only(st.template.is_some(), "template", &[StageKind::Report]);
+    only(
+        st.unstable_cv.is_some(),
+        "unstable_cv",
+        &[StageKind::Analyze],
+    );
+}
+
+/// An analyze stage's `unstable_cv`: the coefficient of variation above which a job is UNSTABLE
+/// in the report (a number above 0 and below 1; default 0.05).
+fn unstable_cv(st: &StageSpec, si: usize, t: &Templater, d: &mut Diags<'_>) -> Option<f64> {
+    let at = st.unstable_cv.as_ref()?;
+    let key = format!("stages[{si}].unstable_cv");
+    let value = match t.render_value(&at.value) {
+        Ok(v) => v,
+        Err(e) => {
+            d.at(at, key, format!("template error: {e}"));
+            return None;
+        }
+    };
+    match value.as_f64() {
+        Some(cv) if cv > 0.0 && cv < 1.0 => Some(cv),
+        _ => {
+            d.at(
+                at,
+                key,
+                format!("expected a number above 0 and below 1, found {value}"),
+            )
+            .hint("e.g. unstable_cv: 0.05 marks jobs whose CV exceeds 5%");
+            None
+        }
+    }
 }
 
 /// A count-like stage setting: an integer, or a template that renders to one.
@@ -1059,6 +1095,7 @@ fn int_setting(
 /// A bench stage's settings as resolved: runs, warmup, seed, timeout, `unavailable: skip`.
 struct BenchSettings {
     runs: u32,
+    until_stable: Option<UntilStable>,
     warmup: u32,
     seed: u64,
     timeout: u64,
@@ -1068,7 +1105,15 @@ struct BenchSettings {
 impl BenchSettings {
     fn check(st: &StageSpec, si: usize, t: &Templater, d: &mut Diags<'_>) -> BenchSettings {
         let key = |k: &str| format!("stages[{si}].{k}");
-        let runs = int_setting(&st.runs, 5, 1_000_000, &key("runs"), t, d) as u32;
+        let until_stable = match &st.runs {
+            Some(at) if at.value.is_object() => until_stable(at, &key("runs"), d),
+            _ => None,
+        };
+        let runs = match until_stable {
+            Some(u) => u.max,
+            None if st.runs.as_ref().is_some_and(|r| r.value.is_object()) => 5,
+            None => int_setting(&st.runs, 5, 1_000_000, &key("runs"), t, d) as u32,
+        };
         let warmup = int_setting(&st.warmup, 1, 10_000, &key("warmup"), t, d) as u32;
         let seed = int_setting(&st.seed, 42, u64::MAX, &key("seed"), t, d);
         let timeout = int_setting(&st.timeout, 3600, 7 * 24 * 3600, &key("timeout"), t, d);
@@ -1094,6 +1139,7 @@ impl BenchSettings {
         }
         BenchSettings {
             runs,
+            until_stable,
             warmup,
             seed,
             timeout,
@@ -1102,10 +1148,71 @@ impl BenchSettings {
     }
 
     fn json(&self) -> Value {
+        let runs = match self.until_stable {
+            Some(u) => serde_json::json!({ "min": u.min, "max": u.max, "rel_ci": u.rel_ci }),
+            None => serde_json::json!(self.runs),
+        };
         serde_json::json!({
-            "runs": self.runs, "warmup": self.warmup, "seed": self.seed, "timeout_s": self.timeout
+            "runs": runs, "warmup": self.warmup, "seed": self.seed, "timeout_s": self.timeout
         })
     }
+}
+
+/// `runs: { min: N, max: M, rel_ci: 0.02 }`, checked: 1 ≤ min ≤ max ≤ 1,000,000, 0 < rel_ci < 1.
+fn until_stable(at: &At<Value>, key: &str, d: &mut Diags<'_>) -> Option<UntilStable> {
+    let map = at.value.as_object()?;
+    let mut ok = true;
+    for k in map.keys() {
+        if !["min", "max", "rel_ci"].contains(&k.as_str()) {
+            d.at(at, format!("{key}.{k}"), format!("unknown key `{k}`"))
+                .hint("`runs` as a mapping takes min, max and rel_ci");
+            ok = false;
+        }
+    }
+    let mut count = |k: &str| match map.get(k).map(|v| (v, v.as_u64())) {
+        Some((_, Some(n))) if (1..=1_000_000).contains(&n) => Some(n as u32),
+        Some((v, _)) => {
+            d.at(
+                at,
+                format!("{key}.{k}"),
+                format!("expected an integer from 1 to 1000000, found {v}"),
+            );
+            None
+        }
+        None => {
+            d.at(at, format!("{key}.{k}"), format!("missing `{k}`"))
+                .hint("`runs` as a mapping takes min, max and rel_ci");
+            None
+        }
+    };
+    let (min, max) = (count("min"), count("max"));
+    let rel_ci = match map.get("rel_ci").map(|v| (v, v.as_f64())) {
+        Some((_, Some(r))) if r > 0.0 && r < 1.0 => Some(r),
+        Some((v, _)) => {
+            d.at(
+                at,
+                format!("{key}.rel_ci"),
+                format!("expected a number above 0 and below 1, found {v}"),
+            )
+            .hint("e.g. rel_ci: 0.02 stops once the 95% interval is within ±2% of the mean");
+            None
+        }
+        None => {
+            d.at(at, format!("{key}.rel_ci"), "missing `rel_ci`")
+                .hint("`runs` as a mapping takes min, max and rel_ci");
+            None
+        }
+    };
+    let (min, max, rel_ci) = (min?, max?, rel_ci?);
+    if min > max {
+        d.at(
+            at,
+            format!("{key}.min"),
+            format!("min ({min}) is greater than max ({max})"),
+        );
+        return None;
+    }
+    ok.then_some(UntilStable { min, max, rel_ci })
 }
 
 /// A matrix's axes, resolved: backends (as written, and what they name), models, scenarios,
@@ -1337,6 +1444,16 @@ fn expand_matrix(
     let key = format!("stages[{si}].matrix");
     let settings = BenchSettings::check(st, si, t, d);
     let axes = matrix_axes(m, &key, models, scenarios, t, d);
+    if let (Some(_), Some(at)) = (settings.until_stable, &st.runs) {
+        if let Some((name, _)) = axes.backends.iter().find(|(_, b)| b.sized_by_load()) {
+            d.at(
+                at,
+                format!("stages[{si}].runs"),
+                format!("`runs` as a mapping does not apply to a server load (backend `{name}`)"),
+            )
+            .hint("a server load has its own bounds: set them in its `load` param");
+        }
+    }
     if !d.items.is_empty() {
         return (Vec::new(), settings.json());
     }
@@ -1390,6 +1507,7 @@ fn expand_matrix(
                 params,
                 display_params,
                 runs: settings.runs,
+                until_stable: settings.until_stable,
                 warmup: settings.warmup,
                 seed: job_seed,
                 timeout: Duration::from_secs(settings.timeout),

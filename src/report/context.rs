@@ -3,7 +3,8 @@
 
 use crate::analyze::agreement::AgreementRow;
 use crate::analyze::{
-    Analysis, JobSummary, Metric, MetricStats, MIN_SAMPLES_P90, MIN_SAMPLES_P95, MIN_SAMPLES_P99,
+    Analysis, JobSummary, Metric, MetricStats, CV_WARN, MIN_SAMPLES_P90, MIN_SAMPLES_P95,
+    MIN_SAMPLES_P99,
 };
 use crate::results::{Manifest, RunStatus, Sample};
 use serde::Serialize;
@@ -31,6 +32,8 @@ pub struct ReportContext {
     /// Output agreement between jobs on the same scenario (text prompts only).
     pub agreement: Vec<AgreementView>,
     pub agreement_min_prefix: Option<usize>,
+    /// The CV above which a job is UNSTABLE, as "5%".
+    pub unstable_cv: String,
     pub methodology: Vec<String>,
     pub command: String,
     pub pipeline_sha256: String,
@@ -80,6 +83,8 @@ pub struct Row {
     pub agreement: String,
     /// The job's output diverged from the reference: its speed is not comparable.
     pub divergent: bool,
+    /// "UNSTABLE (CV 7.1% > 5%)" when the primary metric's spread is too wide; else empty.
+    pub unstable: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -116,8 +121,10 @@ pub struct LoadRow {
 
 #[derive(Debug, Serialize, Default)]
 pub struct Cell {
-    /// "mean ± stddev"
+    /// "mean ± half-width of the 95% confidence interval"
     pub mean: String,
+    /// Coefficient of variation, "1.2%".
+    pub cv: String,
     pub p50: String,
     pub p90: String,
     pub p95: String,
@@ -156,20 +163,26 @@ fn cell(m: Option<&MetricStats>) -> Cell {
             p95: DASH.into(),
             p99: DASH.into(),
             ci95: DASH.into(),
+            cv: DASH.into(),
         };
     };
+    // A percentile with too few samples is not a figure at all.
     let mark = |v: f64, need: u64| {
         if m.n < need {
-            format!("~{}", fmt(v))
+            format!("INVALID (n={}, needs {need})", m.n)
         } else {
             fmt(v)
         }
     };
     Cell {
-        mean: match m.std {
-            Some(sd) => format!("{} ± {}", fmt(m.mean), fmt(sd)),
-            None => fmt(m.mean),
+        mean: match (m.ci95_low, m.ci95_high) {
+            (Some(lo), Some(hi)) => format!("{} ± {}", fmt(m.mean), fmt((hi - lo) / 2.0)),
+            _ => fmt(m.mean),
         },
+        cv: m
+            .cv
+            .map(|cv| format!("{:.1}%", cv * 100.0))
+            .unwrap_or_else(|| DASH.into()),
         p50: fmt(m.p50),
         p90: mark(m.p90, MIN_SAMPLES_P90),
         p95: mark(m.p95, MIN_SAMPLES_P95),
@@ -347,6 +360,7 @@ pub fn build_context(
         scenarios: scenario_sections(p, analysis, &agreement_rows, &not_run, baseline.as_deref()),
         agreement: agreement_rows.iter().map(agreement_view).collect(),
         agreement_min_prefix,
+        unstable_cv: format!("{}%", unstable_cv(p) * 100.0),
         baseline,
         environment: environment_rows(manifest),
         models: models.iter().map(model_row).collect(),
@@ -497,6 +511,7 @@ fn scenario_sections(
                 vs_baseline: vs_baseline(j, &analysis.jobs, baseline),
                 agreement: agreement_cell(&j.job_id, agreement_rows, &divergent),
                 divergent: divergent.contains(&j.job_id.as_str()),
+                unstable: unstable(j, p).unwrap_or_default(),
             })
             .collect();
         if !rows.is_empty() {
@@ -508,6 +523,68 @@ fn scenario_sections(
         }
     }
     scenarios
+}
+
+/// The primary metric of a job: tg tokens/s when it generates, else pp tokens/s, else e2e.
+fn primary(j: &JobSummary) -> Option<(Metric, &MetricStats)> {
+    [Metric::TgTps, Metric::PpTps, Metric::E2eMs]
+        .into_iter()
+        .find_map(|m| j.metrics.get(&m).map(|s| (m, s)))
+}
+
+/// A stage's resolved settings, by the stage part of a job id.
+fn stage_settings<'a>(p: &'a Value, job_id: &str) -> Option<&'a Value> {
+    let stage = job_id.split('/').next()?;
+    p.get("stages")?
+        .as_array()?
+        .iter()
+        .find(|s| s.get("name").and_then(Value::as_str) == Some(stage))?
+        .get("settings")
+}
+
+/// The analyze stage's `unstable_cv`, else [`CV_WARN`].
+fn unstable_cv(p: &Value) -> f64 {
+    p.get("stages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find_map(|s| s.get("settings")?.get("unstable_cv")?.as_f64())
+        .unwrap_or(CV_WARN)
+}
+
+/// "UNSTABLE (…)" when the job's primary metric varies more than the analyze stage's
+/// `unstable_cv` (default 5%), or when `runs: {max, rel_ci}` ran out before its interval was
+/// within `rel_ci`.
+fn unstable(j: &JobSummary, p: &Value) -> Option<String> {
+    let (metric, m) = primary(j)?;
+    let threshold = unstable_cv(p);
+    let mut why = Vec::new();
+    if let Some(cv) = m.cv.filter(|cv| *cv > threshold) {
+        why.push(format!(
+            "{} CV {:.1}% > {:.1}%",
+            metric.column(),
+            cv * 100.0,
+            threshold * 100.0
+        ));
+    }
+    let runs = stage_settings(p, &j.job_id).and_then(|s| s.get("runs"));
+    if let (Some(max), Some(rel_ci)) = (
+        runs.and_then(|r| r.get("max")).and_then(Value::as_u64),
+        runs.and_then(|r| r.get("rel_ci")).and_then(Value::as_f64),
+    ) {
+        let half = match (m.ci95_low, m.ci95_high) {
+            (Some(lo), Some(hi)) if m.mean.abs() > 0.0 => Some((hi - lo) / 2.0 / m.mean.abs()),
+            _ => None,
+        };
+        if m.n >= max && half.is_none_or(|h| h > rel_ci) {
+            why.push(format!(
+                "max {max} runs reached, 95% CI ±{:.1}% > ±{:.1}%",
+                half.unwrap_or(f64::NAN) * 100.0,
+                rel_ci * 100.0
+            ));
+        }
+    }
+    (!why.is_empty()).then(|| format!("UNSTABLE ({})", why.join("; ")))
 }
 
 /// A job's "Output agreement" cell: its agreement with its reference, or `reference`.

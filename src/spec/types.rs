@@ -353,9 +353,10 @@ pub struct StageSpec {
     #[serde(default)]
     #[schemars(with = "Option<MatrixSpec>")]
     pub matrix: Option<At<MatrixSpec>>,
-    /// bench: measured repetitions per job.
+    /// bench: measured repetitions per job, or `{ min, max, rel_ci }`: at least `min`, then on
+    /// until the primary metric's 95% interval is within `rel_ci` of its mean, at most `max`.
     #[serde(default)]
-    #[schemars(with = "Option<Templated<u32>>")]
+    #[schemars(with = "Option<RunsSchema>")]
     pub runs: Option<At<Value>>,
     /// bench: untimed repetitions before the measured ones.
     #[serde(default)]
@@ -374,10 +375,40 @@ pub struct StageSpec {
     #[serde(default)]
     #[schemars(with = "Option<Unavailable>")]
     pub unavailable: Option<At<String>>,
+    /// analyze: the coefficient of variation above which a job is marked UNSTABLE in the
+    /// report (default 0.05).
+    #[serde(default)]
+    #[schemars(with = "Option<Templated<f64>>")]
+    pub unstable_cv: Option<At<Value>>,
     /// report: a template path instead of the built-in one.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub template: Option<At<String>>,
+}
+
+/// For the JSON Schema: `runs` is a count or a stopping rule.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum RunsSchema {
+    Count(Templated<u32>),
+    UntilStable(UntilStableSchema),
+}
+
+/// Stop when stable: at least `min` repetitions, at most `max`, stopping once the 95% interval of
+/// the primary metric (tg tokens/s, or pp tokens/s for prompt-only scenarios) is within `rel_ci`
+/// of its mean.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct UntilStableSchema {
+    #[schemars(range(min = 1))]
+    min: u32,
+    #[schemars(range(min = 1))]
+    max: u32,
+    /// Relative half-width of the 95% interval, e.g. 0.02.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    rel_ci: f64,
 }
 
 /// For the JSON Schema: what a bench job does when this build lacks its backend.

@@ -245,7 +245,8 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> StageResult {
         .sync()
         .map_err(|e| StageError::Worker(e.to_string()))?;
     // A load test's size is set by its load (requests, duration): it is complete when every
-    // step reported its summary. Other backends report exactly `runs` repetitions.
+    // step reported its summary. Other backends report `runs` repetitions (with `runs: {min, max,
+    // rel_ci}`, from min to max).
     let is_load = job.backend.sized_by_load();
     let status = child
         .wait()
@@ -271,7 +272,7 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> StageResult {
             ErrorKind::Crash,
             "the worker ended without a load summary".to_string(),
         )),
-        None if !is_load && measured != job.runs => Some((
+        None if !is_load && (measured < job.min_runs() || measured > job.runs) => Some((
             ErrorKind::Crash,
             format!(
                 "worker reported {measured} of {} measured repetitions",
