@@ -30,11 +30,11 @@ const PER_SAMPLE: [Metric; 9] = [
 ];
 
 /// A sample whose figures do not count: a failed repetition or a failed server request.
-fn is_failed(s: &Sample) -> bool {
+pub(crate) fn is_failed(s: &Sample) -> bool {
     s.error.is_some() || s.request.as_ref().is_some_and(|r| r.failure.is_some())
 }
 
-fn metric_value(s: &Sample, m: Metric) -> Option<f64> {
+pub(crate) fn metric_value(s: &Sample, m: Metric) -> Option<f64> {
     if is_failed(s) {
         return None;
     }

@@ -4,13 +4,17 @@
 
 pub mod agreement;
 mod frame;
+mod samples;
 mod warnings;
 
 pub use frame::{analyze, summary_frame, write_summary, AnalyzeError};
+pub use samples::{sample_kind, samples_frame, write_samples, SAMPLE_METRICS};
 pub use warnings::{Warning, WarningKind};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+pub use crate::results::METRICS_VERSION;
 
 /// A percentile is claimed only with at least this many samples (p90: 64, p95: 130, p99: 662).
 pub const MIN_SAMPLES_P90: u64 = 64;

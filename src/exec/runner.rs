@@ -237,6 +237,7 @@ fn first_manifest(plan: &Plan, opts: &RunOptions, run_id: &str) -> Manifest {
         jobs: Vec::new(),
         runner_peak_rss_bytes: None,
         models: Default::default(),
+        metrics_version: crate::results::METRICS_VERSION,
     }
 }
 

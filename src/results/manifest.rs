@@ -3,6 +3,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The version of the metric definitions (what TTFT, TPOT, tokens/s... measure and from which
+/// timestamps). Bump it whenever a definition changes: `minerva compare` refuses to compare runs
+/// of different versions unless told to (`--allow-different metrics`).
+pub const METRICS_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
@@ -23,6 +28,9 @@ pub struct HostInfo {
     pub kernel: String,
     pub arch: String,
     pub gpus: Vec<String>,
+    /// The NVIDIA driver's version line, where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_driver: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +71,14 @@ pub struct Manifest {
     /// Per model: the download stage's record (source used, resolved commit, files, sha256).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub models: std::collections::BTreeMap<String, Value>,
+    /// The version of the metric definitions the run's figures follow ([`METRICS_VERSION`]);
+    /// runs from before it was recorded follow version 1.
+    #[serde(default = "first_metrics_version")]
+    pub metrics_version: u32,
+}
+
+fn first_metrics_version() -> u32 {
+    1
 }
 
 pub fn host_info() -> HostInfo {
@@ -86,6 +102,9 @@ pub fn host_info() -> HostInfo {
         kernel: System::kernel_version().unwrap_or_else(|| "unknown".into()),
         arch: std::env::consts::ARCH.to_string(),
         gpus: detect_gpus(),
+        gpu_driver: std::fs::read_to_string("/proc/driver/nvidia/version")
+            .ok()
+            .and_then(|v| v.lines().next().map(|l| l.trim().to_string())),
     }
 }
 

@@ -5,7 +5,7 @@ mod model_info;
 mod sample;
 mod store;
 
-pub use manifest::{host_info, HostInfo, Manifest, RunStatus};
+pub use manifest::{host_info, HostInfo, Manifest, RunStatus, METRICS_VERSION};
 pub use model_info::ModelInfo;
 pub mod manifest_types {
     pub use super::manifest::JobOutcome;

@@ -58,6 +58,9 @@ impl RunDir {
     pub fn summary_parquet(&self) -> PathBuf {
         self.root.join("summary.parquet")
     }
+    pub fn samples_parquet(&self) -> PathBuf {
+        self.root.join("samples.parquet")
+    }
     pub fn summary_csv(&self) -> PathBuf {
         self.root.join("summary.csv")
     }
