@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need on a fresh machine (cmake,
-# libclang, the test model, and on Linux x86_64 the MLX library with mlx-c and its bindings),
+# libclang, the test model, llama.cpp's compare-llama-bench.py with GitPython and tabulate, and on
+# Linux x86_64 the MLX library with mlx-c and its bindings),
 # then checks formatting and lints in both builds (with and without feature `mlx`), runs every
 # test with the MLX backend, and the tests of a build without it.
 set -euo pipefail
@@ -16,6 +17,12 @@ case "$(uname -s)-$(uname -m)" in
         mlx_features=(--features mlx)
         ;;
 esac
+
+# llama.cpp's scripts/compare-llama-bench.py (from the llama-cpp-python sdist, fetched through
+# pip; nothing is built without arguments) and the two libraries it imports, for the test that
+# it reads `minerva export`.
+scripts/build-llama-tools.sh
+python3 -m pip install --quiet --disable-pip-version-check "GitPython==3.1.45" "tabulate==0.9.0"
 
 # Rust components for the checks (present on most toolchains; cheap when they are).
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

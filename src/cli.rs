@@ -104,6 +104,49 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Compare two runs: per matched job and metric, the change with its 95% interval, a
+    /// significance test and a verdict (slower, faster, within noise, INVALID).
+    ///
+    /// Exit codes: 0 compared; 1 with --fail-on-regression when any verdict is slower; 2 bad
+    /// input, or runs measured on different hosts/builds (see --allow-different).
+    Compare {
+        /// The base run directory (e.g. out/quickstart/latest).
+        base: PathBuf,
+        /// The new run directory.
+        new: PathBuf,
+        /// Changes smaller than this are within noise: 2% or 0.02.
+        #[arg(long, default_value = "2%")]
+        threshold: String,
+        /// Only this metric (repeatable): tg_tps, pp_tps, ttft_ms, tpot_ms, e2e_ms, load_ms,
+        /// peak_rss_mb, "ttft_ms p90", completed_rps, ...
+        #[arg(long = "metric", value_name = "NAME")]
+        metrics: Vec<String>,
+        /// Exit 1 when any verdict is slower.
+        #[arg(long)]
+        fail_on_regression: bool,
+        /// Print JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+        /// Compare although the runs differ in these (comma-separated): host, build, metrics,
+        /// scenario. The headline then says the comparison is not like for like.
+        #[arg(long = "allow-different", value_name = "FIELD", value_delimiter = ',')]
+        allow_different: Vec<String>,
+    },
+    /// Export a run's in-process jobs in another tool's format (llama-bench's JSON, JSONL, CSV or
+    /// SQL), e.g. for llama.cpp's scripts/compare-llama-bench.py.
+    Export {
+        /// The run directory.
+        run_dir: PathBuf,
+        #[arg(long, value_enum)]
+        format: crate::export::ExportFormat,
+        /// The `build_commit` to write (compare-llama-bench.py compares builds by it; default:
+        /// the first 8 digits of the run's minerva revision).
+        #[arg(long, value_name = "LABEL")]
+        build_commit: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Verify model files (GGUF structure; sha256 with --hash or --sha256) without running.
     Verify {
         /// Model files.

@@ -3,8 +3,8 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
-//! | 1 | the run finished, but some jobs failed |
-//! | 2 | invalid input: pipeline, arguments, template |
+//! | 1 | the run finished, but some jobs failed; `compare --fail-on-regression` found a regression |
+//! | 2 | invalid input: pipeline, arguments, template; runs `compare` cannot compare |
 //! | 3 | an I/O or internal error |
 //! | 130 | interrupted (SIGINT/SIGTERM); measured samples are kept |
 
@@ -29,6 +29,11 @@ pub enum Error {
     /// The user's config file (grants) is unreadable or invalid.
     #[error(transparent)]
     Grants(#[from] crate::plan::GrantsError),
+    /// `minerva compare`: bad input or runs that are not comparable.
+    #[error(transparent)]
+    Compare(#[from] crate::compare::CompareError),
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     /// Bad command-line arguments.
     #[error("{0}")]
     Usage(String),
@@ -39,7 +44,11 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Plan(_) | Error::Usage(_) | Error::Grants(_) => exit::INVALID,
+            Error::Plan(_)
+            | Error::Usage(_)
+            | Error::Grants(_)
+            | Error::Compare(_)
+            | Error::Export(_) => exit::INVALID,
             Error::Render(crate::stage::RenderRunError::Report(_)) => exit::INVALID,
             Error::Store(_) | Error::Render(_) | Error::Other(_) => exit::ERROR,
         }

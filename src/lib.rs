@@ -6,10 +6,12 @@
 pub mod analyze;
 pub mod backend;
 pub mod cli;
+pub mod compare;
 pub mod convert;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod export;
 pub mod fetch;
 pub mod formats;
 pub mod job;

@@ -371,6 +371,57 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             );
             Ok(exit::OK)
         }
+        Command::Compare {
+            base,
+            new,
+            threshold,
+            metrics,
+            fail_on_regression,
+            json,
+            allow_different,
+        } => {
+            use minerva::compare::{self, CompareError, CompareOptions, DifferenceClass};
+            let allow_different = allow_different
+                .iter()
+                .map(|s| {
+                    DifferenceClass::parse(s).ok_or_else(|| {
+                        CompareError::Usage(format!(
+                            "--allow-different {s}: expected host, build, metrics or scenario"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let opts = CompareOptions {
+                threshold: compare::parse_threshold(&threshold)?,
+                metrics,
+                allow_different,
+            };
+            let c = compare::compare(&base, &new, &opts)?;
+            if json {
+                println!("{}", compare::render::json(&c));
+            } else {
+                print!("{}", compare::render::markdown(&c));
+            }
+            Ok(if fail_on_regression && c.has_regression() {
+                exit::RUN_FAILED
+            } else {
+                exit::OK
+            })
+        }
+        Command::Export {
+            run_dir,
+            format,
+            build_commit,
+            output,
+        } => {
+            let entries = minerva::export::entries(&RunDir::new(run_dir), build_commit.as_deref())?;
+            let text = minerva::export::render(&entries, format);
+            match output {
+                Some(path) => minerva::results::atomic_write(&path, text.as_bytes())?,
+                None => print!("{text}"),
+            }
+            Ok(exit::OK)
+        }
         Command::Report {
             run_dir,
             template,

@@ -9,7 +9,7 @@ mod report;
 mod verify;
 
 pub use crate::results::ModelInfo;
-pub use report::{render_run, RenderRunError};
+pub use report::{read_models, render_run, RenderRunError};
 pub use verify::{describe as describe_model, verify_model};
 
 use crate::events::Event;

@@ -45,7 +45,7 @@ pub fn render_run(
 }
 
 /// The model facts the verify stage stored (`model-<name>.json`), by name.
-fn read_models(dir: &RunDir) -> Vec<super::ModelInfo> {
+pub fn read_models(dir: &RunDir) -> Vec<super::ModelInfo> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir.root)
         .map(|rd| {
             rd.flatten()

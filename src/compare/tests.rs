@@ -1,0 +1,175 @@
+use super::*;
+
+fn manifest(cpu: &str) -> Manifest {
+    serde_json::from_value(serde_json::json!({
+        "minerva_version": "0.1.0", "git_revision": "abc", "run_id": "r", "status": "complete",
+        "started_at": "2026-12-01T00:00:00Z", "command": "minerva run p.yaml",
+        "pipeline_sha256": "x", "resolved_sha256": "y",
+        "pipeline": {"scenarios": [{"name": "s", "max_tokens": 16}]},
+        "host": {"hostname": "h", "cpu": cpu, "physical_cores": 2, "logical_cpus": 2,
+                 "memory_bytes": 1073741824u64, "os": "Debian", "kernel": "6.1", "arch": "x86_64",
+                 "gpus": []},
+        "backends": {"simulated": "simulated backend"}
+    }))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn job(params: &str, tpot: &[f64]) -> JobValues {
+    JobValues {
+        key: JobKey {
+            backend: "simulated".into(),
+            model: "m".into(),
+            scenario: "s".into(),
+            params: params.into(),
+        },
+        params: params
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        simulated: true,
+        server: false,
+        values: BTreeMap::from([
+            ("tpot_ms".to_string(), tpot.to_vec()),
+            ("load_ms".to_string(), vec![150.0; tpot.len()]),
+        ]),
+    }
+}
+
+fn run(cpu: &str, jobs: Vec<JobValues>) -> Run {
+    Run {
+        dir: PathBuf::from(format!("out/{cpu}")),
+        manifest: manifest(cpu),
+        jobs,
+    }
+}
+
+fn metric<'a>(c: &'a Comparison, name: &str) -> &'a MetricComparison {
+    c.jobs[0]
+        .metrics
+        .iter()
+        .find(|m| m.metric == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+#[test]
+fn ten_percent_slower_tpot_is_slower_with_its_size() {
+    let base = run("cpu", vec![job("", &[10.0, 10.1, 9.9, 10.05, 9.95])]);
+    let new = run("cpu", vec![job("", &[11.0, 11.1, 10.9, 11.05, 10.95])]);
+    let c = compare_runs(&base, &new, &CompareOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let m = metric(&c, "tpot_ms");
+    assert_eq!(m.verdict, Verdict::Slower);
+    assert!((m.change.unwrap_or(0.0) - 0.1).abs() < 1e-9);
+    let (lo, hi) = m.change_ci.unwrap_or((0.0, 0.0));
+    assert!(lo > 0.08 && hi < 0.12 && lo < 0.1 && hi > 0.1, "{lo} {hi}");
+    // 5 vs 5 completely separated: exact p = 2/252.
+    assert!((m.p_value.unwrap_or(1.0) - 2.0 / 252.0).abs() < 1e-12);
+    // Load time is one observation per job, whatever the sample count.
+    let load = metric(&c, "load_ms");
+    assert_eq!(load.verdict, Verdict::Invalid);
+    assert_eq!(load.reason.as_deref(), Some("n=1, needs 3"));
+    assert!(c.has_regression());
+    assert!(render::markdown(&c)
+        .starts_with("## minerva compare: 1 slower, 0 faster, 0 within noise, 1 INVALID"));
+}
+
+#[test]
+fn small_changes_and_small_samples_are_not_verdicts() {
+    // Significant but 1%: below the 2% threshold.
+    let base = run("cpu", vec![job("", &[10.0, 10.01, 9.99, 10.0, 10.02])]);
+    let new = run("cpu", vec![job("", &[10.1, 10.11, 10.09, 10.1, 10.12])]);
+    let c = compare_runs(&base, &new, &CompareOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(metric(&c, "tpot_ms").verdict, Verdict::WithinNoise);
+    // …but beyond a 0.5% threshold.
+    let opts = CompareOptions {
+        threshold: 0.005,
+        ..Default::default()
+    };
+    let c = compare_runs(&base, &new, &opts).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(metric(&c, "tpot_ms").verdict, Verdict::Slower);
+    // Two repetitions: INVALID, not a verdict.
+    let base = run("cpu", vec![job("", &[10.0, 10.0])]);
+    let new = run("cpu", vec![job("", &[20.0, 20.0])]);
+    let c = compare_runs(&base, &new, &CompareOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let m = metric(&c, "tpot_ms");
+    assert_eq!(
+        (m.verdict, m.reason.as_deref()),
+        (Verdict::Invalid, Some("n=2, needs 3"))
+    );
+}
+
+#[test]
+fn percentiles_need_their_sample_counts() {
+    let def = METRICS
+        .iter()
+        .find(|d| d.name == "ttft_ms p90")
+        .unwrap_or_else(|| panic!("p90"));
+    let key = job("", &[]).key;
+    let few: Vec<f64> = (0..20).map(f64::from).collect();
+    let c = compare_metric(def, &key, &few, &few, 0.02);
+    assert_eq!(c.verdict_text(), "INVALID (n=20, needs 64)");
+    let base: Vec<f64> = (0..100).map(|i| 100.0 + f64::from(i % 10)).collect();
+    let new: Vec<f64> = base.iter().map(|v| v * 1.3).collect();
+    let c = compare_metric(def, &key, &base, &new, 0.02);
+    assert_eq!(c.verdict, Verdict::Slower);
+    assert_eq!(percentile_min_samples(99), 662);
+}
+
+#[test]
+fn jobs_match_by_identity_then_by_what_is_left() {
+    let base = vec![job("threads=1", &[1.0]), job("threads=8", &[1.0])];
+    let new = vec![job("threads=8", &[1.0]), job("threads=2", &[1.0])];
+    let (pairs, only_b, only_n) = match_jobs(&base, &new);
+    // threads=8 by identity; threads=1 ↔ threads=2 as the one left of the same job.
+    assert_eq!(pairs, vec![(0, 1), (1, 0)]);
+    assert!(only_b.is_empty() && only_n.is_empty());
+    let base = vec![job("threads=1", &[1.0]), job("threads=4", &[1.0])];
+    let new = vec![job("threads=2", &[1.0]), job("threads=3", &[1.0])];
+    let (pairs, only_b, only_n) = match_jobs(&base, &new);
+    assert!(pairs.is_empty(), "ambiguous pairs are not guessed");
+    assert_eq!((only_b.len(), only_n.len()), (2, 2));
+    // One param changed across a matrix: each job pairs with the one that differs only there.
+    let base = vec![
+        job("tpot=10,ttft=20", &[1.0]),
+        job("tpot=10,ttft=30", &[1.0]),
+    ];
+    let new = vec![
+        job("tpot=11,ttft=30", &[1.0]),
+        job("tpot=11,ttft=20", &[1.0]),
+    ];
+    let (pairs, only_b, only_n) = match_jobs(&base, &new);
+    assert_eq!(pairs, vec![(0, 1), (1, 0)]);
+    assert!(only_b.is_empty() && only_n.is_empty());
+}
+
+#[test]
+fn a_different_cpu_is_refused_unless_allowed() {
+    let base = run("Intel Xeon", vec![job("", &[10.0, 10.1, 9.9])]);
+    let new = run("AMD EPYC", vec![job("", &[10.0, 10.1, 9.9])]);
+    match compare_runs(&base, &new, &CompareOptions::default()) {
+        Err(e @ CompareError::NotComparable(_)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("host.cpu: Intel Xeon (base) vs AMD EPYC (new)"),
+                "{text}"
+            );
+            assert!(text.contains("--allow-different host"), "{text}");
+        }
+        other => panic!("expected NotComparable, got {other:?}"),
+    }
+    let opts = CompareOptions {
+        allow_different: vec![DifferenceClass::Host],
+        ..Default::default()
+    };
+    let c = compare_runs(&base, &new, &opts).unwrap_or_else(|e| panic!("{e}"));
+    assert!(render::markdown(&c)
+        .contains("**Not like for like:** CPU differs (Intel Xeon vs AMD EPYC)"));
+}
+
+#[test]
+fn thresholds_parse_as_percent_or_fraction() {
+    assert_eq!(parse_threshold("2%").ok(), Some(0.02));
+    assert_eq!(parse_threshold("0.05").ok(), Some(0.05));
+    assert!(parse_threshold("-1%").is_err());
+    assert!(parse_threshold("abc").is_err());
+}
