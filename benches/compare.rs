@@ -3,6 +3,8 @@
 //! where every interval is a 2,000-resample bootstrap.
 //!
 //!   cargo bench --bench compare
+//!   CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo bench --profile dev --bench compare   # reuses the test
+//!                                      build's dependencies (polars at opt-level 1: pessimistic)
 
 use minerva::analyze::write_samples;
 use minerva::compare::{compare, CompareOptions};

@@ -117,6 +117,10 @@ pub enum Command {
         /// Changes smaller than this are within noise: 2% or 0.02.
         #[arg(long, default_value = "2%")]
         threshold: String,
+        /// A side whose coefficient of variation is above this gets UNSTABLE instead of a
+        /// verdict: 5% or 0.05.
+        #[arg(long, default_value = "5%")]
+        unstable_cv: String,
         /// Only this metric (repeatable): tg_tps, pp_tps, ttft_ms, tpot_ms, e2e_ms, load_ms,
         /// peak_rss_mb, "ttft_ms p90", completed_rps, ...
         #[arg(long = "metric", value_name = "NAME")]

@@ -375,6 +375,7 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             base,
             new,
             threshold,
+            unstable_cv,
             metrics,
             fail_on_regression,
             json,
@@ -393,6 +394,7 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                 .collect::<Result<Vec<_>, _>>()?;
             let opts = CompareOptions {
                 threshold: compare::parse_threshold(&threshold)?,
+                unstable_cv: compare::parse_fraction("--unstable-cv", &unstable_cv)?,
                 metrics,
                 allow_different,
             };

@@ -64,6 +64,8 @@ pub struct CompareOptions {
     pub metrics: Vec<String>,
     /// Difference classes that are shown instead of refused.
     pub allow_different: Vec<DifferenceClass>,
+    /// Coefficient of variation above which a side is too spread out for a verdict.
+    pub unstable_cv: f64,
 }
 
 impl Default for CompareOptions {
@@ -72,21 +74,27 @@ impl Default for CompareOptions {
             threshold: DEFAULT_THRESHOLD,
             metrics: Vec::new(),
             allow_different: Vec::new(),
+            unstable_cv: crate::analyze::CV_WARN,
         }
     }
 }
 
-/// `2%`, `0.02` or `2 %` → 0.02.
+/// `--threshold`: `2%`, `0.02` or `2 %` → 0.02.
 pub fn parse_threshold(text: &str) -> Result<f64, CompareError> {
+    parse_fraction("--threshold", text)
+}
+
+/// A fraction given as `2%` or `0.02`, at least 0 and below 1; errors name `flag`.
+pub fn parse_fraction(flag: &str, text: &str) -> Result<f64, CompareError> {
     let t = text.trim();
     let v = match t.strip_suffix('%') {
         Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
         None => t.parse::<f64>(),
     }
-    .map_err(|_| CompareError::Usage(format!("--threshold {text}: expected e.g. 2% or 0.02")))?;
+    .map_err(|_| CompareError::Usage(format!("{flag} {text}: expected e.g. 2% or 0.02")))?;
     if !(0.0..1.0).contains(&v) {
         return Err(CompareError::Usage(format!(
-            "--threshold {text}: must be at least 0 and below 100%"
+            "{flag} {text}: must be at least 0 and below 100%"
         )));
     }
     Ok(v)
@@ -336,21 +344,37 @@ fn jobs_of(df: &DataFrame) -> PolarsResult<Vec<JobValues>> {
         .iter()
         .map(|c| Ok((*c, df.column(c)?.f64()?.clone())))
         .collect::<PolarsResult<_>>()?;
-    let mut index: HashMap<JobKey, usize> = HashMap::new();
+    // Row → job, walking the identity columns together (a job's key is built once, when its
+    // first row is seen; later rows compare borrowed strings).
+    let mut index: HashMap<(&str, &str, &str, &str), usize> = HashMap::new();
     let mut jobs: Vec<JobValues> = Vec::new();
-    for row in 0..df.height() {
-        if warmup.get(row).unwrap_or(false) {
+    let mut row_job: Vec<Option<usize>> = Vec::with_capacity(df.height());
+    let rows = backend
+        .iter()
+        .zip(model.iter())
+        .zip(scenario.iter())
+        .zip(params.iter())
+        .zip(kind.iter())
+        .zip(warmup.iter().zip(simulated.iter()));
+    for (row, (((((b, m), sc), p), k), (w, sim))) in rows.enumerate() {
+        if w.unwrap_or(false) {
+            row_job.push(None);
             continue;
         }
-        let key = JobKey {
-            backend: backend.get(row).unwrap_or_default().to_string(),
-            model: model.get(row).unwrap_or_default().to_string(),
-            scenario: scenario.get(row).unwrap_or_default().to_string(),
-            params: params.get(row).unwrap_or_default().to_string(),
-        };
-        let i = *index.entry(key.clone()).or_insert_with(|| {
+        let id = (
+            b.unwrap_or_default(),
+            m.unwrap_or_default(),
+            sc.unwrap_or_default(),
+            p.unwrap_or_default(),
+        );
+        let i = *index.entry(id).or_insert_with(|| {
             jobs.push(JobValues {
-                key,
+                key: JobKey {
+                    backend: id.0.to_string(),
+                    model: id.1.to_string(),
+                    scenario: id.2.to_string(),
+                    params: id.3.to_string(),
+                },
                 params: param_cols
                     .iter()
                     .filter_map(|(k, c)| c.get(row).map(|v| (k.clone(), v.to_string())))
@@ -362,11 +386,23 @@ fn jobs_of(df: &DataFrame) -> PolarsResult<Vec<JobValues>> {
             jobs.len() - 1
         });
         let job = &mut jobs[i];
-        job.simulated |= simulated.get(row).unwrap_or(false);
-        job.server |= kind.get(row) == Some("request");
-        for (col, ca) in &values {
-            if let Some(v) = ca.get(row).filter(|v| v.is_finite()) {
-                job.values.entry(col.to_string()).or_default().push(v);
+        job.simulated |= sim.unwrap_or(false);
+        job.server |= k == Some("request");
+        row_job.push(Some(i));
+    }
+    // Values column by column.
+    for (col, ca) in &values {
+        let mut per_job: Vec<Vec<f64>> = vec![Vec::new(); jobs.len()];
+        for (v, j) in ca.iter().zip(&row_job) {
+            if let (Some(v), Some(j)) = (v, j) {
+                if v.is_finite() {
+                    per_job[*j].push(v);
+                }
+            }
+        }
+        for (job, v) in jobs.iter_mut().zip(per_job) {
+            if !v.is_empty() {
+                job.values.insert(col.to_string(), v);
             }
         }
     }
@@ -393,6 +429,9 @@ pub enum Verdict {
     /// Significantly worse, beyond the threshold: a regression.
     Slower,
     WithinNoise,
+    /// A side's coefficient of variation is above `unstable_cv`: too spread out for a verdict
+    /// (not counted as a regression; the reason says what the verdict would have been).
+    Unstable,
     /// Too few repetitions (or samples, for a percentile) to say.
     Invalid,
 }
@@ -426,6 +465,10 @@ impl MetricComparison {
             Verdict::Faster => "faster".into(),
             Verdict::Slower => "slower".into(),
             Verdict::WithinNoise => "within noise".into(),
+            Verdict::Unstable => match &self.reason {
+                Some(r) => format!("UNSTABLE ({r})"),
+                None => "UNSTABLE".into(),
+            },
             Verdict::Invalid => match &self.reason {
                 Some(r) => format!("INVALID ({r})"),
                 None => "INVALID".into(),
@@ -450,6 +493,7 @@ pub struct Counts {
     pub slower: usize,
     pub faster: usize,
     pub within_noise: usize,
+    pub unstable: usize,
     pub invalid: usize,
 }
 
@@ -458,6 +502,7 @@ pub struct Comparison {
     pub base: RunRef,
     pub new: RunRef,
     pub threshold: f64,
+    pub unstable_cv: f64,
     pub alpha: f64,
     pub counts: Counts,
     /// Host/build/metric/scenario differences the caller allowed: the comparison is not like
@@ -623,13 +668,17 @@ fn side_mean(v: &[f64]) -> Side {
 }
 
 /// Compares one metric of one job pair; None when neither side has it.
+///
+/// Criterion's rule: a change is a verdict when the test is significant **and** its whole 95%
+/// interval lies beyond the noise threshold (without an interval, the change itself).
 fn compare_metric(
     def: &MetricDef,
     key: &JobKey,
     base: &[f64],
     new: &[f64],
-    threshold: f64,
+    opts: &CompareOptions,
 ) -> MetricComparison {
+    let threshold = opts.threshold;
     let worse = |change: f64| {
         if def.higher_is_better {
             change < 0.0
@@ -637,8 +686,10 @@ fn compare_metric(
             change > 0.0
         }
     };
-    let judge = |change: f64, significant: bool| {
-        if significant && change.abs() > threshold {
+    let judge = |change: f64, ci: Option<(f64, f64)>, significant: bool| {
+        let (lo, hi) = ci.unwrap_or((change, change));
+        let beyond = (lo > threshold && hi > threshold) || (lo < -threshold && hi < -threshold);
+        if significant && beyond {
             if worse(change) {
                 Verdict::Slower
             } else {
@@ -683,9 +734,31 @@ fn compare_metric(
             out.change_ci = stats::ratio_ci(base, new, seed_of(key, def.name))
                 .map(|(lo, hi)| (lo - 1.0, hi - 1.0));
             out.verdict = match change {
-                Some(c) => judge(c, p < ALPHA),
+                Some(c) => judge(c, out.change_ci, p < ALPHA),
                 None => Verdict::WithinNoise,
             };
+            // Too spread out to trust either way: the run was disturbed, or the metric is noisy.
+            // A disturbance that spreads repetitions by a CV of c moves their mean by about c
+            // (half of them disturbed), 2c when 80% are: a change beyond twice the larger CV is
+            // not the disturbance's doing and keeps its verdict.
+            let unstable: Vec<String> = [("base", &out.base), ("new", &out.new)]
+                .iter()
+                .filter_map(|(side, s)| {
+                    s.cv.filter(|cv| *cv > opts.unstable_cv)
+                        .map(|cv| format!("{side} CV {:.1}%", cv * 100.0))
+                })
+                .collect();
+            let spread = out.base.cv.unwrap_or(0.0).max(out.new.cv.unwrap_or(0.0));
+            let explained = change.is_none_or(|c| c.abs() <= 2.0 * spread);
+            if !unstable.is_empty() && explained {
+                out.reason = Some(format!(
+                    "{} > {:.1}%; would be {}",
+                    unstable.join(", "),
+                    opts.unstable_cv * 100.0,
+                    out.verdict_text()
+                ));
+                out.verdict = Verdict::Unstable;
+            }
             out
         }
         Statistic::Percentile(p) => {
@@ -732,7 +805,7 @@ fn compare_metric(
                 }
             }
             out.verdict = match change {
-                Some(c) => judge(c, significant),
+                Some(c) => judge(c, out.change_ci, significant),
                 None => Verdict::WithinNoise,
             };
             out
@@ -794,11 +867,12 @@ pub fn compare_runs(
             let (Some(bv), Some(nv)) = (b.values.get(def.column), n.values.get(def.column)) else {
                 continue;
             };
-            let c = compare_metric(def, &b.key, bv, nv, opts.threshold);
+            let c = compare_metric(def, &b.key, bv, nv, opts);
             match c.verdict {
                 Verdict::Slower => counts.slower += 1,
                 Verdict::Faster => counts.faster += 1,
                 Verdict::WithinNoise => counts.within_noise += 1,
+                Verdict::Unstable => counts.unstable += 1,
                 Verdict::Invalid => counts.invalid += 1,
             }
             metrics.push(c);
@@ -815,6 +889,7 @@ pub fn compare_runs(
         base: RunRef::of(base),
         new: RunRef::of(new),
         threshold: opts.threshold,
+        unstable_cv: opts.unstable_cv,
         alpha: ALPHA,
         counts,
         allowed_differences: allowed,

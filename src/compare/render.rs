@@ -42,6 +42,9 @@ pub fn headline(c: &Comparison) -> String {
         format!("{} faster", c.counts.faster),
         format!("{} within noise", c.counts.within_noise),
     ];
+    if c.counts.unstable > 0 {
+        parts.push(format!("{} UNSTABLE", c.counts.unstable));
+    }
     if c.counts.invalid > 0 {
         parts.push(format!("{} INVALID", c.counts.invalid));
     }
@@ -78,10 +81,11 @@ pub fn markdown(c: &Comparison) -> String {
     }
     out.push_str(&format!(
         "Base `{}` (run {}, {}) → new `{}` (run {}, {}). A change is `slower` or `faster` when \
-         the Mann–Whitney U test is significant at α = {} and the change exceeds {}; otherwise \
-         `within noise`. Means are ± the 95% confidence interval's half-width; the change's \
-         interval is a seeded bootstrap of the ratio of means. ↑ higher is better, ↓ lower is \
-         better.\n\n",
+         the Mann–Whitney U test is significant at α = {} and the change's whole 95% interval \
+         lies beyond ±{}; otherwise `within noise`. UNSTABLE: a side's coefficient of variation \
+         is above {}, too spread out for a verdict. Means are ± the 95% confidence interval's \
+         half-width; the change's interval is a seeded bootstrap of the ratio of means. ↑ higher \
+         is better, ↓ lower is better.\n\n",
         c.base.dir,
         c.base.run_id,
         c.base.started_at,
@@ -90,6 +94,7 @@ pub fn markdown(c: &Comparison) -> String {
         c.new.started_at,
         c.alpha,
         pct(c.threshold).trim_start_matches('+'),
+        pct(c.unstable_cv).trim_start_matches('+'),
     ));
     out.push_str("| Job | Metric | Base | New | Change | 95% CI | p | Verdict |\n");
     out.push_str("|---|---|--:|--:|--:|---|--:|---|\n");

@@ -106,11 +106,12 @@ fn percentiles_need_their_sample_counts() {
         .unwrap_or_else(|| panic!("p90"));
     let key = job("", &[]).key;
     let few: Vec<f64> = (0..20).map(f64::from).collect();
-    let c = compare_metric(def, &key, &few, &few, 0.02);
+    let opts = CompareOptions::default();
+    let c = compare_metric(def, &key, &few, &few, &opts);
     assert_eq!(c.verdict_text(), "INVALID (n=20, needs 64)");
     let base: Vec<f64> = (0..100).map(|i| 100.0 + f64::from(i % 10)).collect();
     let new: Vec<f64> = base.iter().map(|v| v * 1.3).collect();
-    let c = compare_metric(def, &key, &base, &new, 0.02);
+    let c = compare_metric(def, &key, &base, &new, &opts);
     assert_eq!(c.verdict, Verdict::Slower);
     assert_eq!(percentile_min_samples(99), 662);
 }
@@ -164,6 +165,46 @@ fn a_different_cpu_is_refused_unless_allowed() {
     let c = compare_runs(&base, &new, &opts).unwrap_or_else(|e| panic!("{e}"));
     assert!(render::markdown(&c)
         .contains("**Not like for like:** CPU differs (Intel Xeon vs AMD EPYC)"));
+}
+
+#[test]
+fn the_whole_interval_must_clear_the_threshold_and_spread_out_sides_are_unstable() {
+    // 2.5% slower on average, but the interval reaches inside ±2%: within noise.
+    let base = run("cpu", vec![job("", &[10.0, 10.1, 9.9, 10.05, 9.95, 10.0])]);
+    let new = run(
+        "cpu",
+        vec![job("", &[10.05, 10.45, 10.2, 10.3, 10.15, 10.35])],
+    );
+    let c = compare_runs(&base, &new, &CompareOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let m = metric(&c, "tpot_ms");
+    assert!(m.p_value.unwrap_or(1.0) < ALPHA);
+    assert!(
+        m.change_ci.is_some_and(|(lo, _)| lo < 0.02),
+        "{:?}",
+        m.change_ci
+    );
+    assert_eq!(m.verdict, Verdict::WithinNoise);
+    // +10.5% with a side's CV at 5.5%: within twice the spread, UNSTABLE, saying what the
+    // verdict would have been.
+    let new = run("cpu", vec![job("", &[10.6, 11.8, 10.8, 10.2, 11.5, 11.4])]);
+    let c = compare_runs(&base, &new, &CompareOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let m = metric(&c, "tpot_ms");
+    assert_eq!(m.verdict, Verdict::Unstable);
+    assert!(
+        m.verdict_text().starts_with("UNSTABLE (new CV 5.5% > 5.0%"),
+        "{}",
+        m.verdict_text()
+    );
+    assert!(
+        m.verdict_text().ends_with("would be slower)"),
+        "{}",
+        m.verdict_text()
+    );
+    assert!(!c.has_regression());
+    // The same spread under a change larger than twice it: the verdict stands.
+    let new = run("cpu", vec![job("", &[14.0, 15.9, 14.3, 13.2, 15.3, 15.2])]);
+    let c = compare_runs(&base, &new, &CompareOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(metric(&c, "tpot_ms").verdict, Verdict::Slower);
 }
 
 #[test]

@@ -129,7 +129,7 @@ pub fn plan_text(plan: &Plan) -> String {
             .sum();
         let _ = writeln!(
             s,
-            "bench jobs: {bench} ({reps} repetitions, warmups included)"
+            "bench jobs: {bench} ({reps} repetitions at most, warmups included)"
         );
     }
     for st in &plan.stages {
@@ -151,7 +151,11 @@ pub fn plan_text(plan: &Plan) -> String {
                     let mut e = if b.backend.sized_by_load() {
                         format!("  load (see params) warmup={} seed={}", b.warmup, b.seed)
                     } else {
-                        format!("  runs={} warmup={} seed={}", b.runs, b.warmup, b.seed)
+                        let runs = match b.until_stable {
+                            Some(u) => format!("{}..{} until ±{}%", u.min, u.max, u.rel_ci * 100.0),
+                            None => b.runs.to_string(),
+                        };
+                        format!("  runs={runs} warmup={} seed={}", b.warmup, b.seed)
                     };
                     if !b.backend.available() {
                         e.push_str(&format!("  ({})", b.backend.unavailable_error()));
