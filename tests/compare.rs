@@ -307,7 +307,18 @@ fn export_is_read_by_compare_llama_bench() {
         .unwrap_or_else(|e| panic!("python3: {e}"));
     assert!(load.status.success(), "{}", text(&load.stderr));
 
-    let inputs: [Vec<&Path>; 3] = [vec![&files[0], &b_json], vec![&csv[0], &csv[1]], vec![&db]];
+    // JSONL is read as one file: both runs' lines together.
+    let a_jsonl = out.path().join("a.jsonl");
+    export(&a, "aaaaaaaa", "llama-bench-jsonl", &a_jsonl);
+    let both = out.path().join("both.jsonl");
+    std::fs::write(&both, read(&a_jsonl) + &read(&files[1])).unwrap_or_else(|e| panic!("{e}"));
+
+    let inputs: [Vec<&Path>; 4] = [
+        vec![&files[0], &b_json],
+        vec![&both],
+        vec![&csv[0], &csv[1]],
+        vec![&db],
+    ];
     for input in inputs {
         let mut cmd = Command::new("python3");
         cmd.arg(&script);
