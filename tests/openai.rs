@@ -386,3 +386,69 @@ fn an_endless_event_fails_its_request_without_filling_memory() {
         assert!(rss > 0 && rss < 100 << 20, "client peak RSS {rss}");
     }
 }
+
+#[test]
+fn compare_judges_server_percentiles_by_their_sample_counts() {
+    // Two runs against two servers, the second 40 ms slower to the first token: TTFT p50 and
+    // p90 (80 requests each) are judged, p99 is INVALID (needs 662), and a load step's figures
+    // are one number a run (INVALID).
+    let start = |ttft| {
+        Mock::start(MockConfig {
+            ttft: Duration::from_millis(ttft),
+            itl: Duration::from_millis(2),
+            tokens: 4,
+            ..MockConfig::default()
+        })
+    };
+    let (fast, slow) = (start(20), start(60));
+    let (a, b) = (common::tempdir(), common::tempdir());
+    let scenario = r#"{ name: s, prompt: "x", max_tokens: 4 }"#;
+    let load = "load: { concurrency: 4, requests: 80 }";
+    let (base, out) = run(a.path(), &fast.base_url(), scenario, load, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (new, out) = run(b.path(), &slow.base_url(), scenario, load, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let o = Minerva::new(&[
+        "compare",
+        &base.display().to_string(),
+        &new.display().to_string(),
+        "--json",
+        "--fail-on-regression",
+    ])
+    .output();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let c: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let job = &c["jobs"][0];
+    // The base_url param differs: the one job on each side is paired, and the row says so.
+    assert!(
+        job["differs"][0]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("params: "),
+        "{job}"
+    );
+    let verdict = |m: &str| {
+        job["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["metric"] == m)
+            .map(|x| {
+                (
+                    x["verdict"].as_str().unwrap_or_default().to_string(),
+                    x["reason"].clone(),
+                )
+            })
+            .unwrap_or_else(|| panic!("no {m}: {job}"))
+    };
+    assert_eq!(verdict("ttft_ms p50").0, "slower");
+    assert_eq!(verdict("ttft_ms p90").0, "slower");
+    assert_eq!(
+        verdict("ttft_ms p99"),
+        ("invalid".into(), "n=80, needs 662".into())
+    );
+    assert_eq!(
+        verdict("completed_rps"),
+        ("invalid".into(), "n=1, needs 3".into())
+    );
+}
