@@ -229,12 +229,8 @@ fn export_is_read_by_compare_llama_bench() {
     let out = tempdir();
     let a = run(PIPELINE, out.path(), "a", &["runs=3"]);
     let b = run(PIPELINE, out.path(), "b", &["runs=3", "tpot=11"]);
-    let mut files = Vec::new();
-    for (dir, label, format) in [
-        (&a, "aaaaaaaa", "llama-bench-json"),
-        (&b, "bbbbbbbb", "llama-bench-jsonl"),
-    ] {
-        let file = out.path().join(format!("{label}.json"));
+    // `minerva export` of a run, labelled as compare-llama-bench.py's builds.
+    let export = |dir: &Path, label: &str, format: &str, file: &Path| {
         let o = Minerva::new(&[
             "export",
             &dir.display().to_string(),
@@ -247,8 +243,13 @@ fn export_is_read_by_compare_llama_bench() {
         ])
         .output();
         assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-        files.push(file);
-    }
+    };
+    let files = [
+        out.path().join("aaaaaaaa.json"),
+        out.path().join("bbbbbbbb.json"),
+    ];
+    export(&a, "aaaaaaaa", "llama-bench-json", &files[0]);
+    export(&b, "bbbbbbbb", "llama-bench-jsonl", &files[1]);
     let first: Value = json(&read(&files[0]));
     let e = &first[0];
     for k in [
@@ -270,20 +271,6 @@ fn export_is_read_by_compare_llama_bench() {
     std::fs::write(&b_json, serde_json::to_string(&jsonl).unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}"));
     // The same two runs as CSV, and as SQL loaded into one SQLite database.
-    let export = |dir: &Path, label: &str, format: &str, file: &Path| {
-        let o = Minerva::new(&[
-            "export",
-            &dir.display().to_string(),
-            "--format",
-            format,
-            "--build-commit",
-            label,
-            "-o",
-            &file.display().to_string(),
-        ])
-        .output();
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    };
     let csv = [out.path().join("a.csv"), out.path().join("b.csv")];
     export(&a, "aaaaaaaa", "llama-bench-csv", &csv[0]);
     export(&b, "bbbbbbbb", "llama-bench-csv", &csv[1]);

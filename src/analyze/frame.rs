@@ -17,17 +17,8 @@ pub enum AnalyzeError {
     Store(#[from] crate::results::StoreError),
 }
 
-const PER_SAMPLE: [Metric; 9] = [
-    Metric::PpTps,
-    Metric::TgTps,
-    Metric::TtftMs,
-    Metric::TpotMs,
-    Metric::E2eMs,
-    Metric::LoadMs,
-    Metric::PeakRssMb,
-    Metric::TokenizeMs,
-    Metric::SampleMs,
-];
+/// The per-sample metrics, in column order (shared with samples.parquet).
+const PER_SAMPLE: [Metric; 9] = super::SAMPLE_METRICS;
 
 /// A sample whose figures do not count: a failed repetition or a failed server request.
 pub(crate) fn is_failed(s: &Sample) -> bool {
