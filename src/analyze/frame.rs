@@ -380,12 +380,18 @@ pub fn summary_frame(a: &Analysis) -> PolarsResult<DataFrame> {
     )
 }
 
+/// Writes a frame as a Parquet file, atomically.
+pub(super) fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<(), AnalyzeError> {
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf).finish(df)?;
+    atomic_write(path, &buf)?;
+    Ok(())
+}
+
 /// Writes `summary.parquet` and `summary.csv`, each atomically.
 pub fn write_summary(a: &Analysis, parquet: &Path, csv: &Path) -> Result<(), AnalyzeError> {
     let mut df = summary_frame(a)?;
-    let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf).finish(&mut df)?;
-    atomic_write(parquet, &buf)?;
+    write_parquet(&mut df, parquet)?;
     let mut buf = Vec::new();
     CsvWriter::new(&mut buf).finish(&mut df)?;
     atomic_write(csv, &buf)?;

@@ -7,10 +7,10 @@
 //! per-sample metric, the server request and load-step fields, and `token_ms`: the token
 //! timestamps as a list column.
 
-use super::frame::{is_failed, metric_value};
+use super::frame::{is_failed, metric_value, write_parquet};
 use super::{AnalyzeError, Metric};
 use crate::plan::param_string;
-use crate::results::{atomic_write, Sample};
+use crate::results::Sample;
 use polars::prelude::*;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -153,11 +153,7 @@ pub fn samples_frame(samples: &[Sample]) -> PolarsResult<DataFrame> {
 
 /// Writes `samples.parquet` atomically.
 pub fn write_samples(samples: &[Sample], path: &Path) -> Result<(), AnalyzeError> {
-    let mut df = samples_frame(samples)?;
-    let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf).finish(&mut df)?;
-    atomic_write(path, &buf)?;
-    Ok(())
+    write_parquet(&mut samples_frame(samples)?, path)
 }
 
 #[cfg(test)]
