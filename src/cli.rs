@@ -47,6 +47,10 @@ pub struct FetchArgs {
     /// Where pip and URL sources land, and links to Hugging Face files.
     #[arg(long, env = "MINERVA_MODELS", default_value = "models")]
     pub models_dir: PathBuf,
+    /// The longest wait, in seconds, for a lock another process holds (a download of the same
+    /// file, the machine-wide bench lock). Default 3600 (also MINERVA_LOCK_TIMEOUT_S).
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_timeout: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +81,25 @@ pub enum Command {
         /// Keep running jobs that do not depend on a failed one.
         #[arg(short, long)]
         keep_going: bool,
+        /// Continue an interrupted run in its directory: jobs it finished are kept, the others
+        /// run again from their start. The pipeline must resolve as it did.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_id")]
+        resume: Option<PathBuf>,
+        /// With --resume: resume even on another host or engine build (the report says so).
+        #[arg(long, requires = "resume")]
+        force: bool,
+        /// Copy bench jobs that these runs completed with the same job, model sha256, engine
+        /// build, host and metric definitions, instead of measuring them again.
+        #[arg(long, value_name = "RUN_DIR", num_args = 1..)]
+        reuse: Vec<PathBuf>,
+        /// Let downloads, conversions and hashes run while a bench job measures (faster, but
+        /// they disturb its figures; the report lists them).
+        #[arg(long)]
+        overlap: bool,
+        /// Fail a bench job at once when another minerva holds the machine-wide bench lock,
+        /// instead of waiting for it.
+        #[arg(long)]
+        no_wait: bool,
         #[command(flatten)]
         fetch: FetchArgs,
     },

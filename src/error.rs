@@ -6,7 +6,7 @@
 //! | 1 | the run finished, but some jobs failed; `compare --fail-on-regression` found a regression |
 //! | 2 | invalid input: pipeline, arguments, template; runs `compare` cannot compare |
 //! | 3 | an I/O or internal error |
-//! | 130 | interrupted (SIGINT/SIGTERM); measured samples are kept |
+//! | 130 | interrupted (SIGINT/SIGTERM/SIGHUP); measured samples are kept |
 
 use crate::plan::PlanError;
 
@@ -34,6 +34,9 @@ pub enum Error {
     Compare(#[from] crate::compare::CompareError),
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),
+    /// `run --resume`: the run cannot be resumed with this pipeline, or here.
+    #[error(transparent)]
+    Resume(#[from] crate::exec::resume::ResumeError),
     /// Bad command-line arguments.
     #[error("{0}")]
     Usage(String),
@@ -48,7 +51,8 @@ impl Error {
             | Error::Usage(_)
             | Error::Grants(_)
             | Error::Compare(_)
-            | Error::Export(_) => exit::INVALID,
+            | Error::Export(_)
+            | Error::Resume(_) => exit::INVALID,
             Error::Render(crate::stage::RenderRunError::Report(_)) => exit::INVALID,
             Error::Store(_) | Error::Render(_) | Error::Other(_) => exit::ERROR,
         }

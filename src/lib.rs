@@ -15,6 +15,7 @@ pub mod export;
 pub mod fetch;
 pub mod formats;
 pub mod job;
+pub mod lock;
 pub mod paths;
 pub mod plan;
 pub mod redact;

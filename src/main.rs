@@ -57,6 +57,9 @@ fn fetch_config(args: &FetchArgs, bars: bool) -> minerva::fetch::FetchConfig {
     use std::io::IsTerminal;
     let mut cfg = minerva::fetch::FetchConfig::from_env(&args.models_dir);
     cfg.offline |= args.offline;
+    if let Some(s) = args.lock_timeout {
+        cfg.lock_timeout = std::time::Duration::from_secs(s);
+    }
     if bars && std::io::stderr().is_terminal() {
         cfg.bars = Some(indicatif::MultiProgress::new());
     }
@@ -218,12 +221,21 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             run_id,
             jobs,
             keep_going,
+            resume,
+            force,
+            reuse,
+            overlap,
+            no_wait,
             fetch,
         } => {
             let plan = plan_for(&pipeline, Some(&fetch.models_dir))?;
             if !cli.quiet {
                 eprint!("{}", minerva::ui::touches_text(&plan.touches));
             }
+            let resume = match resume {
+                Some(dir) => Some(exec::resume::check(&plan, dir, force)?),
+                None => None,
+            };
             let opts = RunOptions {
                 out_dir: out,
                 run_id,
@@ -231,6 +243,10 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                 keep_going,
                 command: reproduce_command(&pipeline),
                 fetch: fetch_config(&fetch, !cli.quiet),
+                resume,
+                reuse,
+                overlap,
+                no_wait,
             };
             let multi = opts.fetch.bars.clone();
             let rt = runtime()?;
@@ -241,15 +257,20 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                 tokio::spawn(async move {
                     wait_for_signal().await;
                     let _ = cancel_tx.send(true);
-                    // A second signal stops at once.
+                    // A second signal stops at once, and takes the workers with it.
                     wait_for_signal().await;
+                    minerva::stage::kill_workers();
                     std::process::exit(exit::INTERRUPTED);
                 });
                 let ui = tokio::spawn(minerva::ui::consume_events(rx, quiet, multi));
                 let r = exec::run(plan, opts, tx, cancel_rx).await;
                 let _ = ui.await;
                 r
-            })?;
+            });
+            // A cancelled hash or conversion may still be running on a blocking thread: exit
+            // without waiting for it.
+            rt.shutdown_background();
+            let outcome = outcome?;
             match &outcome.report {
                 Some(report) => println!("report: {}", report.display()),
                 None => println!("results: {}", outcome.run_dir.display()),
@@ -441,20 +462,23 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
     }
 }
 
+/// Waits for Ctrl-C, SIGTERM or SIGHUP (a closed terminal or SSH session stops the run as
+/// cleanly as Ctrl-C does).
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
         };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = hup.recv() => {}
         }
     }
     #[cfg(not(unix))]

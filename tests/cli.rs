@@ -430,13 +430,13 @@ fn simulated_pipeline_runs_end_to_end_and_report_rerenders_identically() {
 #[test]
 fn sigint_keeps_samples_and_exits_130() {
     let out_dir = tempdir();
-    let child = Command::new(BIN)
-        .current_dir(root())
-        .args([
-            "run",
-            "tests/fixtures/pipelines/valid/interrupt.yaml",
-            "--out",
-        ])
+    let mut cmd = Minerva::new(&[
+        "run",
+        "tests/fixtures/pipelines/valid/interrupt.yaml",
+        "--out",
+    ])
+    .cmd;
+    let child = cmd
         .arg(out_dir.path())
         .args(["--run-id", "int"])
         .stdout(std::process::Stdio::piped())

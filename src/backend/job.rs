@@ -133,6 +133,7 @@ impl BenchJob {
             load: None,
             output_ids: Vec::new(),
             prompt_digest: None,
+            superseded: false,
         }
     }
 }

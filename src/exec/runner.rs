@@ -1,13 +1,25 @@
 //! The runner: schedules jobs whose dependencies succeeded, up to `--jobs` at once, never two
-//! bench jobs together (they would disturb each other's numbers). Stops on the first failure
-//! unless `--keep-going`; on SIGINT/SIGTERM stops promptly and keeps what was measured.
+//! bench jobs together and, unless `--overlap`, nothing else while a bench job runs (they would
+//! disturb each other's numbers). Stops on the first failure unless `--keep-going`; on
+//! SIGINT/SIGTERM/SIGHUP stops promptly and keeps what was measured.
+//!
+//! Crash safety: each job's outcome is appended to the journal (`jobs.jsonl`) as it ends and
+//! the manifest is rewritten atomically, so a run killed at any moment says what finished.
+//! `--resume` continues such a run: jobs the journal records as done are kept, the others run
+//! again from their start (their earlier samples are marked superseded). `latest-started`
+//! names the newest run when it starts; `latest` moves only when a run completes.
 
+use super::resume::ResumeFrom;
 use super::schedule::{Node, Scheduler, State};
 use super::Event;
 use crate::plan::{JobKind, Plan};
 use crate::results::manifest_types::JobOutcome;
-use crate::results::{host_info, Manifest, RunDir, RunStatus, SampleWriter, StoreError};
+use crate::results::{
+    append_job, host_info, last_records, read_journal, supersede_samples, JobRecord, JobStatus,
+    Manifest, Resume, RunDir, RunStatus, SampleWriter, StoreError,
+};
 use crate::stage::{self, StageCtx};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,8 +34,16 @@ pub struct RunOptions {
     pub keep_going: bool,
     /// The command line that reproduces the run, for the manifest and the report.
     pub command: String,
-    /// Where downloads go, the HF cache, offline mode.
+    /// Where downloads go, the HF cache, offline mode, lock waits.
     pub fetch: crate::fetch::FetchConfig,
+    /// Continue this run (checked by [`super::resume::check`]) instead of starting one.
+    pub resume: Option<ResumeFrom>,
+    /// Earlier runs whose completed bench jobs may be copied instead of measured.
+    pub reuse: Vec<PathBuf>,
+    /// Let downloads, conversions and hashes run while a bench job measures.
+    pub overlap: bool,
+    /// Fail a bench job at once when another runner holds the machine-wide bench lock.
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -43,18 +63,89 @@ fn new_run_id() -> String {
     )
 }
 
+/// The kind of a job, as the journal names it.
+fn kind_name(kind: &JobKind) -> &'static str {
+    match kind {
+        JobKind::Download { .. } => "download",
+        JobKind::Verify { .. } => "verify",
+        JobKind::Bench(_) => "bench",
+        JobKind::Analyze => "analyze",
+        JobKind::Report { .. } => "report",
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The journal's time stamps: to the millisecond, so jobs can be ordered.
+fn now_ms() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Long on purpose: the run's whole life (directory, journal, resume, the scheduling loop, the
+/// final manifest) in one place.
 pub async fn run(
     plan: Plan,
     opts: RunOptions,
     events: mpsc::UnboundedSender<Event>,
     mut cancel: watch::Receiver<bool>,
 ) -> Result<RunOutcome, StoreError> {
-    let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
-    let root = opts.out_dir.join(&plan.name).join(&run_id);
-    let run_dir = new_run_dir(&root)?;
-    let mut manifest = first_manifest(&plan, &opts, &run_id);
+    let reuse = stage::ReuseIndex::load(&opts.reuse)?;
+    // A new run, or the one being resumed: its directory, manifest and what is already done.
+    let (root, mut manifest, done, attempt) = match &opts.resume {
+        Some(r) => {
+            let rd = RunDir::new(r.dir.clone());
+            let last = last_records(&read_journal(&rd.journal())?);
+            let done: BTreeSet<String> = plan
+                .jobs
+                .iter()
+                .filter(|j| !matches!(j.kind, JobKind::Analyze | JobKind::Report { .. }))
+                .filter(|j| last.get(&j.id).is_some_and(|r| r.status == JobStatus::Ok))
+                .map(|j| j.id.clone())
+                .collect();
+            let rerun: Vec<String> = plan
+                .jobs
+                .iter()
+                .filter(|j| !done.contains(&j.id))
+                .map(|j| j.id.clone())
+                .collect();
+            // Samples of bench jobs that run again stay on record, marked superseded.
+            let again: BTreeSet<String> = plan
+                .bench_jobs()
+                .map(|(j, _)| j.id.clone())
+                .filter(|id| !done.contains(id))
+                .collect();
+            supersede_samples(&rd.samples(), &again)?;
+            let mut m = r.manifest.clone();
+            m.status = RunStatus::Running;
+            m.ended_at = None;
+            m.command = plan.redactor.redact_str(&opts.command);
+            m.resumes.push(Resume {
+                at: now(),
+                rerun,
+                forced: r.forced.clone(),
+            });
+            let attempt = m.resumes.len() as u32;
+            (r.dir.clone(), m, done, attempt)
+        }
+        None => {
+            let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
+            let root = opts.out_dir.join(&plan.name).join(&run_id);
+            new_run_dir(&root)?;
+            (
+                root,
+                first_manifest(&plan, &opts, &run_id),
+                BTreeSet::new(),
+                0,
+            )
+        }
+    };
+    let run_id = manifest.run_id.clone();
+    let run_dir = RunDir::new(root.clone());
+    manifest.reuse_from = opts.reuse.iter().map(|d| d.display().to_string()).collect();
     run_dir.write_manifest(&manifest)?;
-    run_dir.mark_latest()?;
+    run_dir.mark("latest-started")?;
     let writer = Arc::new(Mutex::new(SampleWriter::open(&run_dir.samples())?));
     let _ = events.send(Event::RunStarted {
         run_id: run_id.clone(),
@@ -71,6 +162,14 @@ pub async fn run(
         cancel: cancel.clone(),
         fetch: Arc::new(opts.fetch.clone()),
         fetched: Default::default(),
+        reuse,
+        host_fingerprint: manifest.host.fingerprint(),
+        bench_lock: stage::BenchLock {
+            path: opts.fetch.lock_dir.join("bench.lock"),
+            timeout: opts.fetch.lock_timeout,
+            no_wait: opts.no_wait,
+        },
+        notes: Default::default(),
     });
 
     let nodes = plan
@@ -84,8 +183,29 @@ pub async fn run(
         })
         .collect();
     let mut sched = Scheduler::new(nodes, opts.jobs, opts.keep_going);
+    sched.set_quiet(!opts.overlap);
+    for (j, job) in plan.jobs.iter().enumerate() {
+        if done.contains(&job.id) {
+            sched.mark_done(j);
+            let _ = events.send(Event::JobSkipped {
+                id: job.id.clone(),
+                reason: "done before the resume; kept".into(),
+            });
+        }
+    }
+    // Outcomes of this attempt and the earlier ones, for the manifest as the run goes.
+    let mut outcomes: BTreeMap<String, JobOutcome> = BTreeMap::new();
+    for o in &manifest.jobs {
+        if done.contains(&o.id) {
+            outcomes.insert(o.id.clone(), o.clone());
+        }
+    }
+    // Jobs running now, and what ran alongside each bench job (only with --overlap).
+    let mut running_now: BTreeSet<usize> = BTreeSet::new();
+    let mut background: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
     let mut running: JoinSet<(usize, stage::StageResult, std::time::Duration)> = JoinSet::new();
     let mut interrupted = *cancel.borrow();
+    let mut journaled_skips: BTreeSet<usize> = BTreeSet::new();
 
     loop {
         // A job may notice the signal (and finish) before the select below does.
@@ -94,6 +214,12 @@ pub async fn run(
             sched.stop();
         }
         for (j, reason) in sched.skip_blocked() {
+            // In the journal at once: a report rendered later in this run counts it.
+            append_job(
+                &run_dir.journal(),
+                &skipped_record(&plan, j, &reason, attempt),
+            )?;
+            journaled_skips.insert(j);
             let _ = events.send(Event::JobSkipped {
                 id: plan.jobs[j].id.clone(),
                 reason,
@@ -101,6 +227,15 @@ pub async fn run(
         }
         for j in sched.start_ready() {
             let ctx = ctx.clone();
+            let is_bench = matches!(plan.jobs[j].kind, JobKind::Bench(_));
+            for others in background.values_mut() {
+                others.insert(plan.jobs[j].id.clone());
+            }
+            if is_bench {
+                let others = running_now.iter().map(|&o| plan.jobs[o].id.clone());
+                background.insert(j, others.collect());
+            }
+            running_now.insert(j);
             let _ = events.send(Event::JobStarted {
                 id: plan.jobs[j].id.clone(),
                 kind: plan.stages[plan.jobs[j].stage].kind,
@@ -124,11 +259,41 @@ pub async fn run(
                         continue;
                     }
                 };
+                running_now.remove(&j);
                 let id = plan.jobs[j].id.clone();
                 let (ok, detail) = match &result {
                     Ok(detail) => (true, detail.clone()),
                     Err(e) => (false, Some(e.to_string())),
                 };
+                let note = ctx.notes.lock().await.remove(&id).unwrap_or_default();
+                let record = JobRecord {
+                    id: id.clone(),
+                    kind: kind_name(&plan.jobs[j].kind).into(),
+                    status: if ok { JobStatus::Ok } else { JobStatus::Failed },
+                    detail: detail.clone().map(|d| plan.redactor.redact_str(&d)),
+                    ended_at: now_ms(),
+                    elapsed_ms: elapsed.as_secs_f64() * 1e3,
+                    attempt,
+                    backend: note.backend,
+                    key: note.key,
+                    reused_from: note.reused_from,
+                    background: background.remove(&j).unwrap_or_default().into_iter().collect(),
+                    waited_for: note.waited_for,
+                    measured_from: note.measured_from,
+                };
+                // The journal first: it is what --resume and the report trust.
+                append_job(&run_dir.journal(), &record)?;
+                outcomes.insert(id.clone(), JobOutcome {
+                    id: id.clone(),
+                    status: if ok { "ok" } else { "failed" }.into(),
+                    detail: record.detail.clone(),
+                });
+                manifest.jobs = plan
+                    .jobs
+                    .iter()
+                    .filter_map(|j| outcomes.get(&j.id).cloned())
+                    .collect();
+                run_dir.write_manifest(&manifest)?;
                 let _ = events.send(Event::JobFinished { id, ok, detail, elapsed });
                 sched.finish(j, result.map(|_| ()).map_err(|e| e.to_string()));
             }
@@ -145,8 +310,24 @@ pub async fn run(
         interrupted = true;
         let _ = events.send(Event::Interrupted);
     }
-    let (outcomes, failed, skipped) = job_outcomes(&plan, &sched, interrupted, &events);
-    manifest.jobs = outcomes;
+    let (mut final_outcomes, failed, skipped) = job_outcomes(&plan, &sched, interrupted, &events);
+    for o in final_outcomes.iter_mut() {
+        // Jobs kept from before a resume keep their recorded outcome.
+        if let Some(kept) = outcomes.get(&o.id) {
+            *o = kept.clone();
+        }
+    }
+    // Jobs that never started go in the journal too (an interrupt, an earlier failure).
+    for (j, o) in final_outcomes.iter().enumerate() {
+        if o.status == "skipped" && !journaled_skips.contains(&j) {
+            let reason = o.detail.clone().unwrap_or_default();
+            append_job(
+                &run_dir.journal(),
+                &skipped_record(&plan, j, &reason, attempt),
+            )?;
+        }
+    }
+    manifest.jobs = final_outcomes;
     let status = if interrupted {
         RunStatus::Interrupted
     } else if failed.is_empty() {
@@ -155,12 +336,8 @@ pub async fn run(
         RunStatus::Failed
     };
     manifest.status = status;
-    manifest.ended_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    manifest.ended_at = Some(now());
     manifest.runner_peak_rss_bytes = crate::backend::worker::peak_rss_bytes();
-    // Backend builds are recorded by backends that have one; keep what the stages stored.
-    if let Ok(on_disk) = run_dir.read_manifest() {
-        manifest.backends = on_disk.backends;
-    }
     // Where each model came from (source, resolved commit, files and hashes).
     for m in &plan.models {
         if let Some(f) = stage::fetched(&run_dir, &m.name) {
@@ -170,6 +347,9 @@ pub async fn run(
         }
     }
     run_dir.write_manifest(&manifest)?;
+    if status == RunStatus::Complete {
+        run_dir.mark("latest")?;
+    }
     let report = run_dir.report();
     Ok(RunOutcome {
         run_dir: root,
@@ -180,15 +360,35 @@ pub async fn run(
     })
 }
 
+/// The journal's record of a job that did not run, with the reason.
+fn skipped_record(plan: &Plan, j: usize, reason: &str, attempt: u32) -> JobRecord {
+    JobRecord {
+        id: plan.jobs[j].id.clone(),
+        kind: kind_name(&plan.jobs[j].kind).into(),
+        status: JobStatus::Skipped,
+        detail: Some(reason.to_string()),
+        ended_at: now_ms(),
+        elapsed_ms: 0.0,
+        attempt,
+        backend: None,
+        key: None,
+        reused_from: None,
+        background: Vec::new(),
+        waited_for: None,
+        measured_from: None,
+    }
+}
+
 /// Creates the run directory; refuses one that already holds a run (appending to another run's
 /// samples would mix them).
 fn new_run_dir(root: &Path) -> Result<RunDir, StoreError> {
+    // `--resume` continues a run; a new one never appends to another's files.
     if root.join("samples.jsonl").exists() || root.join("manifest.json").exists() {
         return Err(StoreError::Write {
             path: root.to_path_buf(),
             source: std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
-                "a run with this id already exists; choose another --run-id",
+                "a run with this id already exists; choose another --run-id, or continue it with --resume",
             ),
         });
     }
@@ -202,8 +402,7 @@ fn new_run_dir(root: &Path) -> Result<RunDir, StoreError> {
 /// The manifest written when the run starts: what runs, where, with which builds.
 fn first_manifest(plan: &Plan, opts: &RunOptions, run_id: &str) -> Manifest {
     let resolved = plan.resolved_json();
-    let resolved_sha256 =
-        crate::formats::sha256_hex(&serde_json::to_vec(&resolved).unwrap_or_default());
+    let resolved_sha256 = super::resume::resolved_sha256(&resolved);
     let report_template = plan.jobs.iter().find_map(|j| match &j.kind {
         JobKind::Report { template } => template.clone(),
         _ => None,
@@ -238,6 +437,9 @@ fn first_manifest(plan: &Plan, opts: &RunOptions, run_id: &str) -> Manifest {
         runner_peak_rss_bytes: None,
         models: Default::default(),
         metrics_version: crate::results::METRICS_VERSION,
+        bench_jobs: plan.bench_jobs().map(|(j, _)| j.id.clone()).collect(),
+        resumes: Vec::new(),
+        reuse_from: Vec::new(),
     }
 }
 

@@ -3,7 +3,9 @@
 //! what finished; unit tests drive it directly.
 //!
 //! - A job starts when every dependency succeeded, up to `limit` at once.
-//! - Never two bench jobs together: they would disturb each other's numbers.
+//! - Never two bench jobs together: they would disturb each other's numbers. When `quiet` (the
+//!   default; `--overlap` turns it off), nothing else runs during a bench job either: a bench
+//!   job waits for running jobs to end, and no job starts while one measures.
 //! - Analysis and reports ("tolerant" jobs) summarise whatever was measured, failures included:
 //!   they wait for their dependencies to finish, not to succeed.
 //! - A job whose dependency failed or was skipped is skipped, with the reason.
@@ -36,6 +38,7 @@ pub struct Scheduler {
     running: usize,
     bench_running: bool,
     stopped: bool,
+    quiet: bool,
 }
 
 impl Scheduler {
@@ -49,6 +52,19 @@ impl Scheduler {
             running: 0,
             bench_running: false,
             stopped: false,
+            quiet: false,
+        }
+    }
+
+    /// Nothing runs alongside a bench job (see the module docs).
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
+    }
+
+    /// Records a job as done before the run started (`--resume` keeps it).
+    pub fn mark_done(&mut self, j: usize) {
+        if self.state[j] == State::Pending {
+            self.state[j] = State::Done;
         }
     }
 
@@ -89,8 +105,11 @@ impl Scheduler {
             if self.state[j] != State::Pending || !self.ready(j) {
                 continue;
             }
+            if self.quiet && self.bench_running {
+                break;
+            }
             if self.nodes[j].bench {
-                if self.bench_running {
+                if self.bench_running || (self.quiet && self.running > 0) {
                     continue;
                 }
                 self.bench_running = true;
@@ -224,6 +243,43 @@ mod tests {
             ]
         );
         // Tolerant jobs still run once everything before them ended.
+        assert_eq!(s.start_ready(), vec![3]);
+    }
+
+    #[test]
+    fn quiet_benches_run_alone_and_resumed_jobs_count_as_done() {
+        // Two downloads, a bench on each: the second download must not run during a bench.
+        let nodes = vec![
+            node("dl/a", &[], false, false),
+            node("bench/a", &[0], true, false),
+            node("dl/b", &[], false, false),
+            node("bench/b", &[2], true, false),
+        ];
+        let mut s = Scheduler::new(nodes.clone(), 4, false);
+        s.set_quiet(true);
+        assert_eq!(s.start_ready(), vec![0, 2]);
+        s.finish(0, Ok(()));
+        // bench/a is ready but dl/b still runs: it waits.
+        assert!(s.start_ready().is_empty());
+        s.finish(2, Ok(()));
+        assert_eq!(s.start_ready(), vec![1]);
+        // Nothing starts while bench/a measures.
+        assert!(s.start_ready().is_empty());
+        s.finish(1, Ok(()));
+        assert_eq!(s.start_ready(), vec![3]);
+
+        // Without quiet (--overlap), a download may run during a bench.
+        let mut s = Scheduler::new(nodes.clone(), 4, false);
+        assert_eq!(s.start_ready(), vec![0, 2]);
+        s.finish(0, Ok(()));
+        assert_eq!(s.start_ready(), vec![1]);
+
+        let mut s = Scheduler::new(nodes, 4, false);
+        s.set_quiet(true);
+        s.mark_done(0);
+        s.mark_done(1);
+        assert_eq!(s.start_ready(), vec![2]);
+        s.finish(2, Ok(()));
         assert_eq!(s.start_ready(), vec![3]);
     }
 

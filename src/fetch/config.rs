@@ -48,6 +48,11 @@ pub struct FetchConfig {
     pub python: String,
     /// Per-file progress bars (a terminal), or none.
     pub bars: Option<indicatif::MultiProgress>,
+    /// The longest wait for a lock another process holds (a download of the same file, the
+    /// machine-wide bench lock): `--lock-timeout`, `MINERVA_LOCK_TIMEOUT_S`, default 1 hour.
+    pub lock_timeout: Duration,
+    /// Where the machine-wide locks live (`MINERVA_LOCK_DIR`, default the state directory).
+    pub lock_dir: PathBuf,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -70,7 +75,8 @@ fn home() -> PathBuf {
 impl FetchConfig {
     /// Reads `HF_HUB_CACHE`, `HF_HOME`, `XDG_CACHE_HOME`, `HF_ENDPOINT`, `HF_TOKEN`,
     /// `HF_TOKEN_PATH`, `HF_HUB_OFFLINE`, and minerva's `MINERVA_CACHE`,
-    /// `MINERVA_DOWNLOAD_ATTEMPTS`, `MINERVA_DOWNLOAD_BACKOFF_MS`, `MINERVA_PYTHON`.
+    /// `MINERVA_DOWNLOAD_ATTEMPTS`, `MINERVA_DOWNLOAD_BACKOFF_MS`, `MINERVA_PYTHON`,
+    /// `MINERVA_LOCK_TIMEOUT_S`, `MINERVA_LOCK_DIR`.
     pub fn from_env(models_dir: &Path) -> Self {
         let xdg_cache = env("XDG_CACHE_HOME")
             .map(PathBuf::from)
@@ -93,6 +99,9 @@ impl FetchConfig {
             })
             .filter(|t| !t.is_empty())
             .map(Secret);
+        let state_dir = env("MINERVA_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| xdg_cache.join("minerva"));
         FetchConfig {
             models_dir: models_dir.to_path_buf(),
             hf_cache,
@@ -102,9 +111,7 @@ impl FetchConfig {
                 .to_string(),
             token,
             offline: env("HF_HUB_OFFLINE").is_some_and(|v| truthy(&v)),
-            state_dir: env("MINERVA_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| xdg_cache.join("minerva")),
+            state_dir: state_dir.clone(),
             attempts: env("MINERVA_DOWNLOAD_ATTEMPTS")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(5)
@@ -122,6 +129,14 @@ impl FetchConfig {
             ),
             python: env("MINERVA_PYTHON").unwrap_or_else(|| "python3".into()),
             bars: None,
+            lock_timeout: Duration::from_secs(
+                env("MINERVA_LOCK_TIMEOUT_S")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(3600),
+            ),
+            lock_dir: env("MINERVA_LOCK_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| state_dir.clone()),
         }
     }
 

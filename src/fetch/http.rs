@@ -69,37 +69,21 @@ pub(crate) fn incomplete_path(dest: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Takes the lock at `path`, waiting while another process holds it.
-pub(crate) async fn lock(path: &Path, label: &str) -> Result<std::fs::File, FetchError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| FetchError::Io(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| FetchError::Io(format!("cannot open the lock {}: {e}", path.display())))?;
-    let mut said = false;
-    loop {
-        match f.try_lock() {
-            Ok(()) => return Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                if !said {
-                    tracing::info!("{label}: another process is downloading it; waiting");
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(FetchError::Io(format!(
-                    "cannot lock {}: {e}",
-                    path.display()
-                )))
-            }
-        }
-    }
+/// Takes the lock at `path` for downloading `label`: while another process holds it, says at
+/// warn for whom it waits, and gives up after `cfg.lock_timeout`.
+pub(crate) async fn lock(
+    path: &Path,
+    label: &str,
+    cfg: &FetchConfig,
+) -> Result<crate::lock::Held, FetchError> {
+    let wait = crate::lock::LockWait {
+        holder: format!("downloading {label}"),
+        timeout: cfg.lock_timeout,
+        no_wait: false,
+    };
+    crate::lock::acquire(path, &format!("downloading {label}"), &wait, None)
+        .await
+        .map_err(|e| FetchError::Io(e.to_string()))
 }
 
 /// Checks a complete file against what it must be; the hash comes from the record when the file
@@ -153,7 +137,7 @@ pub(crate) async fn download(
     cfg: &FetchConfig,
     bar: &ProgressBar,
 ) -> Result<(String, u64, bool), FetchError> {
-    let _lock = lock(&t.lock, &t.label).await?;
+    let _lock = lock(&t.lock, &t.label, cfg).await?;
     let store = VerifiedStore::new(&cfg.state_dir);
     if t.dest.exists() {
         match check_existing(&store, &t.dest, expect) {

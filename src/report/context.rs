@@ -6,7 +6,7 @@ use crate::analyze::{
     Analysis, JobSummary, Metric, MetricStats, CV_WARN, MIN_SAMPLES_P90, MIN_SAMPLES_P95,
     MIN_SAMPLES_P99,
 };
-use crate::results::{Manifest, RunStatus, Sample};
+use crate::results::{last_records, JobRecord, JobStatus, Manifest, RunStatus, Sample};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -18,6 +18,11 @@ pub struct ReportContext {
     pub run_id: String,
     pub started_at: String,
     pub interrupted: bool,
+    /// "7 of 12 bench jobs completed (…)" when the journal says some did not; else None.
+    pub incomplete: Option<String>,
+    /// How the run was recorded: resumes (and what `--force` allowed), unreadable sample lines,
+    /// reused jobs, background work during a bench, waits for another runner.
+    pub record_notes: Vec<String>,
     pub any_simulated: bool,
     pub baseline: Option<String>,
     pub environment: Vec<(String, String)>,
@@ -85,6 +90,8 @@ pub struct Row {
     pub divergent: bool,
     /// "UNSTABLE (CV 7.1% > 5%)" when the primary metric's spread is too wide; else empty.
     pub unstable: String,
+    /// "reused from `<run>`" when `--reuse` copied the job from an earlier run; else empty.
+    pub reused: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -306,6 +313,133 @@ fn load_rows(analysis: &Analysis) -> Vec<LoadRow> {
     out
 }
 
+/// What the run directory says of how the run went, beyond its samples: the journal, and what
+/// reading samples.jsonl skipped.
+#[derive(Debug, Default)]
+pub struct RunState {
+    pub journal: Vec<JobRecord>,
+    /// Lines of samples.jsonl that are not a sample, by number.
+    pub unreadable_lines: Vec<usize>,
+    /// Samples of jobs a resume ran again (kept on record, not shown).
+    pub superseded: usize,
+}
+
+/// "7 of 12 bench jobs completed (2 failed, 3 cut short or never started)" when the journal
+/// has fewer completed bench jobs than the plan; None for a run from before the journal.
+fn incomplete(
+    manifest: &Manifest,
+    last: &std::collections::BTreeMap<String, JobRecord>,
+) -> Option<String> {
+    let total = manifest.bench_jobs.len();
+    if total == 0 {
+        return None;
+    }
+    let status = |id: &String| last.get(id).map(|r| r.status);
+    let ok = manifest
+        .bench_jobs
+        .iter()
+        .filter(|id| status(id) == Some(JobStatus::Ok))
+        .count();
+    if ok == total {
+        return None;
+    }
+    let failed = manifest
+        .bench_jobs
+        .iter()
+        .filter(|id| status(id) == Some(JobStatus::Failed))
+        .count();
+    let skipped = manifest
+        .bench_jobs
+        .iter()
+        .filter(|id| status(id) == Some(JobStatus::Skipped))
+        .count();
+    let missing = total - ok - failed - skipped;
+    let mut parts = Vec::new();
+    if failed > 0 {
+        parts.push(format!("{failed} failed"));
+    }
+    if skipped > 0 {
+        parts.push(format!("{skipped} skipped"));
+    }
+    if missing > 0 {
+        parts.push(format!("{missing} cut short or never started"));
+    }
+    Some(format!(
+        "{ok} of {total} bench jobs completed ({})",
+        parts.join(", ")
+    ))
+}
+
+/// The notes on how the run was recorded (see [`ReportContext::record_notes`]).
+fn record_notes(
+    manifest: &Manifest,
+    state: &RunState,
+    last: &std::collections::BTreeMap<String, JobRecord>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in &manifest.resumes {
+        let mut line = format!(
+            "Resumed at {}: {} job(s) run again from their start",
+            r.at,
+            r.rerun.len()
+        );
+        if !r.forced.is_empty() {
+            line.push_str(&format!(
+                ". **Resumed with --force although the {} differed**: figures before and after the resume come from different environments",
+                r.forced.join("; ")
+            ));
+        }
+        out.push(line + ".");
+    }
+    if state.superseded > 0 {
+        out.push(format!(
+            "{} sample(s) of jobs cut short before a resume are kept in samples.jsonl marked superseded and left out of every figure.",
+            state.superseded
+        ));
+    }
+    if !state.unreadable_lines.is_empty() {
+        let shown: Vec<String> = state
+            .unreadable_lines
+            .iter()
+            .take(10)
+            .map(|n| n.to_string())
+            .collect();
+        out.push(format!(
+            "**{} unreadable line(s) in samples.jsonl skipped** (line {}{}): a write torn by a crash or a full disk; the samples on them are lost.",
+            state.unreadable_lines.len(),
+            shown.join(", "),
+            if state.unreadable_lines.len() > 10 { ", …" } else { "" }
+        ));
+    }
+    let mut reused: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in last.values() {
+        if let Some(from) = &r.reused_from {
+            *reused.entry(from.as_str()).or_default() += 1;
+        }
+    }
+    for (from, n) in reused {
+        out.push(format!(
+            "{n} bench job(s) were not measured in this run but reused from `{from}`: the same job, model sha256, engine build, host and metric definitions (marked in their rows)."
+        ));
+    }
+    for r in last.values() {
+        if !r.background.is_empty() {
+            out.push(format!(
+                "`{}` measured while other work of this run ran (--overlap): {}. Its figures may be disturbed.",
+                r.id,
+                r.background.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if let Some(w) = &r.waited_for {
+            out.push(format!(
+                "`{}` waited for another runner's bench to end ({w}) before measuring.",
+                r.id
+            ));
+        }
+    }
+    out
+}
+
 /// Everything the report shows, section by section, from the stored manifest, samples, analysis
 /// and model records.
 pub fn build_context(
@@ -313,8 +447,21 @@ pub fn build_context(
     samples: &[Sample],
     analysis: &Analysis,
     models: &[crate::results::ModelInfo],
+    state: &RunState,
 ) -> ReportContext {
     let p = &manifest.pipeline;
+    let last = last_records(&state.journal);
+    let reused: std::collections::BTreeMap<String, String> = last
+        .values()
+        .filter_map(|r| {
+            let from = r.reused_from.as_ref()?;
+            let name = std::path::Path::new(from)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| from.clone());
+            Some((r.id.clone(), name))
+        })
+        .collect();
     let baseline = p
         .get("baseline")
         .and_then(Value::as_str)
@@ -356,8 +503,17 @@ pub fn build_context(
         run_id: manifest.run_id.clone(),
         started_at: manifest.started_at.clone(),
         interrupted: manifest.status == RunStatus::Interrupted,
+        incomplete: incomplete(manifest, &last),
+        record_notes: record_notes(manifest, state, &last),
         any_simulated: analysis.jobs.iter().any(|j| j.simulated),
-        scenarios: scenario_sections(p, analysis, &agreement_rows, &not_run, baseline.as_deref()),
+        scenarios: scenario_sections(
+            p,
+            analysis,
+            &agreement_rows,
+            &not_run,
+            baseline.as_deref(),
+            &reused,
+        ),
         agreement: agreement_rows.iter().map(agreement_view).collect(),
         agreement_min_prefix,
         unstable_cv: format!("{}%", unstable_cv(p) * 100.0),
@@ -479,6 +635,7 @@ fn scenario_sections(
     agreement_rows: &[AgreementRow],
     not_run: &BTreeSet<&str>,
     baseline: Option<&str>,
+    reused: &std::collections::BTreeMap<String, String>,
 ) -> Vec<ScenarioSection> {
     let divergent = crate::analyze::agreement::divergent_jobs(agreement_rows);
     let mut scenarios = Vec::new();
@@ -512,6 +669,10 @@ fn scenario_sections(
                 agreement: agreement_cell(&j.job_id, agreement_rows, &divergent),
                 divergent: divergent.contains(&j.job_id.as_str()),
                 unstable: unstable(j, p).unwrap_or_default(),
+                reused: reused
+                    .get(&j.job_id)
+                    .map(|r| format!("reused from `{r}`"))
+                    .unwrap_or_default(),
             })
             .collect();
         if !rows.is_empty() {

@@ -3,5 +3,5 @@
 mod context;
 mod markdown;
 
-pub use context::{build_context, ReportContext};
+pub use context::{build_context, ReportContext, RunState};
 pub use markdown::{load_template, render, ReportError, BUILTIN_TEMPLATE, MAX_REPORT_BYTES};

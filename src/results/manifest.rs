@@ -75,10 +75,51 @@ pub struct Manifest {
     /// runs from before it was recorded follow version 1.
     #[serde(default = "first_metrics_version")]
     pub metrics_version: u32,
+    /// The ids of the bench jobs the plan holds (the INCOMPLETE banner counts against them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bench_jobs: Vec<String>,
+    /// Each `minerva run --resume` of this run: when, what was rerun, what differed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumes: Vec<Resume>,
+    /// The run directories `--reuse` looked in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reuse_from: Vec<String>,
+}
+
+/// One `minerva run --resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    pub at: String,
+    /// The jobs that were run again (cut short, failed or never started), in plan order.
+    pub rerun: Vec<String>,
+    /// What differed from the run's first start and was allowed with `--force` (host, a
+    /// backend's build); empty when nothing did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forced: Vec<String>,
 }
 
 fn first_metrics_version() -> u32 {
     1
+}
+
+impl HostInfo {
+    /// What identifies the machine for reuse and resume: everything but the hostname's
+    /// spelling of memory (total memory is kept; it changes with hardware).
+    pub fn fingerprint(&self) -> String {
+        let v = serde_json::json!([
+            self.hostname,
+            self.cpu,
+            self.physical_cores,
+            self.logical_cpus,
+            self.memory_bytes,
+            self.os,
+            self.kernel,
+            self.arch,
+            self.gpus,
+            self.gpu_driver,
+        ]);
+        crate::formats::sha256_hex(v.to_string().as_bytes())
+    }
 }
 
 pub fn host_info() -> HostInfo {

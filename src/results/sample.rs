@@ -28,6 +28,9 @@ pub enum ErrorKind {
     Interrupted,
     /// The backend is not built into this minerva.
     Unavailable,
+    /// Another runner held the machine-wide bench lock (`--no-wait`, or `--lock-timeout` ran
+    /// out).
+    Locked,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +104,10 @@ pub struct Sample {
     /// are compared only when the engines were given the same tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_digest: Option<String>,
+    /// Written by a job that was cut short and rerun by `minerva run --resume`: kept for the
+    /// record, ignored by analysis, reports and comparisons.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded: bool,
 }
 
 /// How a request failed. Failed requests are counted, never averaged into latencies.

@@ -67,6 +67,10 @@ impl RunDir {
     pub fn report(&self) -> PathBuf {
         self.root.join("report.md")
     }
+    /// The journal: one line per job as it ends ([`super::JobRecord`]).
+    pub fn journal(&self) -> PathBuf {
+        self.root.join("jobs.jsonl")
+    }
 
     pub fn read_manifest(&self) -> Result<super::Manifest, StoreError> {
         let path = self.manifest();
@@ -90,13 +94,14 @@ impl RunDir {
         atomic_write(&self.manifest(), text.as_bytes())
     }
 
-    /// Points `<pipeline dir>/latest` at this run (a relative symlink, replaced atomically).
-    pub fn mark_latest(&self) -> Result<(), StoreError> {
+    /// Points `<pipeline dir>/<link>` at this run (a relative symlink, replaced atomically):
+    /// `latest-started` when a run starts, `latest` when it completes.
+    pub fn mark(&self, link: &str) -> Result<(), StoreError> {
         let (Some(parent), Some(name)) = (self.root.parent(), self.root.file_name()) else {
             return Ok(());
         };
-        let latest = parent.join("latest");
-        let tmp = parent.join(format!(".latest.{}", std::process::id()));
+        let latest = parent.join(link);
+        let tmp = parent.join(format!(".{link}.{}", std::process::id()));
         let err = |source| StoreError::Write {
             path: latest.clone(),
             source,
@@ -123,15 +128,30 @@ pub struct SampleWriter {
 pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl SampleWriter {
+    /// Opens `path` for appending. A file whose last line was torn (a kill mid-write) gets its
+    /// newline first, so the next sample starts a line of its own.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let file = OpenOptions::new()
+        let err = |source| StoreError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
-            .map_err(|source| StoreError::Write {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(err)?;
+        let len = file.metadata().map_err(err)?.len();
+        if len > 0 {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1)).map_err(err)?;
+            file.read_exact(&mut last).map_err(err)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n").map_err(err)?;
+                file.sync_data().map_err(err)?;
+            }
+        }
         Ok(SampleWriter {
             path: path.to_path_buf(),
             file,
@@ -182,12 +202,32 @@ impl Drop for SampleWriter {
     }
 }
 
-/// Reads every sample. A torn final line (the process was killed mid-write) is skipped; a bad
-/// line anywhere else is an error.
+/// What reading `samples.jsonl` found.
+#[derive(Debug, Default)]
+pub struct SampleRead {
+    /// The samples that count: superseded ones (written by a job that `--resume` reran) are
+    /// left out.
+    pub samples: Vec<Sample>,
+    /// Lines that are not a sample (torn by a kill, a full disk or a crash), by line number.
+    pub skipped_lines: Vec<usize>,
+    /// Samples left out because a resumed run reran their job.
+    pub superseded: usize,
+}
+
+/// Reads the samples that count (see [`read_samples_full`]).
 pub fn read_samples(path: &Path) -> Result<Vec<Sample>, StoreError> {
+    Ok(read_samples_full(path)?.samples)
+}
+
+/// Calls `f` with each line of `path` (without its newline) and its 1-based number, streaming:
+/// one line is held at a time. A missing file has no lines.
+pub(super) fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(usize, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
             return Err(StoreError::Read {
                 path: path.to_path_buf(),
@@ -195,32 +235,138 @@ pub fn read_samples(path: &Path) -> Result<Vec<Sample>, StoreError> {
             })
         }
     };
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .collect::<Result<_, _>>()
-        .map_err(|source| StoreError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let mut out = Vec::with_capacity(lines.len());
-    let last = lines.len().saturating_sub(1);
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+    let mut r = BufReader::with_capacity(1 << 16, file);
+    let mut buf = Vec::new();
+    let mut n = 0usize;
+    loop {
+        buf.clear();
+        let got = r
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| StoreError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if got == 0 {
+            return Ok(());
         }
-        match serde_json::from_str::<Sample>(line) {
-            Ok(s) => out.push(s),
-            Err(_) if i == last => {
-                tracing::warn!("{}: skipping a torn last line", path.display());
-            }
-            Err(e) => {
-                return Err(StoreError::BadSample {
-                    path: path.to_path_buf(),
-                    line: i + 1,
-                    message: e.to_string(),
-                })
-            }
+        n += 1;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
         }
+        f(n, &buf)?;
     }
+}
+
+/// Reads every sample, streaming. A line that is not a sample (torn by a kill or a full disk,
+/// at the end or anywhere else) is skipped and counted, so one bad line never costs a run its
+/// other samples; superseded samples are counted and left out.
+pub fn read_samples_full(path: &Path) -> Result<SampleRead, StoreError> {
+    let mut out = SampleRead::default();
+    for_each_line(path, |n, line| {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        match serde_json::from_slice::<Sample>(line) {
+            Ok(s) if s.superseded => out.superseded += 1,
+            Ok(s) => out.samples.push(s),
+            Err(e) => {
+                tracing::warn!(
+                    "{}:{n}: skipping a line that is not a sample ({e})",
+                    path.display()
+                );
+                out.skipped_lines.push(n);
+            }
+        }
+        Ok(())
+    })?;
     Ok(out)
+}
+
+/// Marks every sample of `jobs` in `path` as superseded (`"superseded": true`), rewriting the
+/// file atomically; returns how many were marked. Other lines, unreadable ones included, are
+/// kept as they were.
+pub fn supersede_samples(
+    path: &Path,
+    jobs: &std::collections::BTreeSet<String>,
+) -> Result<usize, StoreError> {
+    if jobs.is_empty() || !path.exists() {
+        return Ok(0);
+    }
+    let mut out: Vec<u8> = Vec::new();
+    let mut marked = 0usize;
+    for_each_line(path, |_, line| {
+        let mut v = serde_json::from_slice::<serde_json::Value>(line).ok();
+        let hit = v.as_mut().and_then(|v| v.as_object_mut()).filter(|o| {
+            o.get("job_id")
+                .and_then(|j| j.as_str())
+                .is_some_and(|j| jobs.contains(j))
+                && o.get("superseded") != Some(&serde_json::Value::Bool(true))
+        });
+        match hit {
+            Some(o) => {
+                o.insert("superseded".into(), serde_json::Value::Bool(true));
+                let text = serde_json::to_string(o).map_err(|e| StoreError::Write {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::other(e),
+                })?;
+                out.extend_from_slice(text.as_bytes());
+                marked += 1;
+            }
+            None => out.extend_from_slice(line),
+        }
+        out.push(b'\n');
+        Ok(())
+    })?;
+    if marked > 0 {
+        atomic_write(path, &out)?;
+    }
+    Ok(marked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(job: &str, rep: u32) -> String {
+        format!(
+            r#"{{"job_id":"{job}","stage":"b","backend":"simulated","model":"m","scenario":"s","params":{{}},"rep":{rep},"warmup":false,"simulated":true}}"#
+        )
+    }
+
+    #[test]
+    fn torn_lines_anywhere_are_skipped_and_superseded_samples_left_out() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("samples.jsonl");
+        let torn = &line("a", 1)[..40];
+        let text = format!(
+            "{}\n{torn}\n{}\n\n{}\n{}",
+            line("a", 0),
+            line("b", 0),
+            line("b", 1),
+            &line("c", 0)[..30]
+        );
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        let read = read_samples_full(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read.samples.len(), 3);
+        assert_eq!(read.skipped_lines, vec![2, 6]);
+
+        // Appending after a torn last line starts a new line.
+        let mut w = SampleWriter::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = read.samples[0].clone();
+        s.job_id = "d".into();
+        w.append(&s).unwrap_or_else(|e| panic!("{e}"));
+        drop(w);
+        let read = read_samples_full(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read.samples.len(), 4);
+        assert_eq!(read.skipped_lines, vec![2, 6]);
+
+        let jobs: std::collections::BTreeSet<String> = ["b".to_string()].into();
+        assert_eq!(supersede_samples(&path, &jobs).ok(), Some(2));
+        let read = read_samples_full(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read.superseded, 2);
+        let ids: Vec<&str> = read.samples.iter().map(|s| s.job_id.as_str()).collect();
+        assert_eq!(ids, vec!["a", "d"]);
+        // Unreadable lines stay where they were.
+        assert_eq!(read.skipped_lines, vec![2, 6]);
+    }
 }

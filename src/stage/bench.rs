@@ -1,8 +1,13 @@
 //! Bench stage: runs one bench job in a child process (`minerva worker`) and appends each sample
 //! it reports to `samples.jsonl` as it arrives. A crash, a timeout or an interrupt becomes a
 //! failed sample with its kind, exit status and the last lines of the worker's stderr.
+//!
+//! Before the worker starts: a job an earlier run completed with the same key is copied from it
+//! (`--reuse`), and the machine-wide bench lock is taken (another runner's bench is waited for).
+//! The worker never outlives the runner: it gets `PR_SET_PDEATHSIG` (Linux), and
+//! [`kill_workers`] kills every worker's process group (a second Ctrl-C).
 
-use super::{StageCtx, StageError, StageResult};
+use super::{reuse, BenchNote, StageCtx, StageError, StageResult};
 use crate::backend::worker::WorkerRequest;
 use crate::events::Event;
 use crate::plan::BenchJob;
@@ -12,6 +17,76 @@ use std::process::Stdio;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
+
+/// The process ids (= process group ids) of the workers running now.
+static WORKERS: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Kills every running worker's process group (the engine and anything it started). For a
+/// second Ctrl-C, just before minerva exits.
+#[allow(unsafe_code)]
+pub fn kill_workers() {
+    let pids: Vec<u32> = WORKERS
+        .lock()
+        .map(|w| w.iter().copied().collect())
+        .unwrap_or_default();
+    for pid in pids {
+        #[cfg(unix)]
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory is shared.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The worker is killed when the runner dies, even by SIGKILL (Linux's `PR_SET_PDEATHSIG`): no
+/// orphan keeps measuring, or holding a GPU. (The signal follows the thread that spawned the
+/// worker: a tokio worker thread, which lives as long as the runner.)
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: runs in the forked child before exec; prctl, getppid and _exit are
+        // async-signal-safe and touch no memory of the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The runner died between fork and prctl.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
+/// Keeps a worker in [`WORKERS`] while it lives.
+struct Registered(Option<u32>);
+
+impl Registered {
+    fn new(pid: Option<u32>) -> Self {
+        if let (Some(p), Ok(mut w)) = (pid, WORKERS.lock()) {
+            w.insert(p);
+        }
+        Registered(pid)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let (Some(p), Ok(mut w)) = (self.0, WORKERS.lock()) {
+            w.remove(&p);
+        }
+    }
+}
 
 const STDERR_TAIL: usize = 20;
 /// Longest sample line read from a worker (a 1M-token generation's timestamps fit).
@@ -123,11 +198,79 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> StageResult {
             Err(StageError::Worker(message))
         };
     }
+    let mut job = job.clone();
+    job.model = super::resolve_model(&job.model, ctx).await?;
+    let mut note = BenchNote {
+        backend: Some(job.backend.name().to_string()),
+        ..BenchNote::default()
+    };
+    if let Some(sha) = reuse::model_sha256(&job, ctx).await {
+        note.key = Some(reuse::job_key(&job, &sha));
+    }
+    // `--reuse`: the same job, model, build and host measured before: copy it.
+    if let Some(key) = &note.key {
+        let full = reuse::full_key(
+            key,
+            &job.backend.build_info(),
+            &ctx.host_fingerprint,
+            crate::results::METRICS_VERSION,
+        );
+        if let Some(found) = ctx.reuse.get(&full) {
+            let samples = reuse::samples_of(found, job_id)?;
+            if samples.iter().any(|s| !s.warmup && s.error.is_none()) {
+                for s in &samples {
+                    record(ctx, s).await?;
+                }
+                ctx.writer.lock().await.sync()?;
+                let from = found.dir.display().to_string();
+                note.reused_from = Some(from.clone());
+                ctx.notes.lock().await.insert(job_id.to_string(), note);
+                return Ok(Some(format!(
+                    "reused {} samples from {from}",
+                    samples.len()
+                )));
+            }
+        }
+    }
+    // The machine-wide bench lock: another runner's bench would skew this one (and this one
+    // it); wait for it, saying for whom, or fail at once with --no-wait.
+    let wait = crate::lock::LockWait {
+        holder: format!("bench {job_id} ({})", ctx.run_dir.root.display()),
+        timeout: ctx.bench_lock.timeout,
+        no_wait: ctx.bench_lock.no_wait,
+    };
+    let locked = crate::lock::acquire(
+        &ctx.bench_lock.path,
+        "the bench lock",
+        &wait,
+        Some(ctx.cancel.clone()),
+    )
+    .await;
+    let _bench_lock = match locked {
+        Ok(held) => {
+            note.waited_for = held.waited_for.clone();
+            note.measured_from =
+                Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            ctx.notes.lock().await.insert(job_id.to_string(), note);
+            held
+        }
+        Err(e) => {
+            ctx.notes.lock().await.insert(job_id.to_string(), note);
+            let kind = match e {
+                crate::lock::LockError::Interrupted { .. } => ErrorKind::Interrupted,
+                _ => ErrorKind::Locked,
+            };
+            let s = failure(job_id, &job, kind, e.to_string(), None, Vec::new());
+            record(ctx, &s).await?;
+            return Err(StageError::Worker(e.to_string()));
+        }
+    };
+
     let exe = std::env::current_exe()
         .map_err(|e| StageError::Worker(format!("cannot find the minerva executable: {e}")))?;
     let granted: Vec<String> = ctx.plan.touches.env.iter().cloned().collect();
-    let mut child = Command::new(exe)
-        .arg("worker")
+    let mut cmd = Command::new(exe);
+    cmd.arg("worker")
         // A cleared environment: only the basics, engine settings and what the user granted.
         .env_clear()
         .envs(crate::backend::worker::environment(&granted))
@@ -136,12 +279,13 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> StageResult {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         // Its own process group: a terminal's Ctrl-C reaches the runner, which stops the worker.
-        .process_group(0)
+        .process_group(0);
+    die_with_parent(&mut cmd);
+    let mut child = cmd
         .spawn()
         .map_err(|e| StageError::Worker(format!("cannot start the worker: {e}")))?;
+    let _registered = Registered::new(child.id());
 
-    let mut job = job.clone();
-    job.model = super::resolve_model(&job.model, ctx).await?;
     let request = serde_json::to_vec(&WorkerRequest {
         job_id: job_id.to_string(),
         job: job.clone(),

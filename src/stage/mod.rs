@@ -6,10 +6,13 @@ mod analyze;
 mod bench;
 mod download;
 mod report;
+mod reuse;
 mod verify;
 
 pub use crate::results::ModelInfo;
+pub use bench::kill_workers;
 pub use report::{read_models, render_run, RenderRunError};
+pub use reuse::ReuseIndex;
 pub use verify::{describe as describe_model, verify_model};
 
 use crate::events::Event;
@@ -58,6 +61,36 @@ pub struct StageCtx {
     /// What the download stage fetched in this run, by model (the files in the run directory
     /// are redacted copies for people).
     pub fetched: std::sync::Mutex<std::collections::HashMap<String, crate::fetch::FetchedModel>>,
+    /// `--reuse`: completed bench jobs of earlier runs, by key.
+    pub reuse: ReuseIndex,
+    /// This host's fingerprint (part of the reuse key).
+    pub host_fingerprint: String,
+    /// The machine-wide bench lock.
+    pub bench_lock: BenchLock,
+    /// What each bench job tells the journal beyond its result, by job id.
+    pub notes: Mutex<std::collections::HashMap<String, BenchNote>>,
+}
+
+/// The machine-wide bench lock: two runners never measure at once.
+#[derive(Debug, Clone)]
+pub struct BenchLock {
+    pub path: std::path::PathBuf,
+    pub timeout: std::time::Duration,
+    /// Fail instead of waiting (`--no-wait`).
+    pub no_wait: bool,
+}
+
+/// What a bench job records in the journal beyond its result.
+#[derive(Debug, Clone, Default)]
+pub struct BenchNote {
+    pub backend: Option<String>,
+    /// [`reuse::job_key`], when the model's sha256 is known.
+    pub key: Option<String>,
+    pub reused_from: Option<String>,
+    /// Another runner whose bench this job waited for.
+    pub waited_for: Option<String>,
+    /// When the bench lock was taken.
+    pub measured_from: Option<String>,
 }
 
 /// The download stage's record for `model` in this run, if it ran.
@@ -96,13 +129,27 @@ pub async fn resolve_model(model: &Model, ctx: &StageCtx) -> Result<Model, Stage
     }
 }
 
+/// Runs one job. Every kind honours cancellation: a bench job stops its worker and records
+/// the interrupt; any other job (a download, a conversion, a hash) is dropped where it is
+/// (its child processes are killed; a blocking hash is abandoned, and the runner exits without
+/// waiting for it).
 pub async fn execute(job: usize, ctx: &StageCtx) -> StageResult {
     let j = &ctx.plan.jobs[job];
-    match &j.kind {
-        JobKind::Download { model } => download::run(model, ctx).await,
-        JobKind::Verify { model } => verify::run(model, ctx).await,
-        JobKind::Bench(b) => bench::run(&j.id, b, ctx).await,
-        JobKind::Analyze => analyze::run(ctx).await,
-        JobKind::Report { template } => report::run(ctx, template.as_deref()).await,
+    let work = async {
+        match &j.kind {
+            JobKind::Download { model } => download::run(model, ctx).await,
+            JobKind::Verify { model } => verify::run(model, ctx).await,
+            JobKind::Bench(b) => bench::run(&j.id, b, ctx).await,
+            JobKind::Analyze => analyze::run(ctx).await,
+            JobKind::Report { template } => report::run(ctx, template.as_deref()).await,
+        }
+    };
+    if matches!(j.kind, JobKind::Bench(_)) {
+        return work.await;
+    }
+    let mut cancel = ctx.cancel.clone();
+    tokio::select! {
+        r = work => r,
+        Ok(_) = cancel.wait_for(|c| *c) => Err(StageError::Task("interrupted".into())),
     }
 }

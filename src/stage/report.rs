@@ -3,8 +3,8 @@
 
 use super::StageCtx;
 use crate::analyze::analyze;
-use crate::report::{build_context, render, ReportError};
-use crate::results::{atomic_write, read_samples, RunDir, StoreError};
+use crate::report::{build_context, render, ReportError, RunState};
+use crate::results::{atomic_write, read_journal, read_samples_full, RunDir, StoreError};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,10 +26,16 @@ pub fn render_run(
     output: Option<&Path>,
 ) -> Result<PathBuf, RenderRunError> {
     let manifest = dir.read_manifest()?;
-    let samples = read_samples(&dir.samples())?;
+    let read = read_samples_full(&dir.samples())?;
+    let samples = read.samples;
     let analysis = analyze(&samples)?;
     let models = read_models(dir);
-    let ctx = build_context(&manifest, &samples, &analysis, &models);
+    let state = RunState {
+        journal: read_journal(&dir.journal())?,
+        unreadable_lines: read.skipped_lines,
+        superseded: read.superseded,
+    };
+    let ctx = build_context(&manifest, &samples, &analysis, &models, &state);
     let text = match template {
         Some(p) => {
             let src = crate::report::load_template(p)?;

@@ -25,10 +25,20 @@ impl Minerva {
     pub fn new(args: &[&str]) -> Self {
         let mut cmd = Command::new(BIN);
         // No user config: grants come only from what each test passes.
+        // The machine-wide bench lock, one per test: tests running at once do not wait for
+        // each other (the lock tests share one on purpose).
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("main")
+            .replace([':', '/'], "_");
+        let locks = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("locks")
+            .join(test);
         cmd.current_dir(root())
             .args(args)
             .env_remove("RUST_LOG")
-            .env("MINERVA_CONFIG", "/nonexistent/minerva-tests/config.toml");
+            .env("MINERVA_CONFIG", "/nonexistent/minerva-tests/config.toml")
+            .env("MINERVA_LOCK_DIR", locks);
         Minerva { cmd }
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {
