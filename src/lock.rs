@@ -29,7 +29,7 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{what} is locked by {holder} ({path}); not waiting (--no-wait)")]
+    #[error("{what} is locked by {holder} ({path})")]
     Busy {
         what: String,
         holder: String,

@@ -245,6 +245,12 @@ fn sighup_stops_the_run_like_sigterm_and_latest_waits_for_a_complete_run() {
         assert!(Instant::now() < deadline, "no job ended");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A resume of a run that is still running is refused, and changes nothing.
+    let dir_s = dir.display().to_string();
+    let early = run(&["run", PIPELINE, "--resume", &dir_s]);
+    assert_eq!(early.status.code(), Some(3), "{}", text(&early.stderr));
+    assert!(text(&early.stderr).contains("the run directory is locked by pid"));
+
     signal(&child, libc::SIGHUP);
     let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status.code(), Some(130));
@@ -259,7 +265,6 @@ fn sighup_stops_the_run_like_sigterm_and_latest_waits_for_a_complete_run() {
         "latest moves only when a run completes"
     );
 
-    let dir_s = dir.display().to_string();
     let rep = run(&["report", &dir_s]);
     assert_eq!(rep.status.code(), Some(0), "{}", text(&rep.stderr));
     let report = read(&dir.join("report.md"));

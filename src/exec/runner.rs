@@ -92,8 +92,34 @@ pub async fn run(
     mut cancel: watch::Receiver<bool>,
 ) -> Result<RunOutcome, StoreError> {
     let reuse = stage::ReuseIndex::load(&opts.reuse)?;
-    // A new run, or the one being resumed: its directory, manifest and what is already done.
-    let (root, mut manifest, done, attempt) = match &opts.resume {
+    // A new run, or the one being resumed.
+    let root = match &opts.resume {
+        Some(r) => r.dir.clone(),
+        None => {
+            let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
+            let root = opts.out_dir.join(&plan.name).join(&run_id);
+            new_run_dir(&root)?;
+            root
+        }
+    };
+    // One runner per run directory: a --resume of a run still running is refused.
+    let _run_lock = crate::lock::acquire(
+        &root.join(".run.lock"),
+        "the run directory",
+        &crate::lock::LockWait {
+            holder: format!("minerva run of {}", root.display()),
+            timeout: std::time::Duration::ZERO,
+            no_wait: true,
+        },
+        None,
+    )
+    .await
+    .map_err(|e| StoreError::Write {
+        path: root.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    // Its manifest and what is already done.
+    let (mut manifest, done, attempt) = match &opts.resume {
         Some(r) => {
             let rd = RunDir::new(r.dir.clone());
             let last = last_records(&read_journal(&rd.journal())?);
@@ -127,18 +153,14 @@ pub async fn run(
                 forced: r.forced.clone(),
             });
             let attempt = m.resumes.len() as u32;
-            (r.dir.clone(), m, done, attempt)
+            (m, done, attempt)
         }
         None => {
-            let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
-            let root = opts.out_dir.join(&plan.name).join(&run_id);
-            new_run_dir(&root)?;
-            (
-                root,
-                first_manifest(&plan, &opts, &run_id),
-                BTreeSet::new(),
-                0,
-            )
+            let run_id = root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (first_manifest(&plan, &opts, &run_id), BTreeSet::new(), 0)
         }
     };
     let run_id = manifest.run_id.clone();

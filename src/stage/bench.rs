@@ -260,9 +260,13 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> StageResult {
                 crate::lock::LockError::Interrupted { .. } => ErrorKind::Interrupted,
                 _ => ErrorKind::Locked,
             };
-            let s = failure(job_id, &job, kind, e.to_string(), None, Vec::new());
+            let mut why = e.to_string();
+            if ctx.bench_lock.no_wait && matches!(e, crate::lock::LockError::Busy { .. }) {
+                why.push_str("; not waiting (--no-wait)");
+            }
+            let s = failure(job_id, &job, kind, why.clone(), None, Vec::new());
             record(ctx, &s).await?;
-            return Err(StageError::Worker(e.to_string()));
+            return Err(StageError::Worker(why));
         }
     };
 
