@@ -76,10 +76,8 @@ fn become_subreaper() {
     }
 }
 
-/// Live (not zombie) `minerva worker` processes whose parent is this test process: workers
-/// that outlived their runner.
-fn orphan_workers() -> Vec<u32> {
-    let me = std::process::id().to_string();
+/// Live (not zombie) `minerva worker` processes whose parent is `parent`.
+fn workers_of(parent: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -89,16 +87,20 @@ fn orphan_workers() -> Vec<u32> {
         // pid (comm) state ppid ...
         let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let fields: Vec<&str> = after.split_whitespace().collect();
-        if fields.len() < 2 || fields[0] == "Z" || fields[1] != me {
+        if fields.len() < 2 || fields[0] == "Z" || fields[1] != parent.to_string() {
             continue;
         }
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.get(1) == Some(&&b"worker"[..]) {
+        if cmdline.split(|b| *b == 0).nth(1) == Some(&b"worker"[..]) {
             out.push(pid);
         }
     }
     out
+}
+
+/// Workers whose parent is this test process: workers that outlived their runner.
+fn orphan_workers() -> Vec<u32> {
+    workers_of(std::process::id())
 }
 
 /// Waits (at most 1 s: the kernel delivers PR_SET_PDEATHSIG at once) until no worker is left.
@@ -207,30 +209,13 @@ fn killed_anywhere_then_resumed_every_job_has_its_runs_and_nothing_is_left_runni
         None,
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !has_worker(child.id()) {
+    while workers_of(child.id()).is_empty() {
         assert!(Instant::now() < deadline, "no worker started");
         std::thread::sleep(Duration::from_millis(10));
     }
     signal(&child, libc::SIGKILL);
     let _ = child.wait();
     wait_no_orphans();
-}
-
-/// Whether `parent` has a live `minerva worker` child.
-fn has_worker(parent: u32) -> bool {
-    let parent = parent.to_string();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            fields.get(1) == Some(&parent.as_str())
-                && cmdline.split(|b| *b == 0).nth(1) == Some(&b"worker"[..])
-        })
 }
 
 #[test]
@@ -496,6 +481,34 @@ fn a_torn_middle_line_is_skipped_and_counted_and_resume_refuses_what_changed() {
     let report = read(&dir.join("report.md"));
     assert!(
         report.contains("**Resumed with --force although the simulated build"),
+        "{report}"
+    );
+}
+
+#[test]
+fn nothing_runs_beside_a_bench_unless_overlap_and_the_report_says_so() {
+    let out = tempdir();
+    let out_s = out.path().display().to_string();
+    let p = "tests/fixtures/pipelines/valid/overlap.yaml";
+    let background = |id: &str| -> Vec<Value> {
+        jsonl(&out.path().join("overlap").join(id).join("jobs.jsonl"))
+            .into_iter()
+            .filter(|r| r["kind"] == "bench")
+            .flat_map(|r| r["background"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let quiet = run(&["run", p, "--out", &out_s, "--run-id", "quiet"]);
+    assert_eq!(quiet.status.code(), Some(0), "{}", text(&quiet.stderr));
+    assert!(background("quiet").is_empty());
+    let report = read(&out.path().join("overlap/quiet/report.md"));
+    assert!(!report.contains("--overlap"), "{report}");
+
+    let both = run(&["run", p, "--out", &out_s, "--run-id", "both", "--overlap"]);
+    assert_eq!(both.status.code(), Some(0), "{}", text(&both.stderr));
+    assert_eq!(background("both"), vec![Value::String("check/tiny".into())]);
+    let report = read(&out.path().join("overlap/both/report.md"));
+    assert!(
+        report.contains("measured while other work of this run ran (--overlap): `check/tiny`"),
         "{report}"
     );
 }
