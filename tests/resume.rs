@@ -187,6 +187,7 @@ fn killed_anywhere_then_resumed_every_job_has_its_runs_and_nothing_is_left_runni
         assert_eq!(m["resumes"].as_array().map(Vec::len), Some(1));
         assert!(before <= jsonl(&dir.join("samples.jsonl")).len());
     }
+    eprintln!("{cut_short} of 20 kills cut a bench job short (its samples superseded)");
     // The kill moments hit the middle of a job at least sometimes.
     assert!(
         cut_short >= 3,
@@ -290,8 +291,11 @@ fn two_runners_never_benchmark_at_once() {
     let out_s = out.path().display().to_string();
     let locks = tempdir();
     let lock = locks.path().join("bench.lock.holder");
+    // Runner a is the slower one (a 300 ms load per job): still measuring when c arrives.
     let a = spawn(
-        &["run", PIPELINE, "--out", &out_s, "--run-id", "a"],
+        &[
+            "run", PIPELINE, "--out", &out_s, "--run-id", "a", "--set", "load=300",
+        ],
         Some(locks.path()),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
