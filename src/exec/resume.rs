@@ -38,6 +38,15 @@ pub fn resolved_sha256(resolved: &Value) -> String {
 
 /// Checks that `plan` may resume the run in `dir`.
 pub fn check(plan: &Plan, dir: PathBuf, force: bool) -> Result<ResumeFrom, ResumeError> {
+    // `out/p/latest-started` names the run itself: links are resolved, so the run's own
+    // `latest` links point at its real directory.
+    let dir = std::fs::canonicalize(&dir).map_err(|source| ResumeError::Store {
+        dir: dir.clone(),
+        source: StoreError::Read {
+            path: dir.clone(),
+            source,
+        },
+    })?;
     let rd = RunDir::new(dir.clone());
     let manifest = rd.read_manifest().map_err(|source| ResumeError::Store {
         dir: dir.clone(),
