@@ -264,7 +264,11 @@ fn sighup_stops_the_run_like_sigterm_and_latest_waits_for_a_complete_run() {
     );
 
     // Resumed through the link that names it.
-    let started = out.path().join("resume/latest-started").display().to_string();
+    let started = out
+        .path()
+        .join("resume/latest-started")
+        .display()
+        .to_string();
     let again = run(&["run", PIPELINE, "--resume", &started]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
     assert_eq!(link("latest"), Some(PathBuf::from("hup")));
