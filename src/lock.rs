@@ -12,8 +12,8 @@ use tokio::sync::watch;
 /// How to wait for a lock.
 #[derive(Debug, Clone)]
 pub struct LockWait {
-    /// What this process does with the lock, for the other side's message: "bench
-    /// quickstart/llama_cpp/short (out/quickstart/r1)".
+    /// What this process does with the lock, for the other side's message: "pipeline
+    /// quickstart, bench bench/llama_cpp/… (out/quickstart/r1)".
     pub holder: String,
     /// Give up after this long.
     pub timeout: Duration,

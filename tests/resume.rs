@@ -328,7 +328,9 @@ fn two_runners_never_benchmark_at_once() {
     assert_eq!(b.status.code(), Some(1), "{}", text(&b.stderr));
     let why = text(&b.stderr);
     assert!(
-        why.contains("the bench lock is locked by pid") && why.contains("resume/a"),
+        why.contains("the bench lock is locked by pid")
+            && why.contains("pipeline resume, bench bench/simulated/tiny/")
+            && why.contains("resume/a"),
         "{why}"
     );
     // Without it: waits, says for whom, and never measures while the other runner does.

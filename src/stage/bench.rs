@@ -235,7 +235,11 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> StageResult {
     // The machine-wide bench lock: another runner's bench would skew this one (and this one
     // it); wait for it, saying for whom, or fail at once with --no-wait.
     let wait = crate::lock::LockWait {
-        holder: format!("bench {job_id} ({})", ctx.run_dir.root.display()),
+        holder: format!(
+            "pipeline {}, bench {job_id} ({})",
+            ctx.plan.name,
+            ctx.run_dir.root.display()
+        ),
         timeout: ctx.bench_lock.timeout,
         no_wait: ctx.bench_lock.no_wait,
     };
