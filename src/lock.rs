@@ -102,7 +102,9 @@ pub async fn acquire(
         .open(path)
         .map_err(io)?;
     let started = Instant::now();
-    let mut waited_for: Option<String> = None;
+    // Whom this wait was for: each holder named by its holder file, once (between two holds
+    // the file may be absent: "another process" is kept only when no holder was named).
+    let mut holders: Vec<String> = Vec::new();
     loop {
         match f.try_lock() {
             Ok(()) => {
@@ -112,7 +114,7 @@ pub async fn acquire(
                 return Ok(Held {
                     _file: f,
                     holder_file: hp,
-                    waited_for,
+                    waited_for: (!holders.is_empty()).then(|| holders.join("; ")),
                 });
             }
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -124,12 +126,15 @@ pub async fn acquire(
                         path: path.to_path_buf(),
                     });
                 }
-                if waited_for.as_deref() != Some(&who) {
+                let unnamed = who == "another process";
+                let known = holders.contains(&who) || (unnamed && !holders.is_empty());
+                if !known {
                     tracing::warn!(
                         "{what}: waiting for {who} to finish (at most {}s; --lock-timeout)",
                         wait.timeout.as_secs()
                     );
-                    waited_for = Some(who.clone());
+                    holders.retain(|h| h != "another process");
+                    holders.push(who.clone());
                 }
                 if started.elapsed() >= wait.timeout {
                     return Err(LockError::TimedOut {
@@ -200,5 +205,31 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(second.waited_for, None);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_remembers_the_named_holder_across_the_gap_between_holds() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("bench.lock");
+        let first = acquire(&path, "the bench lock", &wait("run A", 1000, false), None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let p2 = path.clone();
+        let waiter = tokio::spawn(async move {
+            acquire(&p2, "the bench lock", &wait("run B", 5000, false), None).await
+        });
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // The holder file goes first when a hold ends; the lock a moment later.
+        let _ = std::fs::remove_file(holder_path(&path));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        drop(first);
+        let held = waiter
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            held.waited_for,
+            Some(format!("pid {}: run A", std::process::id()))
+        );
     }
 }
