@@ -232,6 +232,15 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             if !cli.quiet {
                 eprint!("{}", minerva::ui::touches_text(&plan.touches));
             }
+            // A --reuse run that cannot be read is bad input, found before anything starts.
+            for dir in &reuse {
+                if let Err(e) = RunDir::new(dir.clone()).read_manifest() {
+                    return Err(Error::Usage(format!(
+                        "--reuse {}: not a run directory: {e}",
+                        dir.display()
+                    )));
+                }
+            }
             let resume = match resume {
                 Some(dir) => Some(exec::resume::check(&plan, dir, force)?),
                 None => None,

@@ -428,6 +428,11 @@ fn reuse_copies_only_jobs_with_the_same_key() {
     let report = read(&more_dir.join("report.md"));
     assert_eq!(report.matches("reused from `first`").count(), 6, "{report}");
 
+    // A directory that is not a run: exit 2 before anything runs.
+    let bad = run(&["run", PIPELINE, "--out", &out_s, "--reuse", &out_s]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(text(&bad.stderr).contains("not a run directory"));
+
     // A changed param: nothing matches.
     let tpot = run(&[
         "run", PIPELINE, "--out", &out_s, "--run-id", "tpot", "--set", "tpot=5", "--reuse",
