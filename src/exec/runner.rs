@@ -63,17 +63,6 @@ fn new_run_id() -> String {
     )
 }
 
-/// The kind of a job, as the journal names it.
-fn kind_name(kind: &JobKind) -> &'static str {
-    match kind {
-        JobKind::Download { .. } => "download",
-        JobKind::Verify { .. } => "verify",
-        JobKind::Bench(_) => "bench",
-        JobKind::Analyze => "analyze",
-        JobKind::Report { .. } => "report",
-    }
-}
-
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -290,7 +279,7 @@ pub async fn run(
                 let note = ctx.notes.lock().await.remove(&id).unwrap_or_default();
                 let record = JobRecord {
                     id: id.clone(),
-                    kind: kind_name(&plan.jobs[j].kind).into(),
+                    kind: plan.stages[plan.jobs[j].stage].kind.as_str().into(),
                     status: if ok { JobStatus::Ok } else { JobStatus::Failed },
                     detail: detail.clone().map(|d| plan.redactor.redact_str(&d)),
                     ended_at: now_ms(),
@@ -386,7 +375,7 @@ pub async fn run(
 fn skipped_record(plan: &Plan, j: usize, reason: &str, attempt: u32) -> JobRecord {
     JobRecord {
         id: plan.jobs[j].id.clone(),
-        kind: kind_name(&plan.jobs[j].kind).into(),
+        kind: plan.stages[plan.jobs[j].stage].kind.as_str().into(),
         status: JobStatus::Skipped,
         detail: Some(reason.to_string()),
         ended_at: now_ms(),

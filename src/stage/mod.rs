@@ -99,16 +99,17 @@ pub fn fetched(run_dir: &RunDir, model: &str) -> Option<crate::fetch::FetchedMod
     serde_json::from_slice(&bytes).ok()
 }
 
+/// The download stage's record for `model` in this run: from memory, else from its file.
+fn fetched_here(ctx: &StageCtx, model: &str) -> Option<crate::fetch::FetchedModel> {
+    let here = ctx.fetched.lock().ok().and_then(|f| f.get(model).cloned());
+    here.or_else(|| fetched(&ctx.run_dir, model))
+}
+
 /// `model` with the local path it resolves to in this run: the download stage's record, else
 /// a `path` source, else what an earlier download left in the cache (looked up offline).
 pub async fn resolve_model(model: &Model, ctx: &StageCtx) -> Result<Model, StageError> {
     let mut m = model.clone();
-    let here = ctx
-        .fetched
-        .lock()
-        .ok()
-        .and_then(|f| f.get(&model.name).cloned());
-    if let Some(f) = here.or_else(|| fetched(&ctx.run_dir, &model.name)) {
+    if let Some(f) = fetched_here(ctx, &model.name) {
         m.resolved = Some(f.path);
         return Ok(m);
     }

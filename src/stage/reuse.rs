@@ -95,13 +95,7 @@ pub fn job_key(job: &BenchJob, model_sha256: &str) -> String {
 /// The model's sha256 in this run: the download record's file hashes, else its local files
 /// hashed (recorded, so a file is hashed once while unchanged). None when neither is known.
 pub async fn model_sha256(job: &BenchJob, ctx: &StageCtx) -> Option<String> {
-    let record = ctx
-        .fetched
-        .lock()
-        .ok()
-        .and_then(|f| f.get(&job.model.name).cloned())
-        .or_else(|| super::fetched(&ctx.run_dir, &job.model.name));
-    if let Some(r) = record {
+    if let Some(r) = super::fetched_here(ctx, &job.model.name) {
         let mut files: Vec<(String, String)> = Vec::new();
         for f in &r.files {
             files.push((f.name.clone(), f.sha256.clone()?));
