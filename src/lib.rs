@@ -5,6 +5,7 @@
 
 pub mod analyze;
 pub mod backend;
+pub mod benchcli;
 pub mod cli;
 pub mod compare;
 pub mod convert;

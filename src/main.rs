@@ -169,6 +169,129 @@ fn download(
     })
 }
 
+/// Runs a plan to its end (signals stop it; a second one kills the workers), showing progress
+/// unless `quiet`.
+fn execute(
+    plan: minerva::plan::Plan,
+    opts: RunOptions,
+    quiet: bool,
+) -> Result<minerva::exec::RunOutcome, Error> {
+    let multi = opts.fetch.bars.clone();
+    let rt = runtime()?;
+    let outcome = rt.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = cancel_tx.send(true);
+            // A second signal stops at once, and takes the workers with it.
+            wait_for_signal().await;
+            minerva::stage::kill_workers();
+            std::process::exit(exit::INTERRUPTED);
+        });
+        let ui = tokio::spawn(minerva::ui::consume_events(rx, quiet, multi));
+        let r = exec::run(plan, opts, tx, cancel_rx).await;
+        let _ = ui.await;
+        r
+    });
+    // A cancelled hash or conversion may still be running on a blocking thread: exit without
+    // waiting for it.
+    rt.shutdown_background();
+    Ok(outcome?)
+}
+
+/// The exit code of a run, saying on stderr why it is not 0 (unless `quiet`).
+fn outcome_code(outcome: &minerva::exec::RunOutcome, quiet: bool) -> i32 {
+    match outcome.status {
+        RunStatus::Complete => exit::OK,
+        RunStatus::Interrupted => {
+            if !quiet {
+                eprintln!(
+                    "interrupted: samples measured so far are in {}",
+                    outcome.run_dir.display()
+                );
+            }
+            exit::INTERRUPTED
+        }
+        RunStatus::Failed | RunStatus::Running => {
+            if !quiet {
+                eprintln!(
+                    "{} job(s) failed: {}; {} skipped",
+                    outcome.failed.len(),
+                    outcome.failed.join(", "),
+                    outcome.skipped.len()
+                );
+            }
+            exit::RUN_FAILED
+        }
+    }
+}
+
+/// `minerva bench`: llama-bench's flags → a pipeline, written under `<out>/bench/pipelines/`
+/// (content-addressed, so `minerva run` and `--resume` find it again), run like any other; the
+/// result on stdout in the format `-o` asks for, the run directory on stderr.
+fn bench(args: &minerva::cli::BenchArgs, quiet: bool) -> Result<i32, Error> {
+    use minerva::benchcli::{self, BenchPlan};
+    let command = std::iter::once("minerva".to_string())
+        .chain(std::env::args().skip(1))
+        .map(|a| shell_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let bp = BenchPlan::new(args, &command).map_err(|e| Error::Usage(e.to_string()))?;
+    if args.emit_pipeline {
+        print!("{}", bp.yaml);
+        return Ok(exit::OK);
+    }
+    let digest = minerva::formats::sha256_hex(bp.yaml.as_bytes());
+    let path = args
+        .out
+        .join("bench")
+        .join("pipelines")
+        .join(format!("{}.yaml", &digest[..12]));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
+    }
+    minerva::results::atomic_write(&path, bp.yaml.as_bytes())?;
+    let opts = PlanOptions {
+        grants: minerva::plan::Grants::load(&bp.granted_env, &bp.granted_paths)?,
+        models_dir: Some(args.fetch.models_dir.clone()),
+        ..Default::default()
+    };
+    let plan = build_plan(&path, &opts)?;
+    minerva::redact::install(&plan.redactor);
+    let run_opts = RunOptions {
+        out_dir: args.out.clone(),
+        run_id: None,
+        jobs: 4,
+        keep_going: true,
+        command,
+        fetch: fetch_config(&args.fetch, !quiet),
+        resume: None,
+        reuse: Vec::new(),
+        overlap: false,
+        no_wait: false,
+    };
+    let outcome = execute(
+        plan,
+        run_opts,
+        quiet || !(args.progress || std::io::IsTerminal::is_terminal(&std::io::stderr())),
+    )?;
+    eprintln!("results: {}", outcome.run_dir.display());
+    eprintln!("pipeline: {}", path.display());
+    let code = outcome_code(&outcome, quiet);
+    match benchcli::render(
+        &RunDir::new(outcome.run_dir.clone()),
+        args.output,
+        bp.server,
+    ) {
+        Ok(text) => print!("{text}"),
+        Err(e) if code != exit::OK => eprintln!("error: {e}"),
+        Err(e) => return Err(Error::Other(e.to_string())),
+    }
+    Ok(code)
+}
+
 /// Long on purpose: one arm per subcommand, each a few lines that turn arguments into a library
 /// call.
 fn real_main(cli: Cli) -> Result<i32, Error> {
@@ -183,9 +306,36 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             sha256,
             fetch,
         } => download(&sources, sha256, &fetch, cli.quiet),
-        Command::Validate(args) => {
-            let plan = plan_for(&args, None)?;
-            if !cli.quiet {
+        Command::Validate {
+            pipeline: args,
+            json,
+        } => {
+            let plan = match plan_for(&args, None) {
+                Ok(p) => p,
+                Err(e) if json => {
+                    let v = serde_json::json!({
+                        "pipeline": args.pipeline,
+                        "ok": false,
+                        "error": minerva::redact::text(&e.to_string()),
+                    });
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    return Ok(e.exit_code());
+                }
+                Err(e) => return Err(e),
+            };
+            if json {
+                let v = serde_json::json!({
+                    "pipeline": args.pipeline,
+                    "ok": true,
+                    "name": plan.name,
+                    "models": plan.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
+                    "scenarios": plan.scenarios.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                    "stages": plan.stages.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                    "jobs": plan.jobs.len(),
+                    "touches": plan.touches,
+                });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else if !cli.quiet {
                 println!(
                     "{}: ok ({} models, {} scenarios, {} stages, {} jobs)",
                     args.pipeline.display(),
@@ -226,6 +376,7 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             reuse,
             overlap,
             no_wait,
+            json,
             fetch,
         } => {
             let plan = plan_for(&pipeline, Some(&fetch.models_dir))?;
@@ -257,52 +408,42 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                 overlap,
                 no_wait,
             };
-            let multi = opts.fetch.bars.clone();
-            let rt = runtime()?;
-            let quiet = cli.quiet;
-            let outcome = rt.block_on(async move {
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    wait_for_signal().await;
-                    let _ = cancel_tx.send(true);
-                    // A second signal stops at once, and takes the workers with it.
-                    wait_for_signal().await;
-                    minerva::stage::kill_workers();
-                    std::process::exit(exit::INTERRUPTED);
+            let outcome = execute(plan, opts, cli.quiet)?;
+            if json {
+                let v = serde_json::json!({
+                    "status": outcome.status,
+                    "run_dir": outcome.run_dir,
+                    "report": outcome.report,
+                    "failed": outcome.failed,
+                    "skipped": outcome.skipped,
                 });
-                let ui = tokio::spawn(minerva::ui::consume_events(rx, quiet, multi));
-                let r = exec::run(plan, opts, tx, cancel_rx).await;
-                let _ = ui.await;
-                r
-            });
-            // A cancelled hash or conversion may still be running on a blocking thread: exit
-            // without waiting for it.
-            rt.shutdown_background();
-            let outcome = outcome?;
+                println!("{}", serde_json::to_string(&v).unwrap_or_default());
+                return Ok(outcome_code(&outcome, false));
+            }
             match &outcome.report {
                 Some(report) => println!("report: {}", report.display()),
                 None => println!("results: {}", outcome.run_dir.display()),
             }
-            Ok(match outcome.status {
-                RunStatus::Complete => exit::OK,
-                RunStatus::Interrupted => {
-                    eprintln!(
-                        "interrupted: samples measured so far are in {}",
-                        outcome.run_dir.display()
-                    );
-                    exit::INTERRUPTED
-                }
-                RunStatus::Failed | RunStatus::Running => {
-                    eprintln!(
-                        "{} job(s) failed: {}; {} skipped",
-                        outcome.failed.len(),
-                        outcome.failed.join(", "),
-                        outcome.skipped.len()
-                    );
-                    exit::RUN_FAILED
-                }
-            })
+            Ok(outcome_code(&outcome, false))
+        }
+        Command::Bench(args) => bench(&args, cli.quiet),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "minerva", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let man = clap_mangen::Man::new(Cli::command());
+            let mut out = Vec::new();
+            man.render(&mut out)
+                .map_err(|e| Error::Other(format!("cannot render the man page: {e}")))?;
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&out)
+                .map_err(|e| Error::Other(format!("cannot write the man page: {e}")))?;
+            Ok(exit::OK)
         }
         Command::Verify {
             files,
@@ -497,7 +638,7 @@ async fn wait_for_signal() {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(minerva::cli::normalize_args(std::env::args()));
     // Secret-looking environment values (HF_TOKEN, AWS_SECRET_ACCESS_KEY, …) never appear in
     // anything minerva writes or prints, granted or not.
     minerva::redact::install_secret_environment();

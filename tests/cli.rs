@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -419,12 +419,72 @@ fn simulated_pipeline_runs_end_to_end_and_report_rerenders_identically() {
     assert!(first.contains("**SIMULATED**"));
     insta::assert_snapshot!("simulated_report", redact_report(&first));
 
-    // Re-rendering from stored results gives the same bytes, twice.
+    // The plots: self-contained SVG files beside the report, each linked from it.
+    let svgs = plot_files(&run);
+    assert!(svgs.len() >= 2, "{svgs:?}");
+    for (name, svg) in &svgs {
+        let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(doc.root_element().tag_name().name(), "svg", "{name}");
+        for node in doc.descendants().filter(|n| n.is_element()) {
+            for a in node.attributes() {
+                assert!(
+                    !a.name().contains("href") && !a.value().contains("url("),
+                    "{name}: an external reference {}={}",
+                    a.name(),
+                    a.value()
+                );
+            }
+            assert!(
+                !["script", "image", "foreignObject", "use"].contains(&node.tag_name().name()),
+                "{name}: <{}>",
+                node.tag_name().name()
+            );
+        }
+        assert!(
+            first.contains(&format!("](plots/{name})")),
+            "{name} is not linked"
+        );
+    }
+    let tg = &svgs
+        .iter()
+        .find(|(n, _)| n == "tg_tps.svg")
+        .expect("tg_tps.svg")
+        .1;
+    assert!(
+        tg.contains("tg128 · simulated tiny"),
+        "rows are labelled by job"
+    );
+    assert!(
+        tg.contains("generated tokens/s"),
+        "the axis says what it measures"
+    );
+    assert!(svgs.iter().any(|(n, _)| n == "ttft_cdf.svg"));
+
+    // Re-rendering from stored results gives the same bytes, twice, plots included.
     for _ in 0..2 {
         let again = Minerva::new(&["report", &run.display().to_string()]).output();
         assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
         assert_eq!(read(&run.join("report.md")), first);
+        assert_eq!(plot_files(&run), svgs);
     }
+}
+
+/// A run's plots: (file name, SVG text), by name.
+fn plot_files(run: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(run.join("plots"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        read(&e.path()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 #[test]
@@ -992,5 +1052,190 @@ stages:
         text(&fail.stderr).contains("1 job(s) failed: bench/mlx/m/short"),
         "{}",
         text(&fail.stderr)
+    );
+}
+
+#[test]
+fn bench_emits_the_pipeline_it_would_run_and_that_pipeline_validates() {
+    let dir = tempdir();
+    let out = Minerva::new(&[
+        "bench",
+        "-m",
+        "tests/fixtures/models/tiny.gguf",
+        "-p",
+        "0",
+        "-n",
+        "16",
+        "-pg",
+        "64,8",
+        "-d",
+        "0,32",
+        "-t",
+        "1-4*2",
+        "-ub",
+        "256",
+        "-fa",
+        "0,1",
+        "--delay",
+        "2",
+        "--no-warmup",
+        "--emit-pipeline",
+    ])
+    .output();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    for want in [
+        "backend: [llama_cpp]",
+        "{ name: tg16, prompt_tokens: 0, max_tokens: 16 }",
+        "{ name: pp64_tg8, prompt_tokens: 64, max_tokens: 8 }",
+        "{ name: tg16_d32, prompt_tokens: 0, max_tokens: 16, depth: 32 }",
+        "threads: [1, 2, 4]",
+        "ubatch: 256",
+        "flash_attn: [0, 1]",
+        "warmup: 0",
+        "delay: 2",
+    ] {
+        assert!(yaml.contains(want), "{want}:\n{yaml}");
+    }
+    assert!(!yaml.contains("pp0"), "-p 0 is no test:\n{yaml}");
+    // The model path the user typed is granted: the pipeline validates from anywhere.
+    let file = dir.path().join("mine.yaml");
+    std::fs::write(&file, &yaml).unwrap_or_else(|e| panic!("{e}"));
+    let v = Minerva::new(&[
+        "validate",
+        &file.display().to_string(),
+        "--allow-read",
+        &root().join("tests/fixtures/models").display().to_string(),
+        "--json",
+    ])
+    .output();
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap_or_default();
+    assert_eq!(j["ok"], true);
+    // tg16 and pp64_tg8 at depths 0 and 32, × 3 threads × 2 fa; + fetch, verify, analyze, report.
+    assert_eq!(j["scenarios"].as_array().map(Vec::len), Some(4), "{j}");
+    assert_eq!(j["jobs"], 4 + 4 * 3 * 2, "{j}");
+
+    // Bad flags: a clear message and exit 2.
+    for (args, want) in [
+        (
+            vec!["-t", "4-1"],
+            "-t 4-1: the range 4-1 ends before it starts",
+        ),
+        (vec!["-fa", "2"], "-fa: expected 0 or 1"),
+        (vec!["-pg", "512"], "-pg 512: expected PP,TG"),
+        (
+            vec!["--backend", "candle", "-b", "64"],
+            "-b: backend candle has no `batch` parameter",
+        ),
+    ] {
+        let mut a = vec!["bench", "-m", "tests/fixtures/models/tiny.gguf"];
+        a.extend(args);
+        a.push("--emit-pipeline");
+        let bad = Minerva::new(&a).output();
+        assert_eq!(bad.status.code(), Some(2), "{a:?}");
+        assert!(
+            text(&bad.stderr).contains(want),
+            "{a:?}: {}",
+            text(&bad.stderr)
+        );
+    }
+    let missing = Minerva::new(&["bench", "-m", "no/such.gguf"]).output();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("-m no/such.gguf:"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+#[test]
+fn completions_man_page_and_examples() {
+    let out = Minerva::new(&["completions", "bash"]).output();
+    assert_eq!(out.status.code(), Some(0));
+    let script = text(&out.stdout);
+    assert!(script.contains("minerva"), "{script}");
+    let dir = tempdir();
+    let file = dir.path().join("minerva.bash");
+    std::fs::write(&file, &script).unwrap_or_else(|e| panic!("{e}"));
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    for shell in ["zsh", "fish", "powershell"] {
+        let out = Minerva::new(&["completions", shell]).output();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(text(&out.stdout).contains("bench"), "{shell}");
+    }
+    let man = Minerva::new(&["man"]).output();
+    assert_eq!(man.status.code(), Some(0));
+    assert!(text(&man.stdout).starts_with(".ie \\n(.g .ds Aq"), "roff");
+    assert!(text(&man.stdout).contains(".TH minerva 1"), "roff");
+    for sub in [
+        "validate",
+        "bench",
+        "plan",
+        "run",
+        "download",
+        "report",
+        "compare",
+        "export",
+        "verify",
+        "schema",
+        "convert",
+        "completions",
+        "man",
+    ] {
+        let help = Minerva::new(&[sub, "--help"]).output();
+        assert_eq!(help.status.code(), Some(0), "{sub}");
+        assert!(
+            text(&help.stdout).contains("Examples:\n  minerva "),
+            "{sub} --help has no examples"
+        );
+    }
+}
+
+#[test]
+fn run_and_validate_speak_json_for_scripts() {
+    let out_dir = tempdir();
+    let out = Minerva::new(&[
+        "run",
+        "tests/fixtures/pipelines/valid/simulated.yaml",
+        "--set",
+        "runs=2",
+        "--out",
+        &out_dir.path().display().to_string(),
+        "--run-id",
+        "j",
+        "--json",
+        "-q",
+    ])
+    .output();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    assert_eq!(v["status"], "complete");
+    assert_eq!(v["failed"], serde_json::json!([]));
+    let run = out_dir.path().join("simulated/j");
+    assert_eq!(v["run_dir"], run.display().to_string());
+    assert_eq!(v["report"], run.join("report.md").display().to_string());
+
+    let bad = Minerva::new(&[
+        "validate",
+        "tests/fixtures/pipelines/invalid/unknown_key.yaml",
+        "--json",
+    ])
+    .output();
+    assert_eq!(bad.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap_or_default();
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown_key.yaml:"),
+        "{v}"
     );
 }

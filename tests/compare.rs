@@ -158,7 +158,7 @@ fn three_repetitions_give_invalid_percentiles_and_samples_parquet_has_every_line
     let out = tempdir();
     let r = run(PIPELINE, out.path(), "three", &["runs=3"]);
     let report = read(&r.join("report.md"));
-    assert!(report.contains("INVALID (n=3, needs 64)"), "{report}");
+    assert!(report.contains("too few samples (3 of 64)"), "{report}");
     // Compare with three a side: means are compared, p90 of per-run values is not offered.
     let lines = read(&r.join("samples.jsonl")).lines().count();
     let df = ParquetReader::new(

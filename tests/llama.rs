@@ -178,3 +178,130 @@ fn quickstart_runs_on_the_real_model() {
     );
     assert!(report.contains("verified"), "{report}");
 }
+
+/// `minerva bench`: llama-bench's flags on the real model, in every output format.
+#[test]
+fn minerva_bench_runs_the_real_model_in_every_output_format() {
+    require_test_model();
+    let out_dir = tempdir();
+    let out_path = out_dir.path().display().to_string();
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench", "-m", TEST_MODEL, "-p", "32", "-n", "8", "-r", "2", "--out", &out_path,
+        ];
+        args.extend_from_slice(extra);
+        let out = Minerva::new(&args).output();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("results: "),
+            "{}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+
+    // -t 1,2: two rows per test, llama-bench's fields.
+    let json: serde_json::Value =
+        serde_json::from_str(&bench(&["-t", "1,2", "-o", "json"])).unwrap_or_default();
+    let rows = json.as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 4, "pp32 and tg8 at 1 and 2 threads: {json}");
+    let threads: Vec<u64> = rows
+        .iter()
+        .filter_map(|r| r["n_threads"].as_u64())
+        .collect();
+    assert_eq!(
+        threads.iter().filter(|t| **t == 1).count(),
+        2,
+        "{threads:?}"
+    );
+    assert_eq!(
+        threads.iter().filter(|t| **t == 2).count(),
+        2,
+        "{threads:?}"
+    );
+    for r in &rows {
+        assert!(r["avg_ts"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+        assert!(r["stddev_ts"].as_f64().is_some(), "{r}");
+        assert_eq!(r["samples_ts"].as_array().map(Vec::len), Some(2), "{r}");
+        assert!(
+            r["model_filename"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(".gguf"),
+            "{r}"
+        );
+        assert_eq!(r["backends"], "CPU");
+        assert_eq!(r["n_depth"], 0);
+    }
+    assert!(rows.iter().any(|r| r["n_prompt"] == 32 && r["n_gen"] == 0));
+    assert!(rows.iter().any(|r| r["n_prompt"] == 0 && r["n_gen"] == 8));
+
+    // -pg and -d: one combined test, at a depth.
+    let jsonl = bench(&[
+        "-p", "0", "-n", "0", "-pg", "16,4", "-d", "64", "-o", "jsonl",
+    ]);
+    let lines: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_default())
+        .collect();
+    assert_eq!(lines.len(), 1, "{jsonl}");
+    assert_eq!(lines[0]["n_prompt"], 16);
+    assert_eq!(lines[0]["n_gen"], 4);
+    assert_eq!(lines[0]["n_depth"], 64);
+
+    let md = bench(&[]);
+    assert!(md.starts_with("| model"), "{md}");
+    assert!(md.contains("| llama 135M Q4_1"), "{md}");
+    assert!(md.contains("pp32 |") && md.contains("tg8 |"), "{md}");
+    assert!(
+        md.lines().nth(1).is_some_and(|l| l.contains("---: |")),
+        "{md}"
+    );
+
+    let csv = bench(&["-o", "csv"]);
+    assert!(
+        csv.starts_with("build_commit,build_number,cpu_info"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+
+    // The SQL loads into sqlite (Python's sqlite3 module: no sqlite3 binary needed).
+    let sql = bench(&["-o", "sql"]);
+    let mut py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(':memory:'); c.executescript(sys.stdin.read()); \
+             print(c.execute('select count(*), min(avg_ts) > 0 from llama_bench').fetchone())",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    use std::io::Write;
+    py.stdin
+        .take()
+        .map(|mut s| s.write_all(sql.as_bytes()))
+        .transpose()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let done = py.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success());
+    assert_eq!(text(&done.stdout).trim(), "(2, 1)", "{sql}");
+
+    // Every run is an ordinary run directory, with its report and plots.
+    let runs: Vec<_> = std::fs::read_dir(out_dir.path().join("bench"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let reports = runs
+        .iter()
+        .filter(|p| p.join("report.md").is_file())
+        .count();
+    assert_eq!(reports, 5, "{runs:?}");
+    assert!(runs
+        .iter()
+        .any(|p| p.join("plots/tg_tps.svg").is_file() && p.join("plots/pp_tps.svg").is_file()));
+}

@@ -452,3 +452,57 @@ fn compare_judges_server_percentiles_by_their_sample_counts() {
         ("invalid".into(), "n=1, needs 3".into())
     );
 }
+
+#[test]
+fn minerva_bench_drives_a_server_from_the_command_line() {
+    let mock = Mock::start(MockConfig {
+        tokens: 8,
+        ..MockConfig::default()
+    });
+    let dir = common::tempdir();
+    let out_path = dir.path().display().to_string();
+    let bench = |o: &str| {
+        let out = Minerva::new(&[
+            "bench",
+            "--url",
+            &mock.base_url(),
+            "-m",
+            "served-model",
+            "-p",
+            "16",
+            "-n",
+            "8",
+            "--concurrency",
+            "1,2",
+            "--requests",
+            "6",
+            "-o",
+            o,
+            "--out",
+            &out_path,
+        ])
+        .output();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("results: "),
+            "{}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let rows: Vec<Value> = serde_json::from_str(&bench("json")).unwrap_or_default();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["requests"], 6, "{r}");
+        assert_eq!(r["failed"], 0, "{r}");
+        assert!(f(&r["achieved_rps"]) > 0.0, "{r}");
+        assert!(f(&r["ttft_ms_p50"]) >= 0.0, "{r}");
+        assert_eq!(r["ttft_ms_p99"], Value::Null, "6 requests: no p99");
+        assert_eq!(r["test"], "pp16_tg8");
+    }
+    let md = bench("md");
+    assert!(md.starts_with("| model"), "{md}");
+    assert!(md.contains("too few (p99 needs 662)"), "{md}");
+    // Two runs of two steps of 6 measured requests each (and their warmups).
+    assert!(mock.requests() >= 24, "{}", mock.requests());
+}

@@ -170,8 +170,9 @@ pub(crate) fn drive<M: StepModel, T: PromptTokenizer>(
     let warmup_batch = model.warmup_batch().max(1);
 
     // Warmup, as the llama.cpp backend (and llama-bench): an untimed prompt run and a one-token
-    // generation, drawing the same random tokens.
-    for _ in 0..job.warmup.max(1) {
+    // generation, drawing the same random tokens; `warmup: 0` (llama-bench's --no-warmup) skips
+    // it.
+    for _ in 0..job.warmup {
         model.reset()?;
         let warm: Vec<u32> = match &prompt_text {
             Some(t) => tok.encode(t)?.into_iter().take(warmup_batch).collect(),
@@ -189,9 +190,30 @@ pub(crate) fn drive<M: StepModel, T: PromptTokenizer>(
         }
     }
 
+    let depth = scenario.depth();
     let mut reps = job.repetitions();
     for rep in 0..job.runs {
         model.reset()?;
+        // llama-bench's -d: the KV cache holds `depth` tokens before the measured part; they
+        // are processed untimed, in batches as a prompt is.
+        if depth > 0 {
+            let mut filler = Vec::with_capacity(depth);
+            filler.extend(bos);
+            while filler.len() < depth {
+                filler.push(random_token(&mut rng));
+            }
+            if depth + n_prompt.max(1) + n_gen > model.max_seq() {
+                return Err(BackendError::Engine(format!(
+                    "depth {depth} + prompt + generation ({n_gen}) exceed the {} positions \
+                     {}'s model supports",
+                    model.max_seq(),
+                    o.engine
+                )));
+            }
+            for (i, chunk) in filler.chunks(warmup_batch).enumerate() {
+                fwd(model, chunk, i * warmup_batch, false)?;
+            }
+        }
         let mut s = job.blank_sample(job_id, rep, false);
         s.load_ms = Some(load_ms);
         let timer = RepTimer::start();
@@ -214,7 +236,7 @@ pub(crate) fn drive<M: StepModel, T: PromptTokenizer>(
                 (ids, Duration::ZERO)
             }
         };
-        if tokens.len() + n_gen > model.max_seq() {
+        if depth + tokens.len() + n_gen > model.max_seq() {
             return Err(BackendError::Engine(format!(
                 "prompt ({} tokens) + generation ({n_gen}) exceed the {} positions {}'s \
                  model supports",
@@ -234,13 +256,13 @@ pub(crate) fn drive<M: StepModel, T: PromptTokenizer>(
         let (mut logits, pp_time) = if tokens.is_empty() {
             (Vec::new(), Duration::ZERO)
         } else {
-            fwd(model, &tokens, 0, text_gen)?
+            fwd(model, &tokens, depth, text_gen)?
         };
         if !tokens.is_empty() {
             s.pp_tps = Some(tokens.len() as f64 / pp_time.as_secs_f64().max(1e-9));
         }
 
-        let mut pos = tokens.len();
+        let mut pos = depth + tokens.len();
         let mut decode_time = Duration::ZERO;
         let gen_start = timer.at();
         if text_gen {

@@ -28,6 +28,9 @@ pub struct BenchJob {
     pub seed: u64,
     #[serde(with = "duration_secs")]
     pub timeout: Duration,
+    /// Seconds to wait before the job starts (the stage's `delay`, llama-bench's `--delay`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delay_s: u64,
     /// The stage's `unavailable: skip`: a backend this build lacks is reported, not failed.
     #[serde(default)]
     pub skip_unavailable: bool,
@@ -136,6 +139,10 @@ impl BenchJob {
             superseded: false,
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub mod duration_secs {

@@ -304,6 +304,7 @@ fn run(
         };
         let scenario = &job.scenario;
         let n_gen = scenario.max_tokens as usize;
+        let depth = scenario.depth() as u32;
         let n_ctx = match (driver::prompt_text(scenario, &tokens)?, p.ctx) {
             (_, c) if c > 0 => c,
             // As llama-bench: exactly what the test needs (a 0- or 1-token synthetic prompt is
@@ -311,9 +312,11 @@ fn run(
             (None, _) => {
                 let n_prompt = scenario.prompt_tokens.unwrap_or(0) as usize;
                 let prompt = if n_prompt > 1 { n_prompt } else { 0 };
-                (prompt + n_gen).max(1) as u32
+                ((prompt + n_gen).max(1) as u32).saturating_add(depth)
             }
-            (Some(t), _) => tokens.encode(&t)?.len().saturating_add(n_gen).max(1) as u32,
+            (Some(t), _) => {
+                (tokens.encode(&t)?.len().saturating_add(n_gen).max(1) as u32).saturating_add(depth)
+            }
         };
         let cparams = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx))

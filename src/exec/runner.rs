@@ -162,6 +162,11 @@ pub async fn run(
         run_id: run_id.clone(),
         run_dir: root.clone(),
         total_jobs: plan.jobs.len(),
+        total_reps: plan
+            .bench_jobs()
+            .filter(|(j, _)| !done.contains(&j.id))
+            .map(|(_, b)| u64::from(b.runs) + u64::from(b.warmup))
+            .sum(),
     });
 
     let plan = Arc::new(plan);

@@ -945,6 +945,7 @@ fn check_scenarios(
             system: sc.system.clone(),
             prompt_tokens: sc.prompt_tokens,
             max_tokens: sc.max_tokens,
+            depth: sc.depth.filter(|d| *d > 0),
         });
     }
     out
@@ -975,7 +976,10 @@ fn check_scenario_body(sc: &ScenarioSpec, entry: &At<ScenarioRef>, key: &str, d:
             "a scenario with no prompt and no output measures nothing",
         );
     }
-    if sc.max_tokens > 1_000_000 || sc.prompt_tokens.unwrap_or(0) > 10_000_000 {
+    if sc.max_tokens > 1_000_000
+        || sc.prompt_tokens.unwrap_or(0) > 10_000_000
+        || sc.depth.unwrap_or(0) > 10_000_000
+    {
         d.at(entry, key, "token counts are unreasonably large");
     }
 }
@@ -1027,6 +1031,7 @@ fn check_stage_keys(st: &StageSpec, si: usize, d: &mut Diags<'_>) {
     only(st.warmup.is_some(), "warmup", &[StageKind::Bench]);
     only(st.seed.is_some(), "seed", &[StageKind::Bench]);
     only(st.timeout.is_some(), "timeout", &[StageKind::Bench]);
+    only(st.delay.is_some(), "delay", &[StageKind::Bench]);
     only(st.unavailable.is_some(), "unavailable", &[StageKind::Bench]);
     only(st.template.is_some(), "template", &[StageKind::Report]);
     only(
@@ -1099,6 +1104,7 @@ struct BenchSettings {
     warmup: u32,
     seed: u64,
     timeout: u64,
+    delay: u64,
     skip_unavailable: bool,
 }
 
@@ -1117,6 +1123,7 @@ impl BenchSettings {
         let warmup = int_setting(&st.warmup, 1, 10_000, &key("warmup"), t, d) as u32;
         let seed = int_setting(&st.seed, 42, u64::MAX, &key("seed"), t, d);
         let timeout = int_setting(&st.timeout, 3600, 7 * 24 * 3600, &key("timeout"), t, d);
+        let delay = int_setting(&st.delay, 0, 24 * 3600, &key("delay"), t, d);
         let skip_unavailable = match &st.unavailable {
             None => false,
             Some(u) => match u.value.as_str() {
@@ -1143,6 +1150,7 @@ impl BenchSettings {
             warmup,
             seed,
             timeout,
+            delay,
             skip_unavailable,
         }
     }
@@ -1152,9 +1160,14 @@ impl BenchSettings {
             Some(u) => serde_json::json!({ "min": u.min, "max": u.max, "rel_ci": u.rel_ci }),
             None => serde_json::json!(self.runs),
         };
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "runs": runs, "warmup": self.warmup, "seed": self.seed, "timeout_s": self.timeout
-        })
+        });
+        // Only when set: the resolved pipeline (and its hash) of existing runs is unchanged.
+        if self.delay > 0 {
+            v["delay_s"] = self.delay.into();
+        }
+        v
     }
 }
 
@@ -1454,6 +1467,21 @@ fn expand_matrix(
             .hint("a server load has its own bounds: set them in its `load` param");
         }
     }
+    // A KV-cache depth is filled by an in-process engine; a server's cache is its own.
+    if let Some((name, _)) = axes.backends.iter().find(|(_, b)| b.sized_by_load()) {
+        for sc in axes.scenarios.iter().filter(|sc| sc.depth.is_some()) {
+            d.at(
+                m,
+                format!("{key}.scenario"),
+                format!(
+                    "scenario `{}` has a `depth`, which backend `{name}` cannot fill (a server \
+                     keeps its own KV cache)",
+                    sc.name
+                ),
+            )
+            .hint("depth applies to llama_cpp, candle, mlx and simulated");
+        }
+    }
     if !d.items.is_empty() {
         return (Vec::new(), settings.json());
     }
@@ -1511,6 +1539,7 @@ fn expand_matrix(
                 warmup: settings.warmup,
                 seed: job_seed,
                 timeout: Duration::from_secs(settings.timeout),
+                delay_s: settings.delay,
                 skip_unavailable: settings.skip_unavailable,
             })),
             deps: Vec::new(),

@@ -28,7 +28,16 @@ pub struct ReportContext {
     pub environment: Vec<(String, String)>,
     pub models: Vec<ModelRow>,
     pub scenarios: Vec<ScenarioSection>,
+    /// Every warning, one line each (`job`: message); the built-in template shows
+    /// `warning_rules` and `warning_groups` instead.
     pub warnings: Vec<String>,
+    /// Warnings that hold for many jobs, said once (e.g. too few samples for p90/p99).
+    pub warning_rules: Vec<String>,
+    /// The other warnings, grouped by job, worst job first.
+    pub warning_groups: Vec<WarningGroup>,
+    /// One sentence per scenario with two or more jobs: the fastest, its margin over the next,
+    /// and whether that margin is beyond noise.
+    pub summary: Vec<String>,
     pub failures: Vec<Failure>,
     /// Jobs whose backend this build lacks (`unavailable` errors), listed apart.
     pub unavailable: Vec<Failure>,
@@ -42,6 +51,23 @@ pub struct ReportContext {
     pub methodology: Vec<String>,
     pub command: String,
     pub pipeline_sha256: String,
+    /// The plots drawn beside the report (`plots/*.svg`), filled in by whoever writes them.
+    pub plots: Vec<PlotRef>,
+}
+
+/// A job's warnings, as the report groups them.
+#[derive(Debug, Serialize)]
+pub struct WarningGroup {
+    pub job_id: String,
+    pub items: Vec<String>,
+}
+
+/// A plot as the report links it.
+#[derive(Debug, Serialize)]
+pub struct PlotRef {
+    pub title: String,
+    /// Relative to the report when it sits in the run directory.
+    pub path: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,6 +118,8 @@ pub struct Row {
     pub unstable: String,
     /// "reused from `<run>`" when `--reuse` copied the job from an earlier run; else empty.
     pub reused: String,
+    /// The job has warnings of its own (failures, a slow first run, wide spread, outliers).
+    pub warned: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,7 +204,7 @@ fn cell(m: Option<&MetricStats>) -> Cell {
     // A percentile with too few samples is not a figure at all.
     let mark = |v: f64, need: u64| {
         if m.n < need {
-            format!("INVALID (n={}, needs {need})", m.n)
+            format!("too few samples ({} of {need})", m.n)
         } else {
             fmt(v)
         }
@@ -529,12 +557,16 @@ pub fn build_context(
             })
             .map(|w| format!("`{}`: {}", w.job_id, w.message))
             .collect(),
+        warning_rules: warning_rules(analysis, &not_run),
+        warning_groups: warning_groups(analysis, &not_run),
+        summary: summary(p, analysis, &not_run),
         failures,
         unavailable,
         loads: load_rows(analysis),
         methodology: methodology(p),
         command: manifest.command.clone(),
         pipeline_sha256: manifest.pipeline_sha256.clone(),
+        plots: Vec::new(),
     }
 }
 
@@ -612,7 +644,11 @@ fn scenario_order(p: &Value) -> Vec<(String, String)> {
                 s.get("max_tokens").and_then(Value::as_u64),
             ) {
                 (Some(pt), Some(mt)) => {
-                    format!("synthetic: {pt} random prompt tokens, {mt} generated")
+                    let mut d = format!("synthetic: {pt} random prompt tokens, {mt} generated");
+                    if let Some(depth) = s.get("depth").and_then(Value::as_u64) {
+                        d.push_str(&format!(", after {depth} tokens in the KV cache"));
+                    }
+                    d
                 }
                 (None, Some(mt)) => {
                     let d = s
@@ -638,6 +674,12 @@ fn scenario_sections(
     reused: &std::collections::BTreeMap<String, String>,
 ) -> Vec<ScenarioSection> {
     let divergent = crate::analyze::agreement::divergent_jobs(agreement_rows);
+    let warned: BTreeSet<&str> = warning_groups(analysis, not_run)
+        .iter()
+        .map(|g| g.job_id.as_str())
+        .filter_map(|id| analysis.jobs.iter().find(|j| j.job_id == id))
+        .map(|j| j.job_id.as_str())
+        .collect();
     let mut scenarios = Vec::new();
     for (name, description) in scenario_order(p) {
         let rows: Vec<Row> = analysis
@@ -673,6 +715,7 @@ fn scenario_sections(
                     .get(&j.job_id)
                     .map(|r| format!("reused from `{r}`"))
                     .unwrap_or_default(),
+                warned: warned.contains(j.job_id.as_str()),
             })
             .collect();
         if !rows.is_empty() {
@@ -684,6 +727,163 @@ fn scenario_sections(
         }
     }
     scenarios
+}
+
+/// The run-wide rules: a warning kind every job shares is said once, with the jobs counted.
+fn warning_rules(analysis: &Analysis, not_run: &BTreeSet<&str>) -> Vec<String> {
+    use crate::analyze::WarningKind;
+    let few: Vec<&crate::analyze::Warning> = analysis
+        .warnings
+        .iter()
+        .filter(|w| {
+            w.kind == WarningKind::TooFewSamplesForPercentile
+                && !not_run.contains(w.job_id.as_str())
+        })
+        .collect();
+    if few.is_empty() {
+        return Vec::new();
+    }
+    let counts: BTreeSet<u64> = analysis
+        .jobs
+        .iter()
+        .filter(|j| few.iter().any(|w| w.job_id == j.job_id))
+        .map(|j| j.samples - j.failed)
+        .collect();
+    let n = match (counts.first(), counts.last()) {
+        (Some(a), Some(b)) if a == b => format!("{a} measured samples"),
+        (Some(a), Some(b)) => format!("{a} to {b} measured samples"),
+        _ => "few measured samples".into(),
+    };
+    let jobs = if few.len() == analysis.jobs.len() {
+        format!("Every job ({}) has {n}", few.len())
+    } else {
+        format!("{} of {} jobs have {n}", few.len(), analysis.jobs.len())
+    };
+    vec![format!(
+        "{jobs}: a percentile needs at least {MIN_SAMPLES_P90} samples for p90, {MIN_SAMPLES_P95} for p95 and {MIN_SAMPLES_P99} for p99, so those cells say \"too few samples\" instead of a figure. Means, their 95% intervals and p50 stand."
+    )]
+}
+
+/// A warning's weight when ordering jobs: failures first, then slow first runs by how slow,
+/// then spread by how wide, then outliers.
+fn warning_weight(w: &crate::analyze::Warning, j: Option<&JobSummary>) -> f64 {
+    use crate::analyze::WarningKind;
+    let metric = w.metric.and_then(|m| j?.metrics.get(&m));
+    match w.kind {
+        WarningKind::FailedSamples => 1000.0,
+        WarningKind::SlowFirstRun => {
+            let ratio = metric
+                .and_then(|m| {
+                    let first = m.first?;
+                    let (a, b) = if w.metric.is_some_and(Metric::higher_is_better) {
+                        (m.median, first)
+                    } else {
+                        (first, m.median)
+                    };
+                    (b > 0.0).then(|| a / b)
+                })
+                .unwrap_or(1.5);
+            100.0 * ratio
+        }
+        WarningKind::HighVariation => metric.and_then(|m| m.cv).unwrap_or(0.05) * 100.0,
+        WarningKind::Outliers => 1.0,
+        WarningKind::TooFewSamplesForPercentile | WarningKind::Simulated => 0.0,
+    }
+}
+
+/// The warnings that are about one job, grouped by job, the worst job first.
+fn warning_groups(analysis: &Analysis, not_run: &BTreeSet<&str>) -> Vec<WarningGroup> {
+    use crate::analyze::WarningKind;
+    let mut groups: Vec<(f64, WarningGroup)> = Vec::new();
+    for w in &analysis.warnings {
+        if matches!(
+            w.kind,
+            WarningKind::TooFewSamplesForPercentile | WarningKind::Simulated
+        ) || not_run.contains(w.job_id.as_str())
+        {
+            continue;
+        }
+        let job = analysis.jobs.iter().find(|j| j.job_id == w.job_id);
+        let weight = warning_weight(w, job);
+        match groups.iter_mut().find(|(_, g)| g.job_id == w.job_id) {
+            Some((total, g)) => {
+                *total += weight;
+                g.items.push(w.message.clone());
+            }
+            None => groups.push((
+                weight,
+                WarningGroup {
+                    job_id: w.job_id.clone(),
+                    items: vec![w.message.clone()],
+                },
+            )),
+        }
+    }
+    groups.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| a.1.job_id.cmp(&b.1.job_id))
+    });
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// The report's opening paragraph: per scenario with two or more jobs measured in process,
+/// the fastest on the primary metric, its margin over the next, and whether the margin is
+/// beyond noise (the two 95% intervals do not overlap).
+fn summary(p: &Value, analysis: &Analysis, not_run: &BTreeSet<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, _) in scenario_order(p) {
+        let mut ranked: Vec<(&JobSummary, Metric, &MetricStats)> = analysis
+            .jobs
+            .iter()
+            .filter(|j| {
+                j.scenario == name && j.load.is_empty() && !not_run.contains(j.job_id.as_str())
+            })
+            .filter_map(|j| {
+                let (metric, m) = primary(j)?;
+                metric.higher_is_better().then_some((j, metric, m))
+            })
+            .collect();
+        if ranked.len() < 2 || ranked.iter().any(|r| r.1 != ranked[0].1) {
+            continue;
+        }
+        ranked.sort_by(|a, b| b.2.mean.total_cmp(&a.2.mean));
+        let (best, metric, b) = ranked[0];
+        let (next, _, n) = ranked[1];
+        let who = |j: &JobSummary| {
+            let mut s = format!("{} ({}", j.backend, j.model);
+            if !j.params.is_empty() {
+                s.push_str(", ");
+                s.push_str(&j.params);
+            }
+            s.push(')');
+            if j.simulated {
+                s.push_str(" SIMULATED");
+            }
+            s
+        };
+        let unit = match metric {
+            Metric::TgTps => "generated tokens/s",
+            _ => "prompt tokens/s",
+        };
+        let verdict = match (b.ci95_low, n.ci95_high) {
+            (Some(lo), Some(hi)) if lo > hi => "beyond noise (the 95% intervals do not overlap)",
+            (Some(_), Some(_)) => "within noise (the 95% intervals overlap)",
+            _ => "not judged (too few runs for an interval)",
+        };
+        let margin = if n.mean > 0.0 {
+            format!("{:.1}% ahead of", (b.mean / n.mean - 1.0) * 100.0)
+        } else {
+            "ahead of".into()
+        };
+        out.push(format!(
+            "On `{name}`, {} is fastest at {} {unit}, {margin} {} at {}: {verdict}.",
+            who(best),
+            fmt(b.mean),
+            who(next),
+            fmt(n.mean)
+        ));
+    }
+    out
 }
 
 /// The primary metric of a job: tg tokens/s when it generates, else pp tokens/s, else e2e.

@@ -2,6 +2,7 @@
 
 mod context;
 mod markdown;
+pub mod plots;
 
-pub use context::{build_context, ReportContext, RunState};
+pub use context::{build_context, PlotRef, ReportContext, RunState};
 pub use markdown::{load_template, render, ReportError, BUILTIN_TEMPLATE, MAX_REPORT_BYTES};

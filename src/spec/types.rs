@@ -307,6 +307,10 @@ pub struct ScenarioSpec {
     pub prompt_tokens: Option<u64>,
     /// Tokens to generate (llama-bench's `-n N`); 0 measures prompt processing only.
     pub max_tokens: u64,
+    /// Tokens already in the KV cache before the measured prompt and generation (llama-bench's
+    /// `-d N`): random ids processed untimed before every repetition (in-process engines).
+    #[serde(default)]
+    pub depth: Option<u64>,
     /// Apply the model's chat template to the prompt (default true for text prompts).
     #[serde(default)]
     pub chat: Option<bool>,
@@ -370,6 +374,11 @@ pub struct StageSpec {
     #[serde(default)]
     #[schemars(with = "Option<Templated<u64>>")]
     pub timeout: Option<At<Value>>,
+    /// bench: seconds to wait before each job (llama-bench's `--delay`: lets the machine cool
+    /// down between tests; not part of any measurement).
+    #[serde(default)]
+    #[schemars(with = "Option<Templated<u64>>")]
+    pub delay: Option<At<Value>>,
     /// bench: what a job whose backend this build lacks does: `fail` (default: the run fails)
     /// or `skip` (recorded and reported as not run; the run goes on and can succeed).
     #[serde(default)]

@@ -150,11 +150,25 @@ async fn record(ctx: &StageCtx, s: &Sample) -> Result<(), StageError> {
         .await
         .append(s)
         .map_err(|e| StageError::Worker(e.to_string()))?;
+    let runs = ctx
+        .plan
+        .bench_jobs()
+        .find(|(j, _)| j.id == s.job_id)
+        .filter(|(_, b)| !b.backend.sized_by_load())
+        .map_or(0, |(_, b)| b.runs);
+    let value = match (s.tg_tps, s.pp_tps, s.e2e_ms) {
+        (Some(tg), _, _) => Some(("tok/s", tg)),
+        (None, Some(pp), _) => Some(("prompt tok/s", pp)),
+        (None, None, Some(e2e)) => Some(("ms", e2e.0)),
+        _ => None,
+    };
     let _ = ctx.events.send(Event::Sample {
         job_id: s.job_id.clone(),
         rep: s.rep,
         warmup: s.warmup,
         ok: s.error.is_none(),
+        runs,
+        value,
     });
     Ok(())
 }
@@ -274,6 +288,15 @@ pub async fn run(job_id: &str, job: &BenchJob, ctx: &StageCtx) -> StageResult {
         }
     };
 
+    // llama-bench's --delay: a pause before the job, the bench lock held (nothing else measures
+    // meanwhile); cancellable.
+    if job.delay_s > 0 {
+        let mut cancel = ctx.cancel.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(job.delay_s)) => {}
+            _ = cancel.wait_for(|c| *c) => {}
+        }
+    }
     let exe = std::env::current_exe()
         .map_err(|e| StageError::Worker(format!("cannot find the minerva executable: {e}")))?;
     let granted: Vec<String> = ctx.plan.touches.env.iter().cloned().collect();

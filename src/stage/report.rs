@@ -35,7 +35,39 @@ pub fn render_run(
         unreadable_lines: read.skipped_lines,
         superseded: read.superseded,
     };
-    let ctx = build_context(&manifest, &samples, &analysis, &models, &state);
+    let out = output
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.report());
+    let mut ctx = build_context(&manifest, &samples, &analysis, &models, &state);
+    // The plots, drawn from the same stored samples, beside the report in the run directory.
+    let scenarios: Vec<String> = manifest.pipeline["scenarios"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect();
+    let plots = crate::report::plots::plots(&analysis, &samples, &scenarios);
+    if !plots.is_empty() {
+        let plot_dir = dir.root.join("plots");
+        std::fs::create_dir_all(&plot_dir).map_err(|e| StoreError::Write {
+            path: plot_dir.clone(),
+            source: e,
+        })?;
+        let beside = out.parent().map(|p| p.join("plots")) == Some(plot_dir.clone());
+        for p in &plots {
+            let path = plot_dir.join(&p.file);
+            atomic_write(&path, crate::redact::text(&p.svg).as_bytes())?;
+            let link = if beside {
+                format!("plots/{}", p.file)
+            } else {
+                path.display().to_string()
+            };
+            ctx.plots.push(crate::report::PlotRef {
+                title: p.title.clone(),
+                path: link,
+            });
+        }
+    }
     let text = match template {
         Some(p) => {
             let src = crate::report::load_template(p)?;
@@ -43,9 +75,6 @@ pub fn render_run(
         }
         None => render(&ctx, None)?,
     };
-    let out = output
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| dir.report());
     atomic_write(&out, crate::redact::text(&text).as_bytes())?;
     Ok(out)
 }
