@@ -202,7 +202,7 @@ pub(crate) fn drive<M: StepModel, T: PromptTokenizer>(
             while filler.len() < depth {
                 filler.push(random_token(&mut rng));
             }
-            if depth + n_prompt.max(1) + n_gen > model.max_seq() {
+            if depth + synthetic_prompt + n_gen > model.max_seq() {
                 return Err(BackendError::Engine(format!(
                     "depth {depth} + prompt + generation ({n_gen}) exceed the {} positions \
                      {}'s model supports",

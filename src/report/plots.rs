@@ -143,7 +143,7 @@ pub fn plots(analysis: &Analysis, samples: &[Sample], scenarios: &[String]) -> V
     }
     let curves = load_curves(analysis, samples);
     if !curves.is_empty() {
-        let title = "Server: TTFT p50 against achieved throughput (one point per load step)";
+        let title = "Server: TTFT p50 against completed requests/s (one point per load step, in order of offered load)";
         if let Ok(svg) = latency_throughput_svg(title, &curves) {
             out.push(Plot {
                 file: "latency_throughput.svg".into(),
@@ -155,45 +155,68 @@ pub fn plots(analysis: &Analysis, samples: &[Sample], scenarios: &[String]) -> V
     out
 }
 
-/// Per server job: (achieved req/s, TTFT p50 ms) per load step, in step order.
+/// Per server series (a job's backend, model, scenario and params but its `load`): (achieved
+/// req/s, TTFT p50 ms) per load step, in the order of the offered load (concurrency or target
+/// rate, else step). A load written as a list is one job per step: joined into one curve.
 fn load_curves(analysis: &Analysis, samples: &[Sample]) -> Vec<(String, Vec<(f64, f64)>)> {
-    let mut out = Vec::new();
+    let mut series: Vec<(String, String, Vec<(f64, f64, f64)>)> = Vec::new();
     for j in analysis.jobs.iter().filter(|j| !j.load.is_empty()) {
         let mut ttft: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
+        let mut params = None;
         for s in samples
             .iter()
             .filter(|s| s.job_id == j.job_id && !s.warmup && s.error.is_none())
         {
+            params.get_or_insert_with(|| {
+                let mut p = s.params.clone();
+                p.remove("load");
+                p
+            });
             if let (Some(r), Some(t)) = (&s.request, s.ttft_ms) {
                 ttft.entry(r.step).or_default().push(t.0);
             }
         }
-        let points: Vec<(f64, f64)> = j
+        let params = params.unwrap_or_default();
+        let key = format!(
+            "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+            j.job_id.split('/').next().unwrap_or_default(),
+            j.backend,
+            j.model,
+            j.scenario,
+            serde_json::to_string(&params).unwrap_or_default()
+        );
+        let mut name = format!("{} · {} {}", j.scenario, j.backend, j.model);
+        if j.simulated {
+            name.push_str(" SIMULATED");
+        }
+        let points: Vec<(f64, f64, f64)> = j
             .load
             .iter()
             .filter_map(|step| {
                 let mut v = ttft.get(&step.step)?.clone();
                 v.sort_by(f64::total_cmp);
-                Some((step.achieved_rps, quantile(&v, 0.5)))
+                let offered = step
+                    .concurrency
+                    .map(f64::from)
+                    .or(step.target_rps)
+                    .unwrap_or(f64::from(step.step));
+                Some((offered, step.achieved_rps, quantile(&v, 0.5)))
             })
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .filter(|(_, x, y)| x.is_finite() && y.is_finite())
             .collect();
-        if !points.is_empty() {
-            out.push((label(j, true), points));
+        match series.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, _, v)) => v.extend(points),
+            None if !points.is_empty() => series.push((key, name, points)),
+            None => {}
         }
     }
-    // Loads written as a list are one job per step: join a series' steps into one curve.
-    let mut joined: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for (name, pts) in out {
-        match joined.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, v)) => v.extend(pts),
-            None => joined.push((name, pts)),
-        }
-    }
-    for (_, v) in &mut joined {
-        v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
-    joined
+    series
+        .into_iter()
+        .map(|(_, name, mut pts)| {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (name, pts.into_iter().map(|(_, x, y)| (x, y)).collect())
+        })
+        .collect()
 }
 
 /// The q-quantile of sorted values (linear interpolation).
