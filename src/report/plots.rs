@@ -159,7 +159,9 @@ pub fn plots(analysis: &Analysis, samples: &[Sample], scenarios: &[String]) -> V
 /// req/s, TTFT p50 ms) per load step, in the order of the offered load (concurrency or target
 /// rate, else step). A load written as a list is one job per step: joined into one curve.
 fn load_curves(analysis: &Analysis, samples: &[Sample]) -> Vec<(String, Vec<(f64, f64)>)> {
-    let mut series: Vec<(String, String, Vec<(f64, f64, f64)>)> = Vec::new();
+    // (series key, legend name, (offered load, req/s, TTFT p50 ms) per step)
+    type Series = (String, String, Vec<(f64, f64, f64)>);
+    let mut series: Vec<Series> = Vec::new();
     for j in analysis.jobs.iter().filter(|j| !j.load.is_empty()) {
         let mut ttft: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
         let mut params = None;
