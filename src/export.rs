@@ -401,25 +401,6 @@ pub fn render_fields(
 /// The entries in llama-bench's output format.
 pub fn render(entries: &[Map<String, Value>], format: ExportFormat) -> String {
     match format {
-        ExportFormat::LlamaBenchJson => {
-            serde_json::to_string_pretty(entries).unwrap_or_default() + "\n"
-        }
-        ExportFormat::LlamaBenchJsonl => entries
-            .iter()
-            .map(|e| serde_json::to_string(e).unwrap_or_default() + "\n")
-            .collect(),
-        ExportFormat::LlamaBenchCsv => {
-            let mut out = FIELDS.join(",") + "\n";
-            for e in entries {
-                let row: Vec<String> = FIELDS
-                    .iter()
-                    .map(|f| e.get(*f).map(csv_field).unwrap_or_default())
-                    .collect();
-                out.push_str(&row.join(","));
-                out.push('\n');
-            }
-            out
-        }
         ExportFormat::LlamaBenchSql => {
             // llama-bench's own table: samples_ns/samples_ts are not among its columns.
             let cols: Vec<&str> = FIELDS
@@ -465,6 +446,7 @@ pub fn render(entries: &[Map<String, Value>], format: ExportFormat) -> String {
             }
             out
         }
+        other => render_fields(entries, &FIELDS, "llama_bench", other),
     }
 }
 

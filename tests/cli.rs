@@ -377,6 +377,36 @@ fn simulated_pipeline_runs_end_to_end_and_report_rerenders_identically() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let run = out_dir.path().join("simulated/r1");
     assert!(text(&out.stdout).contains(&format!("report: {}", run.join("report.md").display())));
+    // Without a terminal, progress is plain lines: each repetition's figure and the job's
+    // running mean.
+    let stderr = text(&out.stderr);
+    let reps: Vec<(f64, f64)> = stderr
+        .lines()
+        .filter(|l| l.contains("bench/simulated/tiny/tg128/") && l.contains(": rep "))
+        .filter_map(|l| {
+            let after = l.split(": rep ").nth(1)?;
+            let mut w = after.split_whitespace();
+            let _n = w.next()?;
+            let v: f64 = w.next()?.parse().ok()?;
+            let mean: f64 = after
+                .split("running mean ")
+                .nth(1)?
+                .split(')')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((v, mean))
+        })
+        .collect();
+    assert_eq!(reps.len(), 5, "{stderr}");
+    assert!(
+        (reps[1].1 - (reps[0].0 + reps[1].0) / 2.0).abs() < 0.011,
+        "{reps:?}"
+    );
+    assert!(
+        stderr.contains("tg128/pp_tps=900,tpot_ms=8,ttft_ms=25: rep 5/5"),
+        "{stderr}"
+    );
 
     // 6 scenarios × (1 warmup + 5 runs).
     let samples = lines(&run.join("samples.jsonl"));

@@ -559,7 +559,12 @@ pub fn build_context(
             .collect(),
         warning_rules: warning_rules(analysis, &not_run),
         warning_groups: warning_groups(analysis, &not_run),
-        summary: summary(p, analysis, &not_run),
+        summary: summary(
+            p,
+            analysis,
+            &not_run,
+            &crate::analyze::agreement::divergent_jobs(&agreement_rows),
+        ),
         failures,
         unavailable,
         loads: load_rows(analysis),
@@ -826,17 +831,26 @@ fn warning_groups(analysis: &Analysis, not_run: &BTreeSet<&str>) -> Vec<WarningG
     groups.into_iter().map(|(_, g)| g).collect()
 }
 
-/// The report's opening paragraph: per scenario with two or more jobs measured in process,
-/// the fastest on the primary metric, its margin over the next, and whether the margin is
-/// beyond noise (the two 95% intervals do not overlap).
-fn summary(p: &Value, analysis: &Analysis, not_run: &BTreeSet<&str>) -> Vec<String> {
+/// The report's opening paragraph: per scenario with two or more jobs measured in process
+/// (DIVERGENT ones left out), the fastest on the primary metric, its margin over the next, and
+/// whether the margin is beyond noise (the two 95% intervals do not overlap).
+fn summary(
+    p: &Value,
+    analysis: &Analysis,
+    not_run: &BTreeSet<&str>,
+    divergent: &[&str],
+) -> Vec<String> {
     let mut out = Vec::new();
     for (name, _) in scenario_order(p) {
         let mut ranked: Vec<(&JobSummary, Metric, &MetricStats)> = analysis
             .jobs
             .iter()
+            // A DIVERGENT job's speed is not comparable: it takes no part.
             .filter(|j| {
-                j.scenario == name && j.load.is_empty() && !not_run.contains(j.job_id.as_str())
+                j.scenario == name
+                    && j.load.is_empty()
+                    && !not_run.contains(j.job_id.as_str())
+                    && !divergent.contains(&j.job_id.as_str())
             })
             .filter_map(|j| {
                 let (metric, m) = primary(j)?;
@@ -870,10 +884,10 @@ fn summary(p: &Value, analysis: &Analysis, not_run: &BTreeSet<&str>) -> Vec<Stri
             (Some(_), Some(_)) => "within noise (the 95% intervals overlap)",
             _ => "not judged (too few runs for an interval)",
         };
-        let margin = if n.mean > 0.0 {
-            format!("{:.1}% ahead of", (b.mean / n.mean - 1.0) * 100.0)
-        } else {
-            "ahead of".into()
+        let margin = match b.mean / n.mean {
+            r if r.is_finite() && r >= 1.5 => format!("{r:.2}× the rate of"),
+            r if r.is_finite() => format!("{:.1}% ahead of", (r - 1.0) * 100.0),
+            _ => "ahead of".into(),
         };
         out.push(format!(
             "On `{name}`, {} is fastest at {} {unit}, {margin} {} at {}: {verdict}.",
@@ -1055,5 +1069,124 @@ fn model_row(m: &crate::results::ModelInfo) -> ModelRow {
             .as_ref()
             .map(|h| format!("`{}…` verified", &h[..12.min(h.len())]))
             .unwrap_or_else(|| "not pinned".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::{Warning, WarningKind};
+
+    fn stats(mean: f64, half: f64, cv: f64, first: f64) -> MetricStats {
+        MetricStats {
+            n: 5,
+            mean,
+            median: mean,
+            std: Some(cv * mean),
+            cv: Some(cv),
+            min: mean - half,
+            max: mean + half,
+            p50: mean,
+            p90: mean,
+            p95: mean,
+            p99: mean,
+            ci95_low: Some(mean - half),
+            ci95_high: Some(mean + half),
+            outliers: 0,
+            first: Some(first),
+        }
+    }
+
+    fn job(id: &str, backend: &str, tg: MetricStats) -> JobSummary {
+        JobSummary {
+            job_id: id.into(),
+            backend: backend.into(),
+            model: "m".into(),
+            scenario: "s".into(),
+            params: String::new(),
+            simulated: false,
+            samples: 5,
+            failed: 0,
+            load: Vec::new(),
+            metrics: [(Metric::TgTps, tg)].into_iter().collect(),
+        }
+    }
+
+    fn warning(job: &str, kind: WarningKind, metric: Option<Metric>) -> Warning {
+        Warning {
+            kind,
+            job_id: job.into(),
+            metric,
+            message: format!("{kind:?}"),
+        }
+    }
+
+    #[test]
+    fn the_summary_names_the_fastest_and_judges_its_margin_against_noise() {
+        let p = serde_json::json!({ "scenarios": [{ "name": "s" }] });
+        let none = BTreeSet::new();
+        let apart = Analysis {
+            jobs: vec![
+                job("a", "llama_cpp", stats(100.0, 2.0, 0.01, 100.0)),
+                job("b", "candle", stats(50.0, 2.0, 0.01, 50.0)),
+            ],
+            warnings: Vec::new(),
+        };
+        let s = summary(&p, &apart, &none, &[]);
+        assert_eq!(
+            s,
+            vec![
+                "On `s`, llama_cpp (m) is fastest at 100.0 generated tokens/s, 2.00× the rate \
+                  of candle (m) at 50.00: beyond noise (the 95% intervals do not overlap)."
+            ]
+        );
+        let close = Analysis {
+            jobs: vec![
+                job("a", "llama_cpp", stats(100.0, 5.0, 0.03, 100.0)),
+                job("b", "candle", stats(97.0, 5.0, 0.03, 97.0)),
+            ],
+            warnings: Vec::new(),
+        };
+        let s = summary(&p, &close, &none, &[]);
+        assert!(
+            s[0].contains("3.1% ahead of candle (m) at 97.00: within noise"),
+            "{s:?}"
+        );
+        // A divergent job takes no part; one job left is no comparison.
+        assert!(summary(&p, &close, &none, &["b"]).is_empty());
+    }
+
+    #[test]
+    fn warnings_are_said_once_when_run_wide_and_grouped_worst_first() {
+        let jobs = vec![
+            job("a", "llama_cpp", stats(100.0, 2.0, 0.01, 44.0)),
+            job("b", "candle", stats(50.0, 2.0, 0.09, 50.0)),
+            job("c", "mlx", stats(20.0, 2.0, 0.01, 20.0)),
+        ];
+        let mut warnings: Vec<Warning> = ["a", "b", "c"]
+            .iter()
+            .map(|j| warning(j, WarningKind::TooFewSamplesForPercentile, None))
+            .collect();
+        warnings.push(warning("c", WarningKind::Outliers, Some(Metric::TgTps)));
+        warnings.push(warning(
+            "b",
+            WarningKind::HighVariation,
+            Some(Metric::TgTps),
+        ));
+        warnings.push(warning("a", WarningKind::SlowFirstRun, Some(Metric::TgTps)));
+        warnings.push(warning("c", WarningKind::Outliers, Some(Metric::E2eMs)));
+        let a = Analysis { jobs, warnings };
+        let none = BTreeSet::new();
+        let rules = warning_rules(&a, &none);
+        assert_eq!(rules.len(), 1);
+        assert!(
+            rules[0].starts_with("Every job (3) has 5 measured samples"),
+            "{rules:?}"
+        );
+        let groups = warning_groups(&a, &none);
+        let order: Vec<&str> = groups.iter().map(|g| g.job_id.as_str()).collect();
+        // The slow first run (44 against a median of 100) first, then the 9% CV, then outliers.
+        assert_eq!(order, ["a", "b", "c"]);
+        assert_eq!(groups[2].items, ["Outliers", "Outliers"]);
     }
 }

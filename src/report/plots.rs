@@ -66,6 +66,13 @@ pub fn plots(analysis: &Analysis, samples: &[Sample], scenarios: &[String]) -> V
         .copied()
         .filter(|j| j.load.is_empty())
         .collect();
+    let mut bar_legs: Vec<String> = Vec::new();
+    for j in &in_process {
+        let l = label(j, false);
+        if !bar_legs.contains(&l) {
+            bar_legs.push(l);
+        }
+    }
     for (metric, file, title) in [
         (
             Metric::TgTps,
@@ -78,7 +85,7 @@ pub fn plots(analysis: &Analysis, samples: &[Sample], scenarios: &[String]) -> V
             "Prompt processing throughput (tokens/s, mean and 95% CI)",
         ),
     ] {
-        let rows: Vec<(String, f64, f64, f64)> = in_process
+        let rows: Vec<Bar> = in_process
             .iter()
             .filter_map(|j| {
                 let m = j.metrics.get(&metric)?;
@@ -86,7 +93,17 @@ pub fn plots(analysis: &Analysis, samples: &[Sample], scenarios: &[String]) -> V
                     (Some(lo), Some(hi)) => (lo, hi),
                     _ => (m.mean, m.mean),
                 };
-                Some((label(j, true), lo.max(0.0), m.mean, hi))
+                let leg = bar_legs
+                    .iter()
+                    .position(|l| *l == label(j, false))
+                    .unwrap_or(0);
+                Some(Bar {
+                    label: label(j, true),
+                    leg,
+                    low: lo.max(0.0),
+                    mean: m.mean,
+                    high: hi,
+                })
             })
             .collect();
         if rows.is_empty() {
@@ -104,7 +121,15 @@ pub fn plots(analysis: &Analysis, samples: &[Sample], scenarios: &[String]) -> V
             });
         }
     }
-    let by_job = |f: &dyn Fn(&Sample) -> Vec<f64>| -> Vec<(String, Vec<f64>)> {
+    // A colour per engine leg (backend, model, params), the same in every plot and panel.
+    let mut legs: Vec<String> = Vec::new();
+    for j in &ordered {
+        let l = label(j, false);
+        if !legs.contains(&l) {
+            legs.push(l);
+        }
+    }
+    let by_job = |f: &dyn Fn(&Sample) -> Vec<f64>| -> Vec<CdfSeries> {
         ordered
             .iter()
             .filter_map(|j| {
@@ -115,27 +140,35 @@ pub fn plots(analysis: &Analysis, samples: &[Sample], scenarios: &[String]) -> V
                     .filter(|x| x.is_finite())
                     .collect();
                 v.sort_by(f64::total_cmp);
-                (!v.is_empty()).then(|| (label(j, true), v))
+                let leg = legs.iter().position(|l| *l == label(j, false)).unwrap_or(0);
+                (!v.is_empty()).then(|| CdfSeries {
+                    scenario: j.scenario.clone(),
+                    leg,
+                    values: v,
+                })
             })
             .collect()
     };
-    let ttft = by_job(&|s: &Sample| s.ttft_ms.map(|m| m.0).into_iter().collect());
-    if !ttft.is_empty() {
-        let title = "Time to first token (CDF)";
-        if let Ok(svg) = cdf_svg(title, "TTFT (ms)", &ttft) {
-            out.push(Plot {
-                file: "ttft_cdf.svg".into(),
-                title: title.into(),
-                svg,
-            });
+    for (file, title, axis, series) in [
+        (
+            "ttft_cdf.svg",
+            "Time to first token (CDF per scenario)",
+            "TTFT (ms)",
+            by_job(&|s: &Sample| s.ttft_ms.map(|m| m.0).into_iter().collect()),
+        ),
+        (
+            "itl_cdf.svg",
+            "Inter-token latency (CDF per scenario)",
+            "gap between consecutive tokens (ms)",
+            by_job(&|s: &Sample| s.token_ms.windows(2).map(|w| w[1].0 - w[0].0).collect()),
+        ),
+    ] {
+        if series.is_empty() {
+            continue;
         }
-    }
-    let itl = by_job(&|s: &Sample| s.token_ms.windows(2).map(|w| w[1].0 - w[0].0).collect());
-    if !itl.is_empty() {
-        let title = "Inter-token latency (CDF)";
-        if let Ok(svg) = cdf_svg(title, "gap between consecutive tokens (ms)", &itl) {
+        if let Ok(svg) = cdf_panels_svg(title, axis, &series, &legs) {
             out.push(Plot {
-                file: "itl_cdf.svg".into(),
+                file: file.into(),
                 title: title.into(),
                 svg,
             });
@@ -250,18 +283,18 @@ fn color(i: usize) -> RGBColor {
 }
 
 /// Horizontal bars (mean) with 95% CI error bars, one row per job, top to bottom.
-fn throughput_svg(
-    title: &str,
-    axis: &str,
-    rows: &[(String, f64, f64, f64)],
-) -> Result<String, String> {
+fn throughput_svg(title: &str, axis: &str, rows: &[Bar]) -> Result<String, String> {
     let n = rows.len();
-    let longest = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(10);
+    let longest = rows
+        .iter()
+        .map(|r| r.label.chars().count())
+        .max()
+        .unwrap_or(10);
     let label_px = (longest as f64 * 6.2) as u32 + 16;
     let height = 110 + 26 * n as u32;
     let x_max = rows
         .iter()
-        .map(|r| r.3.max(r.2))
+        .map(|r| r.high.max(r.mean))
         .fold(0.0, f64::max)
         .max(1e-9)
         * 1.08;
@@ -292,7 +325,7 @@ fn throughput_svg(
                 if (y - k).abs() > 1e-6 || k < 0.0 || k >= n as f64 {
                     return String::new();
                 }
-                rows[n - 1 - k as usize].0.clone()
+                rows[n - 1 - k as usize].label.clone()
             })
             .x_desc(axis)
             .x_label_formatter(&|x| format!("{x:.0}"))
@@ -301,14 +334,14 @@ fn throughput_svg(
         chart
             .draw_series(rows.iter().enumerate().map(|(i, r)| {
                 Rectangle::new(
-                    [(0.0, at(i) - 0.3), (r.2, at(i) + 0.3)],
-                    color(0).mix(0.35).filled(),
+                    [(0.0, at(i) - 0.3), (r.mean, at(i) + 0.3)],
+                    color(r.leg).mix(0.45).filled(),
                 )
             }))
             .map_err(err)?;
         chart
             .draw_series(rows.iter().enumerate().map(|(i, r)| {
-                ErrorBar::new_horizontal(at(i), r.1, r.2, r.3, BLACK.stroke_width(1), 10)
+                ErrorBar::new_horizontal(at(i), r.low, r.mean, r.high, BLACK.stroke_width(1), 10)
             }))
             .map_err(err)?;
         root.present().map_err(err)?;
@@ -316,21 +349,120 @@ fn throughput_svg(
     Ok(svg)
 }
 
-/// The empirical CDF of each series, as step lines, with a legend.
-fn cdf_svg(title: &str, axis: &str, series: &[(String, Vec<f64>)]) -> Result<String, String> {
-    // The range the values span (a CDF's shape is the point, not its distance from zero).
-    let hi = series
-        .iter()
-        .filter_map(|(_, v)| v.last().copied())
-        .fold(f64::MIN, f64::max);
-    let lo = series
-        .iter()
-        .filter_map(|(_, v)| v.first().copied())
-        .fold(f64::MAX, f64::min);
-    let pad = ((hi - lo) * 0.05).max(hi.abs() * 0.01).max(1e-6);
-    let (x_min, x_max) = ((lo - pad).max(0.0), hi + pad);
-    let legend_rows = series.len() as u32;
-    let height = 420 + 18 * legend_rows;
+/// One job's sorted values, its scenario and its engine leg (colour).
+struct CdfSeries {
+    scenario: String,
+    leg: usize,
+    values: Vec<f64>,
+}
+
+/// One row of a throughput plot.
+struct Bar {
+    label: String,
+    /// Colour: the job's engine leg.
+    leg: usize,
+    low: f64,
+    mean: f64,
+    high: f64,
+}
+
+/// The empirical CDF of each job as step lines, a panel per scenario (each with its own x
+/// range: scenarios differ by orders of magnitude), a colour per engine leg, one legend.
+fn cdf_panels_svg(
+    title: &str,
+    axis: &str,
+    series: &[CdfSeries],
+    legs: &[String],
+) -> Result<String, String> {
+    let mut scenarios: Vec<&str> = Vec::new();
+    for s in series {
+        if !scenarios.contains(&s.scenario.as_str()) {
+            scenarios.push(&s.scenario);
+        }
+    }
+    let used: Vec<usize> = (0..legs.len())
+        .filter(|l| series.iter().any(|s| s.leg == *l))
+        .collect();
+    let cols = if scenarios.len() > 1 { 2 } else { 1 };
+    let rows = scenarios.len().div_ceil(cols);
+    let panel_h = 300u32;
+    let top = 40u32;
+    let height = top + panel_h * rows as u32 + 12 + 18 * used.len() as u32;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (head, rest) = root.split_vertically(top);
+        head.draw(&Text::new(
+            title.to_string(),
+            (WIDTH as i32 / 2 - (title.len() as i32 * 4), 12),
+            ("sans-serif", 16),
+        ))
+        .map_err(err)?;
+        let (grid, legend_area) = rest.split_vertically(panel_h * rows as u32);
+        let panels = grid.split_evenly((rows, cols));
+        for (panel, scenario) in panels.iter().zip(&scenarios) {
+            let mine: Vec<&CdfSeries> = series.iter().filter(|s| s.scenario == *scenario).collect();
+            let hi = mine
+                .iter()
+                .filter_map(|s| s.values.last().copied())
+                .fold(f64::MIN, f64::max);
+            let lo = mine
+                .iter()
+                .filter_map(|s| s.values.first().copied())
+                .fold(f64::MAX, f64::min);
+            let pad = ((hi - lo) * 0.05).max(hi.abs() * 0.01).max(1e-6);
+            let mut chart = ChartBuilder::on(panel)
+                .caption(*scenario, ("sans-serif", 13))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(44)
+                .build_cartesian_2d((lo - pad).max(0.0)..hi + pad, 0.0..1.0)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .light_line_style(WHITE)
+                .label_style(("sans-serif", 10))
+                .axis_desc_style(("sans-serif", 11))
+                .x_desc(axis)
+                .y_desc("fraction ≤ x")
+                .x_labels(6)
+                .y_labels(6)
+                .x_label_formatter(&|x| format_ms(*x))
+                .y_label_formatter(&|y| format!("{y:.1}"))
+                .draw()
+                .map_err(err)?;
+            for s in &mine {
+                chart
+                    .draw_series(LineSeries::new(
+                        cdf_points(&s.values),
+                        color(s.leg).stroke_width(2),
+                    ))
+                    .map_err(err)?;
+            }
+        }
+        draw_legend(&legend_area, used.iter().map(|l| (*l, legs[*l].as_str())))?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// One axis of a line chart: what it measures, its range, how its labels read.
+struct Axis<'a> {
+    desc: &'a str,
+    range: std::ops::Range<f64>,
+    format: fn(f64) -> String,
+}
+
+/// Lines (with a dot at each point when `dots`) on two numeric axes, a legend below.
+fn lines_svg(
+    title: &str,
+    x: Axis<'_>,
+    y: Axis<'_>,
+    series: &[(String, Vec<(f64, f64)>)],
+    dots: bool,
+) -> Result<String, String> {
+    let height = 420 + 18 * series.len() as u32;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
@@ -340,41 +472,52 @@ fn cdf_svg(title: &str, axis: &str, series: &[(String, Vec<f64>)]) -> Result<Str
             .caption(title, ("sans-serif", 16))
             .margin(12)
             .x_label_area_size(42)
-            .y_label_area_size(52)
-            .build_cartesian_2d(x_min..x_max, 0.0..1.0)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x.range.clone(), y.range.clone())
             .map_err(err)?;
         chart
             .configure_mesh()
             .light_line_style(WHITE)
             .label_style(("sans-serif", 11))
             .axis_desc_style(("sans-serif", 12))
-            .x_desc(axis)
-            .y_desc("fraction ≤ x")
-            .x_label_formatter(&|x| format_ms(*x))
-            .y_label_formatter(&|y| format!("{y:.1}"))
+            .x_desc(x.desc)
+            .y_desc(y.desc)
+            .x_label_formatter(&|v| (x.format)(*v))
+            .y_label_formatter(&|v| (y.format)(*v))
             .draw()
             .map_err(err)?;
-        for (i, (_, v)) in series.iter().enumerate() {
+        for (i, (_, pts)) in series.iter().enumerate() {
             chart
-                .draw_series(LineSeries::new(cdf_points(v), color(i).stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    pts.iter().copied(),
+                    color(i).stroke_width(2),
+                ))
                 .map_err(err)?;
+            if dots {
+                chart
+                    .draw_series(pts.iter().map(|p| Circle::new(*p, 4, color(i).filled())))
+                    .map_err(err)?;
+            }
         }
-        draw_legend(&legend_area, series.iter().map(|(n, _)| n.as_str()))?;
+        draw_legend(
+            &legend_area,
+            series.iter().enumerate().map(|(i, (n, _))| (i, n.as_str())),
+        )?;
         root.present().map_err(err)?;
     }
     Ok(svg)
 }
 
-/// A legend below the plot: a color swatch and the series' name per line.
+/// A legend below the plot: a colour swatch and the series' name per line.
 fn draw_legend<'a, DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
-    names: impl Iterator<Item = &'a str>,
+    entries: impl Iterator<Item = (usize, &'a str)>,
 ) -> DrawResult {
-    for (i, name) in names.enumerate() {
-        let y = 6 + 18 * i as i32;
+    for (row, (c, name)) in entries.enumerate() {
+        let y = 6 + 18 * row as i32;
         area.draw(&Rectangle::new(
             [(70, y + 3), (90, y + 11)],
-            color(i).filled(),
+            color(c).filled(),
         ))
         .map_err(|e| e.to_string())?;
         area.draw(&Text::new(name.to_string(), (98, y), ("sans-serif", 12)))
@@ -415,62 +558,34 @@ fn cdf_points(sorted: &[f64]) -> Vec<(f64, f64)> {
     pts
 }
 
-/// Latency against throughput: one line per server job series, a point per load step.
+/// Latency against throughput: one line per server series, a point per load step.
 fn latency_throughput_svg(
     title: &str,
     curves: &[(String, Vec<(f64, f64)>)],
 ) -> Result<String, String> {
-    let x_max = curves
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.0))
-        .fold(0.0, f64::max)
-        .max(1e-9)
-        * 1.1;
-    let y_max = curves
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.1))
-        .fold(0.0, f64::max)
-        .max(1e-9)
-        * 1.1;
-    let height = 420 + 18 * curves.len() as u32;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let (plot_area, legend_area) = root.split_vertically(400);
-        let mut chart = ChartBuilder::on(&plot_area)
-            .caption(title, ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .label_style(("sans-serif", 11))
-            .axis_desc_style(("sans-serif", 12))
-            .x_desc("completed requests/s")
-            .y_desc("TTFT p50 (ms)")
-            .x_label_formatter(&|x| format!("{x:.1}"))
-            .y_label_formatter(&|y| format_ms(*y))
-            .draw()
-            .map_err(err)?;
-        for (i, (_, pts)) in curves.iter().enumerate() {
-            chart
-                .draw_series(LineSeries::new(
-                    pts.iter().copied(),
-                    color(i).stroke_width(2),
-                ))
-                .map_err(err)?;
-            chart
-                .draw_series(pts.iter().map(|p| Circle::new(*p, 4, color(i).filled())))
-                .map_err(err)?;
-        }
-        draw_legend(&legend_area, curves.iter().map(|(n, _)| n.as_str()))?;
-        root.present().map_err(err)?;
-    }
-    Ok(svg)
+    let max = |pick: fn(&(f64, f64)) -> f64| {
+        curves
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(pick))
+            .fold(0.0, f64::max)
+            .max(1e-9)
+            * 1.1
+    };
+    lines_svg(
+        title,
+        Axis {
+            desc: "completed requests/s",
+            range: 0.0..max(|q| q.0),
+            format: |x| format!("{x:.1}"),
+        },
+        Axis {
+            desc: "TTFT p50 (ms)",
+            range: 0.0..max(|q| q.1),
+            format: format_ms,
+        },
+        curves,
+        true,
+    )
 }
 
 #[cfg(test)]
@@ -499,17 +614,19 @@ mod tests {
 
     #[test]
     fn a_throughput_plot_is_self_contained_svg_with_escaped_labels() {
+        let bar = |label: &str, low, mean, high| Bar {
+            label: label.into(),
+            leg: 0,
+            low,
+            mean,
+            high,
+        };
         let svg = throughput_svg(
             "t",
             "tokens/s",
             &[
-                (
-                    "short · llama_cpp m threads=1 <&>".into(),
-                    90.0,
-                    100.0,
-                    110.0,
-                ),
-                ("short · candle m".into(), 40.0, 50.0, 60.0),
+                bar("short · llama_cpp m threads=1 <&>", 90.0, 100.0, 110.0),
+                bar("short · candle m", 40.0, 50.0, 60.0),
             ],
         )
         .unwrap();
@@ -518,7 +635,7 @@ mod tests {
         assert!(!svg.contains("href") && !svg.contains("<script"));
         // Two error bars: each a horizontal line with two end marks, and a dot.
         assert_eq!(svg.matches("<circle").count(), 2);
-        let one = throughput_svg("t", "x", &[("only".into(), 1.0, 2.0, 3.0)]).unwrap();
+        let one = throughput_svg("t", "x", &[bar("only", 1.0, 2.0, 3.0)]).unwrap();
         assert_eq!(one.matches("<circle").count(), 1);
         assert!(one.contains("\nonly\n</text>"), "{one}");
     }

@@ -46,7 +46,9 @@ pub async fn consume_events(
         Some(b)
     };
     let mut eta = Eta::default();
-    let mut current: Option<(String, ProgressBar)> = None;
+    // The bench job whose samples are arriving, and its bar on a terminal.
+    let mut current_job: Option<String> = None;
+    let mut current: Option<ProgressBar> = None;
     let mut running = RunningMean::default();
     let say = |line: String| {
         if quiet {
@@ -104,14 +106,13 @@ pub async fn consume_events(
                     continue;
                 }
                 eta.rep_done();
-                if current.as_ref().is_none_or(|(id, _)| *id != job_id) {
-                    if let Some((_, b)) = current.take() {
+                if current_job.as_ref() != Some(&job_id) {
+                    if let Some(b) = current.take() {
                         b.finish_and_clear();
                     }
                     running = RunningMean::default();
-                    if let Some(b) = rep_bar(&job_id, runs) {
-                        current = Some((job_id.clone(), b));
-                    }
+                    current = rep_bar(&job_id, runs);
+                    current_job = Some(job_id.clone());
                 }
                 if !warmup && ok {
                     if let Some((_, v)) = value {
@@ -128,7 +129,7 @@ pub async fn consume_events(
                 let what = if warmup { "warmup" } else { "rep" };
                 let status = if ok { "" } else { " FAILED" };
                 match &current {
-                    Some((_, b)) => {
+                    Some(b) => {
                         if !warmup {
                             b.set_position(u64::from(rep) + 1);
                         }
@@ -169,8 +170,9 @@ pub async fn consume_events(
                 if let Some(b) = &bar {
                     b.inc(1);
                 }
-                if current.as_ref().is_some_and(|(cur, _)| *cur == id) {
-                    if let Some((_, b)) = current.take() {
+                if current_job.as_ref() == Some(&id) {
+                    current_job = None;
+                    if let Some(b) = current.take() {
                         b.finish_and_clear();
                     }
                 }
@@ -191,7 +193,7 @@ pub async fn consume_events(
             Event::Interrupted => say("interrupted: stopping; measured samples are kept".into()),
         }
     }
-    if let Some((_, b)) = current {
+    if let Some(b) = current {
         b.finish_and_clear();
     }
     if let Some(b) = bar {
