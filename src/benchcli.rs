@@ -296,6 +296,21 @@ impl BenchPlan {
                 } else {
                     "gguf"
                 };
+                // What each engine loads, said before anything runs.
+                match (a.backend, format) {
+                    (crate::cli::BenchBackend::LlamaCpp, f) if f != "gguf" => {
+                        return Err(BenchArgsError(format!(
+                            "-m {m}: llama_cpp loads a GGUF file, not a directory"
+                        )))
+                    }
+                    (crate::cli::BenchBackend::Mlx, "gguf") => {
+                        return Err(BenchArgsError(format!(
+                            "-m {m}: mlx loads a model directory (config.json and SafeTensors); \
+                             `minerva convert gguf-to-safetensors` makes one from a GGUF"
+                        )))
+                    }
+                    _ => {}
+                }
                 y.push_str(&format!(
                     "  - {{ name: {}, format: {format}, source: {{ path: {} }} }}\n",
                     q(&name),

@@ -1158,6 +1158,7 @@ fn bench_emits_the_pipeline_it_would_run_and_that_pipeline_validates() {
             vec!["--backend", "candle", "-b", "64"],
             "-b: backend candle has no `batch` parameter",
         ),
+        (vec!["--backend", "mlx"], "mlx loads a model directory"),
     ] {
         let mut a = vec!["bench", "-m", "tests/fixtures/models/tiny.gguf"];
         a.extend(args);
