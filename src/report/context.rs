@@ -517,6 +517,8 @@ pub fn build_context(
         .map(|s| s.job_id.as_str())
         .collect();
     let (unavailable, failures) = failure_rows(samples);
+    let warning_groups = warning_groups(analysis, &not_run);
+    let warned: BTreeSet<&str> = warning_groups.iter().map(|g| g.job_id.as_str()).collect();
 
     ReportContext {
         title: p
@@ -541,6 +543,7 @@ pub fn build_context(
             &not_run,
             baseline.as_deref(),
             &reused,
+            &warned,
         ),
         agreement: agreement_rows.iter().map(agreement_view).collect(),
         agreement_min_prefix,
@@ -558,7 +561,7 @@ pub fn build_context(
             .map(|w| format!("`{}`: {}", w.job_id, w.message))
             .collect(),
         warning_rules: warning_rules(analysis, &not_run),
-        warning_groups: warning_groups(analysis, &not_run),
+        warning_groups,
         summary: summary(
             p,
             analysis,
@@ -677,14 +680,9 @@ fn scenario_sections(
     not_run: &BTreeSet<&str>,
     baseline: Option<&str>,
     reused: &std::collections::BTreeMap<String, String>,
+    warned: &BTreeSet<&str>,
 ) -> Vec<ScenarioSection> {
     let divergent = crate::analyze::agreement::divergent_jobs(agreement_rows);
-    let warned: BTreeSet<&str> = warning_groups(analysis, not_run)
-        .iter()
-        .map(|g| g.job_id.as_str())
-        .filter_map(|id| analysis.jobs.iter().find(|j| j.job_id == id))
-        .map(|j| j.job_id.as_str())
-        .collect();
     let mut scenarios = Vec::new();
     for (name, description) in scenario_order(p) {
         let rows: Vec<Row> = analysis

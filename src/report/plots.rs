@@ -66,11 +66,12 @@ pub fn plots(analysis: &Analysis, samples: &[Sample], scenarios: &[String]) -> V
         .copied()
         .filter(|j| j.load.is_empty())
         .collect();
-    let mut bar_legs: Vec<String> = Vec::new();
-    for j in &in_process {
+    // A colour per engine leg (backend, model, params), the same in every plot and panel.
+    let mut legs: Vec<String> = Vec::new();
+    for j in &ordered {
         let l = label(j, false);
-        if !bar_legs.contains(&l) {
-            bar_legs.push(l);
+        if !legs.contains(&l) {
+            legs.push(l);
         }
     }
     for (metric, file, title) in [
@@ -93,10 +94,7 @@ pub fn plots(analysis: &Analysis, samples: &[Sample], scenarios: &[String]) -> V
                     (Some(lo), Some(hi)) => (lo, hi),
                     _ => (m.mean, m.mean),
                 };
-                let leg = bar_legs
-                    .iter()
-                    .position(|l| *l == label(j, false))
-                    .unwrap_or(0);
+                let leg = legs.iter().position(|l| *l == label(j, false)).unwrap_or(0);
                 Some(Bar {
                     label: label(j, true),
                     leg,
@@ -119,14 +117,6 @@ pub fn plots(analysis: &Analysis, samples: &[Sample], scenarios: &[String]) -> V
                 title: title.into(),
                 svg,
             });
-        }
-    }
-    // A colour per engine leg (backend, model, params), the same in every plot and panel.
-    let mut legs: Vec<String> = Vec::new();
-    for j in &ordered {
-        let l = label(j, false);
-        if !legs.contains(&l) {
-            legs.push(l);
         }
     }
     let by_job = |f: &dyn Fn(&Sample) -> Vec<f64>| -> Vec<CdfSeries> {
