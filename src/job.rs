@@ -70,6 +70,9 @@ pub struct Scenario {
     /// Tokens in the KV cache before the measured part (llama-bench's `-d`); absent when 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<u64>,
+    /// A server workload: requests from a dataset or from length distributions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<crate::workload::Workload>,
 }
 
 impl Scenario {

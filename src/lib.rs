@@ -26,6 +26,7 @@ pub mod schema;
 pub mod spec;
 pub mod stage;
 pub mod ui;
+pub mod workload;
 
 /// The git revision minerva was built from ("unknown" outside a checkout).
 pub const GIT_REVISION: &str = env!("MINERVA_GIT_REVISION");

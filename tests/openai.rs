@@ -506,3 +506,240 @@ fn minerva_bench_drives_a_server_from_the_command_line() {
     // Two runs of two steps of 6 measured requests each (and their warmups).
     assert!(mock.requests() >= 24, "{}", mock.requests());
 }
+
+fn bodies_max_tokens(bodies: &[Value]) -> Vec<u64> {
+    bodies
+        .iter()
+        .map(|b| b["max_tokens"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+fn lengths(reqs: &[Value], key: &str) -> Vec<u64> {
+    reqs.iter().map(|r| r[key].as_u64().unwrap_or(0)).collect()
+}
+
+fn mean(v: &[u64]) -> f64 {
+    v.iter().sum::<u64>() as f64 / v.len().max(1) as f64
+}
+
+#[test]
+fn a_sharegpt_dataset_is_sent_conversation_by_conversation_with_its_history() {
+    let mock = Mock::start(MockConfig {
+        follow_request: true,
+        record_bodies: true,
+        ..MockConfig::default()
+    });
+    let dir = common::tempdir();
+    let (run, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, dataset: { path: datasets/sharegpt-sample.json, format: sharegpt, sample: 16, turns: 3 }, max_tokens: 48 }"#,
+        "load: { concurrency: 2, requests: 30 }, ignore_eos: true",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let reqs = requests(&run);
+    assert_eq!(reqs.len(), 30);
+    let bodies = mock.bodies();
+    // One warmup, then the 30 measured requests.
+    assert_eq!(bodies.len(), 31);
+    let roles = |b: &Value| -> Vec<String> {
+        b["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| m["role"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    // Later turns carry the dataset's earlier turns as history.
+    let third_turns = bodies
+        .iter()
+        .filter(|b| roles(b) == ["user", "assistant", "user", "assistant", "user"])
+        .count();
+    assert!(third_turns >= 1, "no third turn among {bodies:?}");
+    assert!(bodies
+        .iter()
+        .all(|b| roles(b).last().map(String::as_str) == Some("user")));
+    // Each request asks for its reply's length (about 4 characters a token), capped at 48.
+    let asked = bodies_max_tokens(&bodies);
+    assert!(asked.iter().all(|m| (1..=48).contains(m)), "{asked:?}");
+    assert!(asked.iter().any(|m| *m < 48), "{asked:?}");
+    // The samples record what the server reported for each request.
+    let outs = lengths(&reqs, "output_tokens");
+    let mut measured_asked: Vec<u64> = asked[1..].to_vec();
+    let mut got = outs.clone();
+    measured_asked.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, measured_asked);
+    assert!(lengths(&reqs, "prompt_tokens").iter().all(|p| *p > 0));
+    let report = common::read(&run.join("report.md"));
+    assert!(
+        report.contains("server workload: sharegpt dataset sharegpt-sample.json (sha256 ")
+            && report.contains(", 64 conversations, 16 sampled), up to 3 turns each; output up to the dataset's reply length, at most 48"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| Job | Requests | Input tokens | Output tokens |"),
+        "{report}"
+    );
+}
+
+#[test]
+fn synthetic_request_lengths_follow_their_distributions() {
+    let mock = Mock::start(MockConfig {
+        follow_request: true,
+        ..MockConfig::default()
+    });
+    let dir = common::tempdir();
+    let (run, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, input_tokens: { mean: 200, stddev: 40, min: 120, max: 280 }, output_tokens: { min: 4, max: 24 } }"#,
+        "load: { concurrency: 4, requests: 300 }",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let reqs = requests(&run);
+    assert_eq!(reqs.len(), 300);
+    let inputs = lengths(&reqs, "prompt_tokens");
+    let outputs = lengths(&reqs, "output_tokens");
+    assert!(inputs.iter().all(|n| (120..=280).contains(n)), "{inputs:?}");
+    assert!(outputs.iter().all(|n| (4..=24).contains(n)), "{outputs:?}");
+    // Standard errors: 40/√300 ≈ 2.3 tokens in; 5.8/√300 ≈ 0.33 out.
+    assert!(
+        (mean(&inputs) - 200.0).abs() < 9.0,
+        "mean in {}",
+        mean(&inputs)
+    );
+    assert!(
+        (mean(&outputs) - 14.0).abs() < 1.5,
+        "mean out {}",
+        mean(&outputs)
+    );
+    let sd = {
+        let m = mean(&inputs);
+        (inputs.iter().map(|x| (*x as f64 - m).powi(2)).sum::<f64>() / inputs.len() as f64).sqrt()
+    };
+    assert!((30.0..48.0).contains(&sd), "sd in {sd}");
+    let report = common::read(&run.join("report.md"));
+    assert!(
+        report.contains("input tokens normal(mean 200, sd 40); output tokens uniform 4..24"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_shared_prefix_starts_the_requested_share_of_prompts() {
+    let mock = Mock::start(MockConfig {
+        follow_request: true,
+        record_bodies: true,
+        tokens: 2,
+        ..MockConfig::default()
+    });
+    let dir = common::tempdir();
+    let (run, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, prompt_tokens: 64, prefix: { tokens: 32, share: 0.6 }, max_tokens: 2 }"#,
+        "load: { concurrency: 4, requests: 400 }",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let prompts: Vec<Vec<u64>> = mock
+        .bodies()
+        .iter()
+        .map(|b| {
+            b["prompt"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .collect()
+        })
+        .collect();
+    assert!(prompts.iter().all(|p| p.len() == 96));
+    let mut counts = std::collections::HashMap::new();
+    for p in &prompts {
+        *counts.entry(p[..32].to_vec()).or_insert(0usize) += 1;
+    }
+    let shared = counts.values().copied().max().unwrap_or(0) as f64 / prompts.len() as f64;
+    assert!((0.5..0.7).contains(&shared), "shared {shared}");
+    // The rest have prefixes of their own.
+    assert_eq!(
+        counts.len(),
+        prompts.len() - counts.values().max().unwrap_or(&0) + 1
+    );
+    let reqs = requests(&run);
+    assert!(lengths(&reqs, "prompt_tokens").iter().all(|n| *n == 96));
+}
+
+#[test]
+fn a_capped_open_loop_queues_requests_for_a_slot_and_counts_the_wait() {
+    let mock = Mock::start(MockConfig {
+        ttft: Duration::from_millis(40),
+        tokens: 2,
+        ..MockConfig::default()
+    });
+    let dir = common::tempdir();
+    let (run, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, prompt: "x", max_tokens: 2 }"#,
+        "load: { rate: 200, max_concurrency: 2, requests: 24 }",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sum = summaries(&run);
+    assert_eq!(sum[0]["max_concurrency"], 2);
+    assert_eq!(sum[0]["pattern"], "constant 200/s, at most 2 in flight");
+    // 24 requests, 2 at a time, 40 ms each: about 0.48 s, far beyond the 0.12 s schedule.
+    let queued = &sum[0]["queued_ms"];
+    assert!(f(&queued[2]) > 200.0, "queued {queued}");
+    // The wait for a slot is not the client's lateness.
+    assert!(f(&sum[0]["lag_ms"][0]) < 0.1 * f(&queued[0]), "{}", sum[0]);
+    // Latency counts from the scheduled time: the last requests waited for their slot.
+    let e2e: Vec<f64> = requests(&run).iter().map(|r| f(&r["e2e_ms"])).collect();
+    let worst = e2e.iter().copied().fold(0.0, f64::max);
+    assert!(worst > 250.0, "worst e2e {worst}");
+}
+
+#[test]
+fn bad_workloads_are_refused_before_anything_runs() {
+    let dir = common::tempdir();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"prompt\": \"ok\"}\n{\"text\": 1}\n").unwrap_or_else(|e| panic!("{e}"));
+    let cases = [
+        (
+            format!(
+                r#"{{ name: s, dataset: {{ path: "{}", format: prompts }}, max_tokens: 4 }}"#,
+                bad.display()
+            ),
+            "entry 2: expected a string or an object with a string `prompt`",
+        ),
+        (
+            r#"{ name: s, input_tokens: { mean: 50, min: 60 }, max_tokens: 4 }"#.to_string(),
+            "scenarios[0].input_tokens",
+        ),
+        (
+            r#"{ name: s, prompt: "x", prefix: { tokens: 8 }, max_tokens: 4 }"#.to_string(),
+            "it needs `prompt_tokens` or `input_tokens`",
+        ),
+        (
+            r#"{ name: s, dataset: { path: /etc/passwd, format: prompts }, max_tokens: 4 }"#
+                .to_string(),
+            "outside the project",
+        ),
+    ];
+    for (scenario, want) in cases {
+        let (_, out) = run(
+            dir.path(),
+            "http://127.0.0.1:9/v1",
+            &scenario,
+            "load: sequential",
+            &[],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{scenario}: {err}");
+        assert!(err.contains(want), "{scenario}: want {want:?} in {err}");
+    }
+}

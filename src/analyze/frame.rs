@@ -71,6 +71,8 @@ struct Builder {
     itl: Vec<f64>,
     /// Load-step summaries of server benchmarks, by job id.
     loads: BTreeMap<String, Vec<crate::results::LoadSummary>>,
+    /// Successful requests' (input, output) lengths, by job id.
+    lengths: BTreeMap<String, (Vec<u64>, Vec<u64>)>,
 }
 
 impl Builder {
@@ -107,6 +109,11 @@ impl Builder {
         self.job.push(idx);
         self.rep.push(s.rep);
         self.failed.push(u32::from(is_failed(s)));
+        if s.request.is_some() && !is_failed(s) {
+            let l = self.lengths.entry(s.job_id.clone()).or_default();
+            l.0.extend(s.prompt_tokens);
+            l.1.extend(s.output_tokens);
+        }
         for (col, m) in self.metrics.iter_mut().zip(PER_SAMPLE) {
             col.push(metric_value(s, m));
         }
@@ -126,6 +133,7 @@ impl Builder {
         DataFrame,
         DataFrame,
         BTreeMap<String, Vec<crate::results::LoadSummary>>,
+        BTreeMap<String, (Vec<u64>, Vec<u64>)>,
     )> {
         let n = self.job.len();
         if self.metrics.is_empty() {
@@ -147,7 +155,7 @@ impl Builder {
                 Column::new("itl_ms".into(), self.itl),
             ],
         )?;
-        Ok((self.jobs, df, itl_df, self.loads))
+        Ok((self.jobs, df, itl_df, self.loads, self.lengths))
     }
 }
 
@@ -267,7 +275,7 @@ where
     for s in samples {
         b.push(s.borrow());
     }
-    let (infos, df, itl_df, mut loads) = b.finish()?;
+    let (infos, df, itl_df, mut loads, mut lengths) = b.finish()?;
     let mut aggs = vec![
         col("failed")
             .count()
@@ -309,6 +317,13 @@ where
             }
         }
         let load = loads.remove(&info.job_id).unwrap_or_default();
+        let lengths = lengths
+            .remove(&info.job_id)
+            .map(|(i, o)| super::Lengths {
+                input: super::LengthStats::of(i),
+                output: super::LengthStats::of(o),
+            })
+            .filter(|l| l.input.is_some() || l.output.is_some());
         jobs.push(JobSummary {
             job_id: info.job_id,
             backend: info.backend,
@@ -319,6 +334,7 @@ where
             samples: get_f64(&by_job, "samples", row).unwrap_or(0.0) as u64,
             failed: get_f64(&by_job, "failed_n", row).unwrap_or(0.0) as u64,
             load,
+            lengths,
             metrics,
         });
     }

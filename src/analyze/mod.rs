@@ -109,7 +109,51 @@ pub struct JobSummary {
     /// Server benchmarks: the load step(s) as the client saw them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load: Vec<crate::results::LoadSummary>,
+    /// Server benchmarks: the prompt and output lengths of the successful requests, as the
+    /// server reported them (or as the client sent them, for token-id prompts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lengths: Option<Lengths>,
     pub metrics: BTreeMap<Metric, MetricStats>,
+}
+
+/// Request lengths of a server job, in tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lengths {
+    pub input: Option<LengthStats>,
+    pub output: Option<LengthStats>,
+}
+
+/// A length distribution: count, mean, and nearest-rank percentiles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LengthStats {
+    pub n: u64,
+    pub mean: f64,
+    pub min: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl LengthStats {
+    /// None for no values.
+    pub fn of(mut v: Vec<u64>) -> Option<LengthStats> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let n = v.len();
+        let rank = |q: f64| v[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Some(LengthStats {
+            n: n as u64,
+            mean: v.iter().sum::<u64>() as f64 / n as f64,
+            min: v[0],
+            p50: rank(0.5),
+            p90: rank(0.9),
+            p99: rank(0.99),
+            max: v[n - 1],
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -874,7 +874,7 @@ fn check_scenarios(
     for (i, entry) in spec.scenarios.iter().enumerate() {
         let key = format!("scenarios[{i}]");
         let (fallback_name, sc) = match &entry.value {
-            ScenarioRef::Inline(sc) => (None, sc.clone()),
+            ScenarioRef::Inline(sc) => (None, (**sc).clone()),
             ScenarioRef::Named(name) => {
                 if !valid_name(name) {
                     d.at(entry, &key, format!("invalid scenario name `{name}`"))
@@ -932,6 +932,7 @@ fn check_scenarios(
             .hint(NAME_HINT);
         }
         check_scenario_body(&sc, entry, &key, d);
+        let workload = scenario_workload(&sc, entry, &key, d, access);
         if out.iter().any(|s| s.name == name) {
             d.at(entry, &key, format!("duplicate scenario name `{name}`"))
                 .hint("scenario names must be unique");
@@ -944,39 +945,203 @@ fn check_scenarios(
             prompt: sc.prompt.clone(),
             system: sc.system.clone(),
             prompt_tokens: sc.prompt_tokens,
-            max_tokens: sc.max_tokens,
+            max_tokens: sc
+                .max_tokens
+                .or(sc.output_tokens.map(|o| o.upper()))
+                .unwrap_or(0),
             depth: sc.depth.filter(|d| *d > 0),
+            workload,
         });
     }
     out
 }
 
+/// The scenario's server workload, if it has one; its dataset read (through the grants),
+/// parsed and pinned by sha256 here, before anything runs.
+fn scenario_workload(
+    sc: &ScenarioSpec,
+    entry: &At<ScenarioRef>,
+    key: &str,
+    d: &mut Diags<'_>,
+    access: &mut Access<'_>,
+) -> Option<crate::workload::Workload> {
+    use crate::workload::{file_sha256, load_dataset, Dataset, Workload};
+    if sc.dataset.is_none()
+        && sc.input_tokens.is_none()
+        && sc.output_tokens.is_none()
+        && sc.prefix.is_none()
+    {
+        return None;
+    }
+    let dataset = match &sc.dataset {
+        None => None,
+        Some(ds) => {
+            let at = format!("{key}.dataset.path");
+            let resolved = match access.read_path(&ds.path) {
+                Ok(r) => r,
+                Err(why) => {
+                    d.at(entry, &at, why)
+                        .hint(access.how_to("--allow-read", &ds.path));
+                    return None;
+                }
+            };
+            let conversations = match load_dataset(&resolved, ds.format) {
+                Ok(c) => c,
+                Err(why) => {
+                    d.at(entry, &at, why).hint(format!(
+                        "format `{}` expects {}",
+                        ds.format.as_str(),
+                        match ds.format {
+                            crate::workload::DatasetFormat::Sharegpt =>
+                                "[{\"conversations\": [{\"from\": \"human\", \"value\": \"...\"}]}]",
+                            crate::workload::DatasetFormat::OpenaiChat =>
+                                "{\"messages\": [{\"role\": \"user\", \"content\": \"...\"}]} per line",
+                            crate::workload::DatasetFormat::Prompts =>
+                                "a JSON string or {\"prompt\": \"...\"} per line",
+                        }
+                    ));
+                    return None;
+                }
+            };
+            let sha256 = match file_sha256(&resolved) {
+                Ok(h) => h,
+                Err(e) => {
+                    d.at(entry, &at, format!("{}: {e}", resolved.display()));
+                    return None;
+                }
+            };
+            Some(Dataset {
+                path: ds.path.clone(),
+                resolved,
+                format: ds.format,
+                sample: ds.sample,
+                turns: ds.turns.unwrap_or(1),
+                sha256,
+                conversations: conversations.len() as u64,
+            })
+        }
+    };
+    Some(Workload {
+        dataset,
+        input_tokens: sc.input_tokens,
+        output_tokens: sc.output_tokens,
+        prefix: sc.prefix,
+    })
+}
+
 fn check_scenario_body(sc: &ScenarioSpec, entry: &At<ScenarioRef>, key: &str, d: &mut Diags<'_>) {
-    match (&sc.prompt, sc.prompt_tokens) {
-        (Some(_), Some(_)) => {
+    let sources: Vec<&str> = [
+        ("prompt", sc.prompt.is_some()),
+        ("prompt_tokens", sc.prompt_tokens.is_some()),
+        ("dataset", sc.dataset.is_some()),
+        ("input_tokens", sc.input_tokens.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    match sources.len() {
+        0 => {
             d.at(
                 entry,
                 key,
-                "a scenario has either `prompt` or `prompt_tokens`, not both",
+                "a scenario needs `prompt` (text) or `prompt_tokens` (synthetic), or for a \
+                 server `dataset` or `input_tokens`",
             );
         }
+        1 => {}
+        _ => {
+            d.at(
+                entry,
+                key,
+                format!(
+                    "a scenario has one prompt source; this one has {}",
+                    sources.join(" and ")
+                ),
+            );
+        }
+    }
+    match (sc.max_tokens, &sc.output_tokens) {
         (None, None) => {
             d.at(
                 entry,
-                key,
-                "a scenario needs `prompt` (text) or `prompt_tokens` (synthetic)",
+                format!("{key}.max_tokens"),
+                "required: the tokens to generate",
+            )
+            .hint("or `output_tokens: { mean: M, stddev: S }` for a server workload");
+        }
+        (Some(_), Some(_)) => {
+            d.at(
+                entry,
+                format!("{key}.output_tokens"),
+                "sets each request's max_tokens, so the scenario cannot also have `max_tokens`",
             );
         }
         _ => {}
     }
-    if sc.prompt_tokens == Some(0) && sc.max_tokens == 0 {
+    for (name, dist) in [
+        ("input_tokens", &sc.input_tokens),
+        ("output_tokens", &sc.output_tokens),
+    ] {
+        if let Some(why) = dist.as_ref().and_then(crate::workload::Dist::problem) {
+            d.at(entry, format!("{key}.{name}"), why);
+        }
+    }
+    if let Some(p) = &sc.prefix {
+        if sc.prompt_tokens.is_none() && sc.input_tokens.is_none() {
+            d.at(
+                entry,
+                format!("{key}.prefix"),
+                "a prefix is prepended to synthetic prompts: it needs `prompt_tokens` or \
+                 `input_tokens`",
+            );
+        }
+        if p.tokens == 0 || p.tokens > 10_000_000 {
+            d.at(
+                entry,
+                format!("{key}.prefix.tokens"),
+                format!("expected 1 to 10000000, found {}", p.tokens),
+            );
+        }
+        if let Some(s) = p.share.filter(|s| !(0.0..=1.0).contains(s)) {
+            d.at(
+                entry,
+                format!("{key}.prefix.share"),
+                format!("a fraction of requests: expected 0 to 1, found {s}"),
+            );
+        }
+    }
+    if let Some(ds) = &sc.dataset {
+        if ds.turns == Some(0) {
+            d.at(
+                entry,
+                format!("{key}.dataset.turns"),
+                "expected at least 1, found 0",
+            );
+        }
+        if ds.sample == Some(0) {
+            d.at(
+                entry,
+                format!("{key}.dataset.sample"),
+                "expected at least 1, found 0",
+            );
+        }
+    }
+    if (sc.dataset.is_some() || sc.input_tokens.is_some()) && sc.depth.is_some() {
+        d.at(
+            entry,
+            format!("{key}.depth"),
+            "a server workload cannot have a `depth` (a server keeps its own KV cache)",
+        );
+    }
+    let max_tokens = sc.max_tokens.unwrap_or(1);
+    if sc.prompt_tokens == Some(0) && max_tokens == 0 {
         d.at(
             entry,
             key,
             "a scenario with no prompt and no output measures nothing",
         );
     }
-    if sc.max_tokens > 1_000_000
+    if max_tokens > 1_000_000
         || sc.prompt_tokens.unwrap_or(0) > 10_000_000
         || sc.depth.unwrap_or(0) > 10_000_000
     {
@@ -1480,6 +1645,21 @@ fn expand_matrix(
                 ),
             )
             .hint("depth applies to llama_cpp, candle, mlx and simulated");
+        }
+    }
+    // A workload is a stream of requests of varied shapes: a server's to answer.
+    if let Some((name, _)) = axes.backends.iter().find(|(_, b)| !b.sized_by_load()) {
+        for sc in axes.scenarios.iter().filter(|sc| sc.workload.is_some()) {
+            d.at(
+                m,
+                format!("{key}.scenario"),
+                format!(
+                    "scenario `{}` is a server workload (dataset, input_tokens, output_tokens or \
+                     prefix), which backend `{name}` does not send",
+                    sc.name
+                ),
+            )
+            .hint("workloads apply to the openai backend; an in-process engine takes `prompt` or `prompt_tokens`");
         }
     }
     if !d.items.is_empty() {

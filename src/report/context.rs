@@ -43,6 +43,8 @@ pub struct ReportContext {
     pub unavailable: Vec<Failure>,
     /// Server benchmarks: one row per load step.
     pub loads: Vec<LoadRow>,
+    /// Server benchmarks: request lengths per job (input and output tokens).
+    pub lengths: Vec<LengthRow>,
     /// Output agreement between jobs on the same scenario (text prompts only).
     pub agreement: Vec<AgreementView>,
     pub agreement_min_prefix: Option<usize>,
@@ -130,6 +132,48 @@ pub struct AgreementView {
     pub prefix: String,
     pub prompt: String,
     pub verdict: String,
+}
+
+/// One server job's request lengths: "mean / p50 / p90 / p99 (min–max)" per side.
+#[derive(Debug, Serialize)]
+pub struct LengthRow {
+    pub job: String,
+    pub requests: u64,
+    pub input: String,
+    pub output: String,
+}
+
+fn length_cell(l: Option<&crate::analyze::LengthStats>) -> String {
+    match l {
+        None => "not reported".into(),
+        Some(l) => format!(
+            "{:.1} / {} / {} / {} ({}–{})",
+            l.mean, l.p50, l.p90, l.p99, l.min, l.max
+        ),
+    }
+}
+
+fn length_rows(analysis: &Analysis) -> Vec<LengthRow> {
+    analysis
+        .jobs
+        .iter()
+        .filter_map(|j| {
+            let l = j.lengths.as_ref()?;
+            Some(LengthRow {
+                job: format!("{} {} {} {}", j.backend, j.model, j.scenario, j.params)
+                    .trim()
+                    .to_string(),
+                requests: l
+                    .input
+                    .as_ref()
+                    .map(|x| x.n)
+                    .max(l.output.as_ref().map(|x| x.n))
+                    .unwrap_or(0),
+                input: length_cell(l.input.as_ref()),
+                output: length_cell(l.output.as_ref()),
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -571,6 +615,7 @@ pub fn build_context(
         failures,
         unavailable,
         loads: load_rows(analysis),
+        lengths: length_rows(analysis),
         methodology: methodology(p),
         command: manifest.command.clone(),
         pipeline_sha256: manifest.pipeline_sha256.clone(),
@@ -635,6 +680,25 @@ fn job_order(p: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A server workload's line: where its requests come from and their lengths.
+fn workload_line(sc: &crate::job::Scenario) -> Option<String> {
+    let w = sc.workload.as_ref()?;
+    let mut parts = Vec::new();
+    if let (Some(n), None, None) = (sc.prompt_tokens, &w.input_tokens, &w.dataset) {
+        parts.push(format!("{n} random prompt tokens"));
+    }
+    parts.push(w.describe());
+    match (&w.output_tokens, &w.dataset) {
+        (Some(_), _) => {}
+        (None, Some(_)) => parts.push(format!(
+            "output up to the dataset's reply length, at most {}",
+            sc.max_tokens
+        )),
+        (None, None) => parts.push(format!("{} tokens generated", sc.max_tokens)),
+    }
+    Some(format!("server workload: {}", parts.join("; ")))
+}
+
 /// Scenarios in pipeline order, each with the line the report prints under its name.
 fn scenario_order(p: &Value) -> Vec<(String, String)> {
     p.get("scenarios")
@@ -647,10 +711,14 @@ fn scenario_order(p: &Value) -> Vec<(String, String)> {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
+            let workload = serde_json::from_value::<crate::job::Scenario>(s.clone())
+                .ok()
+                .and_then(|sc| workload_line(&sc));
             let desc = match (
                 s.get("prompt_tokens").and_then(Value::as_u64),
                 s.get("max_tokens").and_then(Value::as_u64),
             ) {
+                _ if workload.is_some() => workload.unwrap_or_default(),
                 (Some(pt), Some(mt)) => {
                     let mut d = format!("synthetic: {pt} random prompt tokens, {mt} generated");
                     if let Some(depth) = s.get("depth").and_then(Value::as_u64) {
@@ -1105,6 +1173,7 @@ mod tests {
             simulated: false,
             samples: 5,
             failed: 0,
+            lengths: None,
             load: Vec::new(),
             metrics: [(Metric::TgTps, tg)].into_iter().collect(),
         }

@@ -205,8 +205,16 @@ pub struct LoadSummary {
     /// Intended → actual send: p50, p99, max (ms); open loop only.
     #[serde(default)]
     pub lag_ms: Option<[f64; 3]>,
-    /// Requests sent more than 2 ms after their intended time (counted, never hidden).
+    /// Requests sent more than 2 ms after their intended time, not counting time waiting for a
+    /// slot under `max_concurrency` (counted, never hidden).
     pub late: u64,
+    /// An open loop's cap on requests in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Time requests waited for a slot under that cap: p50, p99, max (ms). Latencies include
+    /// it (they count from the scheduled time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_ms: Option<[f64; 3]>,
     /// The client process's CPU time during the step, and as a share of the step's wall time
     /// (1.0 = one core busy).
     pub client_cpu_s: f64,

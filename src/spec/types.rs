@@ -249,7 +249,7 @@ impl<'de> Deserialize<'de> for Sha256Spec {
 #[derive(Debug, Clone)]
 pub enum ScenarioRef {
     Named(String),
-    Inline(ScenarioSpec),
+    Inline(Box<ScenarioSpec>),
 }
 
 impl JsonSchema for ScenarioRef {
@@ -281,7 +281,7 @@ impl<'de> Deserialize<'de> for ScenarioRef {
                 map: A,
             ) -> Result<ScenarioRef, A::Error> {
                 ScenarioSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(ScenarioRef::Inline)
+                    .map(|s| ScenarioRef::Inline(Box::new(s)))
             }
         }
         d.deserialize_any(V)
@@ -305,8 +305,10 @@ pub struct ScenarioSpec {
     /// Synthetic prompt of N random token ids (llama-bench's `-p N`).
     #[serde(default)]
     pub prompt_tokens: Option<u64>,
-    /// Tokens to generate (llama-bench's `-n N`); 0 measures prompt processing only.
-    pub max_tokens: u64,
+    /// Tokens to generate (llama-bench's `-n N`); 0 measures prompt processing only. With a
+    /// `dataset`, the cap on every request; optional with `output_tokens`.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
     /// Tokens already in the KV cache before the measured prompt and generation (llama-bench's
     /// `-d N`): random ids processed untimed before every repetition (in-process engines).
     #[serde(default)]
@@ -314,6 +316,18 @@ pub struct ScenarioSpec {
     /// Apply the model's chat template to the prompt (default true for text prompts).
     #[serde(default)]
     pub chat: Option<bool>,
+    /// Server workloads (`openai`): requests drawn from a dataset file.
+    #[serde(default)]
+    pub dataset: Option<crate::workload::DatasetSpec>,
+    /// Server workloads: synthetic prompt lengths drawn from a distribution.
+    #[serde(default)]
+    pub input_tokens: Option<crate::workload::Dist>,
+    /// Server workloads: output lengths (each request's `max_tokens`) from a distribution.
+    #[serde(default)]
+    pub output_tokens: Option<crate::workload::Dist>,
+    /// Server workloads: a shared prefix on synthetic prompts (prefix caching).
+    #[serde(default)]
+    pub prefix: Option<crate::workload::PrefixSpec>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize, Hash, JsonSchema)]

@@ -35,6 +35,15 @@ pub struct MockConfig {
     pub faults: Vec<Fault>,
     /// When request number `.0` arrives, nothing is answered for `.1` (a stalled server).
     pub stall: Option<(u64, Duration)>,
+    /// Generate the request's `max_tokens` (not `tokens`), and report its prompt length in
+    /// `usage` (token ids counted, or a text's words).
+    pub follow_request: bool,
+    /// Keep every request body (see [`Mock::bodies`]).
+    pub record_bodies: bool,
+    /// Requests served at once; the rest queue (a server with a capacity, for SLO search).
+    pub capacity: Option<usize>,
+    /// Serve Prometheus text at `/metrics` (vLLM's names).
+    pub metrics: bool,
 }
 
 impl Default for MockConfig {
@@ -46,6 +55,10 @@ impl Default for MockConfig {
             usage: true,
             faults: vec![Fault::Ok],
             stall: None,
+            follow_request: false,
+            record_bodies: false,
+            capacity: None,
+            metrics: false,
         }
     }
 }
@@ -55,6 +68,13 @@ struct Shared {
     count: AtomicU64,
     stall_until: Mutex<Option<Instant>>,
     auth_seen: Mutex<Vec<String>>,
+    bodies: Mutex<Vec<serde_json::Value>>,
+    slots: Option<tokio::sync::Semaphore>,
+    running: AtomicU64,
+    waiting: AtomicU64,
+    prompt_total: AtomicU64,
+    generation_total: AtomicU64,
+    scrapes: AtomicU64,
 }
 
 pub struct Mock {
@@ -79,10 +99,17 @@ impl Mock {
             .unwrap_or_else(|e| panic!("{e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let shared = Arc::new(Shared {
+            slots: cfg.capacity.map(tokio::sync::Semaphore::new),
             cfg,
             count: AtomicU64::new(0),
             stall_until: Mutex::new(None),
             auth_seen: Mutex::new(Vec::new()),
+            bodies: Mutex::new(Vec::new()),
+            running: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            prompt_total: AtomicU64::new(0),
+            generation_total: AtomicU64::new(0),
+            scrapes: AtomicU64::new(0),
         });
         let sh = shared.clone();
         rt.spawn(async move {
@@ -110,6 +137,20 @@ impl Mock {
 
     pub fn requests(&self) -> u64 {
         self.shared.count.load(Ordering::Relaxed)
+    }
+
+    /// The request bodies received (with `record_bodies`), in arrival order.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.shared
+            .bodies
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many times `/metrics` was read.
+    pub fn scrapes(&self) -> u64 {
+        self.shared.scrapes.load(Ordering::Relaxed)
     }
 
     /// The Authorization headers received.
@@ -161,7 +202,30 @@ async fn conn(mut sock: TcpStream, sh: Arc<Shared>) -> std::io::Result<()> {
             }
             buf.extend_from_slice(&tmp[..n]);
         }
+        let body: Vec<u8> = buf[head_end..head_end + len].to_vec();
         buf.drain(..head_end + len);
+        if path.starts_with("/metrics") {
+            if !sh.cfg.metrics {
+                let head = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+                sock.write_all(head.as_bytes()).await?;
+                continue;
+            }
+            sh.scrapes.fetch_add(1, Ordering::Relaxed);
+            let text = metrics_text(&sh);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                text.len()
+            );
+            sock.write_all(head.as_bytes()).await?;
+            sock.write_all(text.as_bytes()).await?;
+            continue;
+        }
+        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if sh.cfg.record_bodies {
+            if let Ok(mut v) = sh.bodies.lock() {
+                v.push(req.clone());
+            }
+        }
         let arrived = Instant::now();
         let i = sh.count.fetch_add(1, Ordering::Relaxed);
         if let Some((at, d)) = sh.cfg.stall {
@@ -178,11 +242,89 @@ async fn conn(mut sock: TcpStream, sh: Arc<Shared>) -> std::io::Result<()> {
             }
         }
         let fault = sh.cfg.faults[(i as usize) % sh.cfg.faults.len().max(1)];
-        let keep = respond(&mut sock, &sh.cfg, fault, path.contains("/chat/"), arrived).await?;
-        if !keep {
+        let mut cfg = sh.cfg.clone();
+        let mut prompt_len = 7;
+        if cfg.follow_request {
+            cfg.tokens = req["max_tokens"].as_u64().unwrap_or(16) as usize;
+            prompt_len = prompt_length(&req);
+        }
+        // A server with a capacity: a request waits for a slot, and is timed from then.
+        sh.waiting.fetch_add(1, Ordering::Relaxed);
+        let _slot = match &sh.slots {
+            Some(s) => s.acquire().await.ok(),
+            None => None,
+        };
+        sh.waiting.fetch_sub(1, Ordering::Relaxed);
+        sh.running.fetch_add(1, Ordering::Relaxed);
+        let begun = if sh.slots.is_some() {
+            Instant::now()
+        } else {
+            arrived
+        };
+        sh.prompt_total.fetch_add(prompt_len, Ordering::Relaxed);
+        let keep = respond(
+            &mut sock,
+            &cfg,
+            fault,
+            path.contains("/chat/"),
+            begun,
+            prompt_len,
+        )
+        .await;
+        sh.running.fetch_sub(1, Ordering::Relaxed);
+        sh.generation_total
+            .fetch_add(cfg.tokens as u64, Ordering::Relaxed);
+        if !keep? {
             return Ok(());
         }
     }
+}
+
+/// The prompt's length: token ids counted, or the words of the text and messages.
+fn prompt_length(req: &serde_json::Value) -> u64 {
+    match &req["prompt"] {
+        serde_json::Value::Array(ids) => ids.len() as u64,
+        serde_json::Value::String(t) => t.split_whitespace().count() as u64,
+        _ => req["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                m["content"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .count() as u64
+            })
+            .sum(),
+    }
+}
+
+/// Prometheus text with vLLM's metric names.
+fn metrics_text(sh: &Shared) -> String {
+    let running = sh.running.load(Ordering::Relaxed);
+    let cap = sh.cfg.capacity.unwrap_or(64).max(1) as f64;
+    format!(
+        "# HELP vllm:num_requests_running Number of requests in model execution batches.\n\
+         # TYPE vllm:num_requests_running gauge\n\
+         vllm:num_requests_running{{model_name=\"served\"}} {running}\n\
+         # HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
+         # TYPE vllm:num_requests_waiting gauge\n\
+         vllm:num_requests_waiting{{model_name=\"served\"}} {}\n\
+         # HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n\
+         # TYPE vllm:kv_cache_usage_perc gauge\n\
+         vllm:kv_cache_usage_perc{{model_name=\"served\"}} {}\n\
+         # HELP vllm:prompt_tokens_total Number of prefill tokens processed.\n\
+         # TYPE vllm:prompt_tokens_total counter\n\
+         vllm:prompt_tokens_total{{model_name=\"served\"}} {}\n\
+         # HELP vllm:generation_tokens_total Number of generation tokens processed.\n\
+         # TYPE vllm:generation_tokens_total counter\n\
+         vllm:generation_tokens_total{{model_name=\"served\"}} {}\n",
+        sh.waiting.load(Ordering::Relaxed),
+        running as f64 / cap,
+        sh.prompt_total.load(Ordering::Relaxed),
+        sh.generation_total.load(Ordering::Relaxed),
+    )
 }
 
 fn chunk(out: &mut Vec<u8>, data: &[u8]) {
@@ -212,6 +354,7 @@ async fn respond(
     fault: Fault,
     chat: bool,
     arrived: Instant,
+    prompt_len: u64,
 ) -> std::io::Result<bool> {
     if let Fault::SlowFirstByte(d) = fault {
         tokio::time::sleep(d).await;
@@ -278,9 +421,9 @@ async fn respond(
     }
     if cfg.usage {
         let u = format!(
-            "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":7,\"completion_tokens\":{},\"total_tokens\":{}}}}}\n\n",
+            "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":{prompt_len},\"completion_tokens\":{},\"total_tokens\":{}}}}}\n\n",
             cfg.tokens,
-            cfg.tokens + 7
+            cfg.tokens as u64 + prompt_len
         );
         chunk(&mut out, u.as_bytes());
     }

@@ -15,6 +15,7 @@ use crate::results::{
     LoadSummary, Millis, RequestFailure, RequestFailureKind, RequestInfo, Sample, TokenSource,
 };
 use crate::spec::Templated;
+use crate::workload::{Content, Generator, Workload};
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -35,8 +36,13 @@ pub const LATE_MS: f64 = 2.0;
 pub enum Pattern {
     /// Closed loop with this many clients (1 = sequential).
     Concurrency(u32),
-    /// Open loop at `rps` requests per second.
-    Rate { rps: f64, poisson: bool },
+    /// Open loop at `rps` requests per second: constant spacing without `burstiness`, else
+    /// gamma-distributed gaps of that shape (1 = Poisson); at most `max_concurrency` in flight.
+    Rate {
+        rps: f64,
+        burstiness: Option<f64>,
+        max_concurrency: Option<u32>,
+    },
     /// Closed-loop steps at concurrency 1, 2, 4, ... (at most this many).
     Sweep { steps: u32 },
 }
@@ -61,6 +67,8 @@ pub enum Arrival {
     #[default]
     Constant,
     Poisson,
+    /// Gamma-distributed gaps of shape `burstiness` (below 1 burstier than Poisson).
+    Gamma,
 }
 
 /// The `load` param's schema: `sequential` or a [`LoadParams`] mapping.
@@ -92,8 +100,16 @@ pub struct LoadParams {
     /// Open loop at R requests/s.
     #[schemars(with = "Option<Templated<f64>>")]
     pub rate: Option<f64>,
-    /// Spacing of the open loop's arrivals (default constant).
+    /// Spacing of the open loop's arrivals (default constant; `gamma` with `burstiness`).
     pub arrival: Option<Arrival>,
+    /// The gamma shape of the open loop's gaps: 1 is Poisson, below 1 burstier, above 1 more
+    /// regular (vLLM's `--burstiness`); implies `arrival: gamma`.
+    #[schemars(with = "Option<Templated<f64>>")]
+    pub burstiness: Option<f64>,
+    /// An open loop's cap on requests in flight: a request due while the cap is reached waits
+    /// for a slot, and its latency still counts from its scheduled time.
+    #[schemars(with = "Option<Templated<u32>>")]
+    pub max_concurrency: Option<u32>,
     /// Closed-loop steps at concurrency 1, 2, 4, ..., at most K (1 to 16).
     #[schemars(with = "Option<Templated<u32>>")]
     pub sweep: Option<u32>,
@@ -166,6 +182,42 @@ impl LoadParams {
                 "spaces an open loop's requests: it needs `rate`",
             ));
         }
+        if self.burstiness.is_some() && self.rate.is_none() {
+            out.push(ParamProblem::new(
+                "load.burstiness",
+                "shapes an open loop's arrivals: it needs `rate`",
+            ));
+        }
+        if self.burstiness.is_some()
+            && matches!(self.arrival, Some(Arrival::Constant | Arrival::Poisson))
+        {
+            out.push(
+                ParamProblem::new(
+                    "load.burstiness",
+                    "applies to gamma arrivals, not to the `arrival` named",
+                )
+                .hint("arrival: gamma (or leave `arrival` out); burstiness 1 is Poisson"),
+            );
+        }
+        if self.arrival == Some(Arrival::Gamma) && self.burstiness.is_none() {
+            out.push(ParamProblem::new(
+                "load.burstiness",
+                "required with `arrival: gamma`: the gamma shape (1 = Poisson)",
+            ));
+        }
+        params::check_number("load.burstiness", self.burstiness, 0.0, true, &mut out);
+        if self.max_concurrency.is_some() && self.rate.is_none() {
+            out.push(
+                ParamProblem::new("load.max_concurrency", "caps an open loop: it needs `rate`")
+                    .hint("a closed loop's cap is its `concurrency`"),
+            );
+        }
+        if self.max_concurrency == Some(0) {
+            out.push(ParamProblem::new(
+                "load.max_concurrency",
+                "expected at least 1, found 0",
+            ));
+        }
         if self.concurrency == Some(0) {
             out.push(ParamProblem::new(
                 "load.concurrency",
@@ -197,7 +249,11 @@ impl LoadSpec {
             (Some(n), _, _) => Pattern::Concurrency(n),
             (_, Some(rps), _) => Pattern::Rate {
                 rps,
-                poisson: p.arrival == Some(Arrival::Poisson),
+                burstiness: match p.arrival {
+                    Some(Arrival::Poisson) => Some(1.0),
+                    _ => p.burstiness,
+                },
+                max_concurrency: p.max_concurrency,
             },
             (_, _, Some(steps)) => Pattern::Sweep { steps },
             _ => Pattern::Concurrency(1),
@@ -218,47 +274,75 @@ impl LoadSpec {
         match p {
             Pattern::Concurrency(1) => "sequential".into(),
             Pattern::Concurrency(n) => format!("concurrency {n}"),
-            Pattern::Rate { rps, poisson: true } => format!("poisson {rps}/s"),
             Pattern::Rate {
                 rps,
-                poisson: false,
-            } => format!("constant {rps}/s"),
+                burstiness,
+                max_concurrency,
+            } => {
+                let mut s = match burstiness {
+                    None => format!("constant {rps}/s"),
+                    Some(b) if *b == 1.0 => format!("poisson {rps}/s"),
+                    Some(b) => format!("gamma(shape {b}) {rps}/s"),
+                };
+                if let Some(c) = max_concurrency {
+                    s.push_str(&format!(", at most {c} in flight"));
+                }
+                s
+            }
             Pattern::Sweep { steps } => format!("sweep {steps}"),
         }
     }
 }
 
-/// Intended send times of an open-loop step, from its start: constant spacing, or exponential
-/// gaps (Poisson arrivals) from a seeded generator, so the same seed gives the same schedule.
-pub fn schedule(rps: f64, poisson: bool, seed: u64, n: usize) -> Vec<Duration> {
+/// Intended send times of an open-loop step, from its start: constant spacing, or gamma gaps
+/// of shape `burstiness` and mean 1/rps (shape 1: exponential gaps, Poisson arrivals) from a
+/// seeded generator, so the same seed gives the same schedule.
+pub fn schedule(rps: f64, burstiness: Option<f64>, seed: u64, n: usize) -> Vec<Duration> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let gamma = burstiness.and_then(|k| rand_distr::Gamma::new(k, 1.0 / (rps * k)).ok());
     let mut t = 0.0f64;
     (0..n)
         .map(|i| {
-            if poisson {
-                if i > 0 {
-                    let u: f64 = rng.random_range(f64::EPSILON..1.0);
-                    t += -u.ln() / rps;
+            match (&gamma, burstiness) {
+                (_, Some(1.0)) => {
+                    if i > 0 {
+                        let u: f64 = rng.random_range(f64::EPSILON..1.0);
+                        t += -u.ln() / rps;
+                    }
                 }
-            } else {
-                t = i as f64 / rps;
+                (Some(g), _) => {
+                    if i > 0 {
+                        t += rand_distr::Distribution::sample(g, &mut rng);
+                    }
+                }
+                _ => t = i as f64 / rps,
             }
             Duration::from_secs_f64(t)
         })
         .collect()
 }
 
-/// Request bodies: one shared body for a text prompt; fresh random token ids per request for a
-/// synthetic prompt (so a server's prefix cache cannot serve them).
+/// One request ready to send, and the prompt length when the client knows it.
+struct Request {
+    body: Bytes,
+    input_tokens: Option<u64>,
+}
+
+/// Request bodies: one shared body for a text prompt; otherwise made per request from the
+/// job's workload: fresh random token ids for a synthetic prompt (so a server's prefix cache
+/// cannot serve them unless a shared `prefix` asks for it), or a dataset's conversations.
 struct Bodies {
     fixed: Option<Bytes>,
     template: serde_json::Map<String, Value>,
-    prompt_tokens: u64,
-    seed: u64,
+    endpoint: Endpoint,
+    system: Option<String>,
+    /// The user's `extra` fields, which win over minerva's own.
+    extra: serde_json::Map<String, Value>,
+    generator: Option<Generator>,
 }
 
 impl Bodies {
-    fn new(job: &BenchJob, cfg: &Config, seed: u64) -> Bodies {
+    fn new(job: &BenchJob, cfg: &Config, seed: u64) -> Result<Bodies, BackendError> {
         let sc = &job.scenario;
         let mut m = serde_json::Map::new();
         m.insert("model".into(), json!(cfg.model));
@@ -269,50 +353,147 @@ impl Bodies {
         if cfg.ignore_eos {
             m.insert("ignore_eos".into(), json!(true));
         }
-        let prompt = sc.prompt.clone().unwrap_or_default();
-        match cfg.endpoint {
-            Endpoint::Chat => {
-                let mut msgs = Vec::new();
-                if let Some(sys) = &sc.system {
-                    msgs.push(json!({ "role": "system", "content": sys }));
-                }
-                msgs.push(json!({ "role": "user", "content": prompt }));
-                m.insert("messages".into(), Value::Array(msgs));
+        let synthetic = sc.prompt_tokens.filter(|_| sc.prompt.is_none());
+        let generator = match (&sc.workload, synthetic) {
+            (Some(w), _) => {
+                let conversations = match &w.dataset {
+                    None => Vec::new(),
+                    Some(d) => load_checked(d)?,
+                };
+                Some(Generator::new(
+                    w.clone(),
+                    conversations,
+                    seed,
+                    sc.max_tokens,
+                    synthetic,
+                ))
             }
-            Endpoint::Completions => {
-                m.insert("prompt".into(), json!(prompt));
+            (None, Some(n)) => Some(Generator::new(
+                Workload {
+                    dataset: None,
+                    input_tokens: None,
+                    output_tokens: None,
+                    prefix: None,
+                },
+                Vec::new(),
+                seed,
+                sc.max_tokens,
+                Some(n),
+            )),
+            (None, None) => None,
+        };
+        let mut b = Bodies {
+            fixed: None,
+            template: m,
+            endpoint: cfg.endpoint,
+            system: sc.system.clone(),
+            extra: cfg.extra.clone(),
+            generator,
+        };
+        if b.generator.is_none() {
+            let prompt = sc.prompt.clone().unwrap_or_default();
+            let mut msgs = Vec::new();
+            if let Some(sys) = &sc.system {
+                msgs.push(("system", sys.clone()));
+            }
+            msgs.push(("user", prompt));
+            let body = b.make(&Content::Messages(msgs), sc.max_tokens.max(1));
+            b.fixed = Some(body);
+        }
+        Ok(b)
+    }
+
+    fn make(&self, content: &Content, max_tokens: u64) -> Bytes {
+        let mut m = self.template.clone();
+        m.insert("max_tokens".into(), json!(max_tokens.max(1)));
+        match (content, self.endpoint) {
+            (Content::Tokens(ids), _) => {
+                m.insert("prompt".into(), json!(ids));
+            }
+            (Content::Messages(msgs), Endpoint::Chat) => {
+                let mut list: Vec<Value> = Vec::with_capacity(msgs.len() + 1);
+                if let (Some(sys), false) =
+                    (&self.system, msgs.first().is_some_and(|x| x.0 == "system"))
+                {
+                    if self.generator.is_some() {
+                        list.push(json!({ "role": "system", "content": sys }));
+                    }
+                }
+                list.extend(
+                    msgs.iter()
+                        .map(|(role, text)| json!({ "role": role, "content": text })),
+                );
+                m.insert("messages".into(), Value::Array(list));
+            }
+            (Content::Messages(msgs), Endpoint::Completions) => {
+                // The text of the last user message alone for a one-turn prompt, as before
+                // workloads; with history, every message's text in order.
+                let text = match msgs.as_slice() {
+                    [.., (_, last)] if msgs.iter().filter(|x| x.0 != "system").count() == 1 => {
+                        last.clone()
+                    }
+                    _ => msgs
+                        .iter()
+                        .map(|x| x.1.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n\n"),
+                };
+                m.insert("prompt".into(), json!(text));
             }
         }
-        for (k, v) in &cfg.extra {
+        for (k, v) in &self.extra {
             m.insert(k.clone(), v.clone());
         }
-        let synthetic = sc.prompt_tokens.filter(|_| sc.prompt.is_none());
-        let fixed = match synthetic {
-            Some(_) => None,
-            None => Some(Bytes::from(
-                serde_json::to_vec(&Value::Object(m.clone())).unwrap_or_default(),
-            )),
-        };
-        Bodies {
-            fixed,
-            template: m,
-            prompt_tokens: synthetic.unwrap_or(0),
-            seed,
+        Bytes::from(serde_json::to_vec(&Value::Object(m)).unwrap_or_default())
+    }
+
+    /// The most requests a conversation has.
+    fn max_turns(&self) -> u32 {
+        match (&self.generator, &self.fixed) {
+            (Some(g), None) => g.max_turns(),
+            _ => 1,
         }
     }
 
-    fn body(&self, i: u64) -> Bytes {
+    /// Conversation `i`: its requests, sent in order, each after the previous one's answer.
+    fn conversation(&self, i: u64) -> Vec<Request> {
         if let Some(b) = &self.fixed {
-            return b.clone();
+            return vec![Request {
+                body: b.clone(),
+                input_tokens: None,
+            }];
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let ids: Vec<u32> = (0..self.prompt_tokens)
-            .map(|_| rng.random_range(100..1000))
-            .collect();
-        let mut m = self.template.clone();
-        m.insert("prompt".into(), json!(ids));
-        Bytes::from(serde_json::to_vec(&Value::Object(m)).unwrap_or_default())
+        let Some(g) = &self.generator else {
+            return Vec::new();
+        };
+        g.conversation(i)
+            .into_iter()
+            .map(|t| Request {
+                body: self.make(&t.content, t.max_tokens),
+                input_tokens: t.input_tokens,
+            })
+            .collect()
     }
+}
+
+/// Loads a pinned dataset, refusing a file that changed since the plan read it.
+fn load_checked(
+    d: &crate::workload::Dataset,
+) -> Result<Vec<crate::workload::Conversation>, BackendError> {
+    let bad = |message: String| BackendError::Param {
+        name: "dataset".into(),
+        message,
+    };
+    let now = crate::workload::file_sha256(&d.resolved)
+        .map_err(|e| bad(format!("{}: {e}", d.resolved.display())))?;
+    if now != d.sha256 {
+        return Err(bad(format!(
+            "{} changed since the plan read it (sha256 {} then, {now} now)",
+            d.resolved.display(),
+            d.sha256
+        )));
+    }
+    crate::workload::load_dataset(&d.resolved, d.format).map_err(bad)
 }
 
 /// What happened to one request; times from its origin (intended send) unless said otherwise.
@@ -329,6 +510,10 @@ struct Record {
     usage_prompt: Option<u64>,
     usage_completion: Option<u64>,
     failure: Option<RequestFailure>,
+    /// The prompt's length when the client knows it (token-id prompts).
+    input_tokens: Option<u64>,
+    /// Time spent waiting for a slot under `max_concurrency` (part of sent − intended).
+    queued: Duration,
 }
 
 fn fail(kind: RequestFailureKind, message: impl Into<String>) -> Option<RequestFailure> {
@@ -369,6 +554,8 @@ async fn one(
         usage_prompt: None,
         usage_completion: None,
         failure: None,
+        input_tokens: None,
+        queued: Duration::ZERO,
     };
     let request = || {
         let mut req = client
@@ -511,7 +698,10 @@ fn to_sample(
     r: &Record,
 ) -> Sample {
     let mut s = job.blank_sample(job_id, r.index as u32, warmup);
-    s.prompt_tokens = r.usage_prompt.or(job.scenario.prompt_tokens);
+    s.prompt_tokens = r
+        .usage_prompt
+        .or(r.input_tokens)
+        .or(job.scenario.prompt_tokens);
     s.output_tokens = Some(r.usage_completion.unwrap_or(r.tokens.len() as u64));
     s.token_ms = r.tokens.iter().copied().map(ms).collect();
     s.ttft_ms = r.tokens.first().copied().map(ms);
@@ -582,6 +772,7 @@ struct Tally {
     first_sent: Option<Duration>,
     last_sent: Duration,
     lags_ms: Vec<f64>,
+    queued_ms: Vec<f64>,
     output_tokens: u64,
     slo_ok: u64,
     with_usage: u64,
@@ -598,8 +789,14 @@ impl Tally {
         self.first_sent = Some(self.first_sent.map_or(r.sent, |f| f.min(r.sent)));
         self.last_finish = self.last_finish.max(finish);
         self.last_sent = self.last_sent.max(r.sent);
-        self.lags_ms
-            .push(r.sent.saturating_sub(r.intended).as_secs_f64() * 1e3);
+        self.lags_ms.push(
+            r.sent
+                .saturating_sub(r.intended)
+                .saturating_sub(r.queued)
+                .as_secs_f64()
+                * 1e3,
+        );
+        self.queued_ms.push(r.queued.as_secs_f64() * 1e3);
         match &r.failure {
             Some(f) => {
                 self.failed += 1;
@@ -642,11 +839,23 @@ fn summarize(
     } else {
         t.n as f64 / wall
     };
-    let (concurrency, target_rps) = match pattern {
-        Pattern::Concurrency(c) => (Some(*c), None),
-        Pattern::Rate { rps, .. } => (None, Some(*rps)),
-        Pattern::Sweep { .. } => (None, None),
+    let (concurrency, target_rps, cap) = match pattern {
+        Pattern::Concurrency(c) => (Some(*c), None, None),
+        Pattern::Rate {
+            rps,
+            max_concurrency,
+            ..
+        } => (None, Some(*rps), *max_concurrency),
+        Pattern::Sweep { .. } => (None, None, None),
     };
+    let queued = cap.map(|_| {
+        t.queued_ms.sort_by(f64::total_cmp);
+        [
+            percentile(&t.queued_ms, 0.5),
+            percentile(&t.queued_ms, 0.99),
+            t.queued_ms.last().copied().unwrap_or(0.0),
+        ]
+    });
     t.lags_ms.sort_by(f64::total_cmp);
     let lag = [
         percentile(&t.lags_ms, 0.5),
@@ -673,7 +882,14 @@ fn summarize(
         }
         if t.n > 10
             && sent_rps < 0.95 * rps
-            && !matches!(pattern, Pattern::Rate { poisson: true, .. })
+            && cap.is_none()
+            && matches!(
+                pattern,
+                Pattern::Rate {
+                    burstiness: None,
+                    ..
+                }
+            )
         {
             why.push(format!("sent {sent_rps:.1}/s of the {rps}/s target"));
         }
@@ -692,6 +908,8 @@ fn summarize(
         output_tps: t.output_tokens as f64 / wall,
         lag_ms: target_rps.map(|_| lag),
         late,
+        max_concurrency: cap,
+        queued_ms: queued,
         client_cpu_s: cpu_s,
         client_cpu_cores: cpu_cores,
         client_bound: !why.is_empty(),
@@ -713,6 +931,60 @@ fn summarize(
     }
 }
 
+/// Sends one conversation's requests in order, each when the previous one was answered;
+/// requests are counted by `next` and stop at `requests`, and numbered by it too unless
+/// `number` is given (an open loop's one-request conversations keep their schedule's order). The first request's origin is
+/// `first_origin` (its scheduled time); a later one's is when the previous answer ended.
+#[allow(clippy::too_many_arguments)]
+async fn converse(
+    client: &reqwest::Client,
+    cfg: &Config,
+    turns: Vec<Request>,
+    next: &AtomicU64,
+    requests: u64,
+    deadline: Option<Instant>,
+    slots: Option<&tokio::sync::Semaphore>,
+    start: Instant,
+    first_origin: Instant,
+    number: Option<u64>,
+    tx: &tokio::sync::mpsc::UnboundedSender<Record>,
+) -> bool {
+    let mut origin = first_origin;
+    for turn in turns {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        let counted = next.fetch_add(1, Ordering::Relaxed);
+        if counted >= requests {
+            return false;
+        }
+        let i = number.unwrap_or(counted);
+        let wait = Instant::now();
+        let _permit = match slots {
+            Some(s) => s.acquire().await.ok(),
+            None => None,
+        };
+        let queued = wait.elapsed();
+        let mut r = one(client, cfg, turn.body, i, start, origin).await;
+        r.input_tokens = turn.input_tokens;
+        r.queued = if slots.is_some() {
+            queued
+        } else {
+            Duration::ZERO
+        };
+        let failed = r.failure.is_some();
+        origin = Instant::now();
+        if tx.send(r).is_err() {
+            return false;
+        }
+        if failed {
+            // The history of the next turn assumed an answer.
+            break;
+        }
+    }
+    true
+}
+
 /// Runs warmups, then every step; writes each request's sample as it finishes and each step's
 /// summary at its end.
 pub async fn drive(
@@ -728,12 +1000,18 @@ pub async fn drive(
         .build()
         .map_err(|e| BackendError::Engine(format!("cannot start an HTTP client: {e}")))?;
     let spec = &cfg.load;
-    let bodies = Arc::new(Bodies::new(job, cfg, spec.seed));
+    let bodies = Arc::new(Bodies::new(job, cfg, spec.seed)?);
     let cfg_arc = Arc::new(cfg.clone());
 
     for i in 0..spec.warmup {
         let start = Instant::now();
-        let r = one(&client, cfg, bodies.body(u64::MAX - i), i, start, start).await;
+        // Warmups use conversations the measured steps do not (from the top of the index
+        // range), first turns only.
+        let Some(req) = bodies.conversation(u64::MAX - i).into_iter().next() else {
+            break;
+        };
+        let mut r = one(&client, cfg, req.body, i, start, start).await;
+        r.input_tokens = req.input_tokens;
         sink.sample(to_sample(job, job_id, cfg, 0, true, &r))?;
     }
 
@@ -764,56 +1042,100 @@ pub async fn drive(
         let cpu0 = cpu_seconds().unwrap_or(0.0);
         let requests = spec.requests.unwrap_or(u64::MAX);
         let deadline = spec.duration.map(|d| start + d);
+        let next_request = Arc::new(AtomicU64::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         match pattern {
             Pattern::Concurrency(c) | Pattern::Sweep { steps: c } => {
-                let next = Arc::new(AtomicU64::new(0));
+                let next_conv = Arc::new(AtomicU64::new(0));
                 for _ in 0..*c {
-                    let (client, cfg, bodies, next, tx) = (
+                    let (client, cfg, bodies, next_conv, next_request, tx) = (
                         client.clone(),
                         cfg_arc.clone(),
                         bodies.clone(),
-                        next.clone(),
+                        next_conv.clone(),
+                        next_request.clone(),
                         tx.clone(),
                     );
                     tasks.spawn(async move {
                         loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= requests || deadline.is_some_and(|d| Instant::now() >= d) {
-                                break;
-                            }
-                            let now = Instant::now();
-                            let r = one(&client, &cfg, bodies.body(i), i, start, now).await;
-                            if tx.send(r).is_err() {
+                            let c = next_conv.fetch_add(1, Ordering::Relaxed);
+                            let turns = bodies.conversation(c);
+                            let go = converse(
+                                &client,
+                                &cfg,
+                                turns,
+                                &next_request,
+                                requests,
+                                deadline,
+                                None,
+                                start,
+                                Instant::now(),
+                                None,
+                                &tx,
+                            )
+                            .await;
+                            if !go {
                                 break;
                             }
                         }
                     });
                 }
             }
-            Pattern::Rate { rps, poisson } => {
+            Pattern::Rate {
+                rps,
+                burstiness,
+                max_concurrency,
+            } => {
                 let n = match (spec.requests, spec.duration) {
                     (Some(n), _) => n as usize,
                     (None, Some(d)) => (d.as_secs_f64() * rps * 1.5 + 16.0) as usize,
                     (None, None) => 0,
                 };
-                let times = schedule(*rps, *poisson, spec.seed ^ u64::from(step), n);
-                let (client, cfg, bodies, tx) =
-                    (client.clone(), cfg_arc.clone(), bodies.clone(), tx.clone());
+                let times = schedule(*rps, *burstiness, spec.seed ^ u64::from(step), n);
+                let multi_turn = bodies.max_turns() > 1;
+                let slots =
+                    max_concurrency.map(|c| Arc::new(tokio::sync::Semaphore::new(c as usize)));
+                let (client, cfg, bodies, tx, next_request) = (
+                    client.clone(),
+                    cfg_arc.clone(),
+                    bodies.clone(),
+                    tx.clone(),
+                    next_request.clone(),
+                );
                 tasks.spawn(async move {
                     let mut inner = tokio::task::JoinSet::new();
                     for (i, t) in times.into_iter().enumerate() {
                         let at = start + t;
-                        if deadline.is_some_and(|d| at >= d) {
+                        if deadline.is_some_and(|d| at >= d)
+                            || next_request.load(Ordering::Relaxed) >= requests
+                        {
                             break;
                         }
                         tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-                        let (client, cfg, bodies, tx) =
-                            (client.clone(), cfg.clone(), bodies.clone(), tx.clone());
+                        let (client, cfg, bodies, tx, next_request, slots) = (
+                            client.clone(),
+                            cfg.clone(),
+                            bodies.clone(),
+                            tx.clone(),
+                            next_request.clone(),
+                            slots.clone(),
+                        );
                         inner.spawn(async move {
-                            let r = one(&client, &cfg, bodies.body(i as u64), i as u64, start, at)
-                                .await;
-                            let _ = tx.send(r);
+                            let turns = bodies.conversation(i as u64);
+                            converse(
+                                &client,
+                                &cfg,
+                                turns,
+                                &next_request,
+                                requests,
+                                deadline,
+                                slots.as_deref(),
+                                start,
+                                at,
+                                (!multi_turn).then_some(i as u64),
+                                &tx,
+                            )
+                            .await;
                         });
                     }
                     while inner.join_next().await.is_some() {}
@@ -861,13 +1183,13 @@ mod tests {
 
     #[test]
     fn poisson_schedules_follow_the_seed_and_the_rate() {
-        let a = schedule(100.0, true, 7, 5000);
+        let a = schedule(100.0, Some(1.0), 7, 5000);
         assert_eq!(
             a,
-            schedule(100.0, true, 7, 5000),
+            schedule(100.0, Some(1.0), 7, 5000),
             "same seed, same arrivals"
         );
-        assert_ne!(a, schedule(100.0, true, 8, 5000));
+        assert_ne!(a, schedule(100.0, Some(1.0), 8, 5000));
         let mean_gap = a[4999].as_secs_f64() / 4999.0;
         assert!((mean_gap - 0.01).abs() < 0.0005, "mean gap {mean_gap}");
         // Exponential gaps: the coefficient of variation is about 1.
@@ -875,7 +1197,7 @@ mod tests {
         let var = gaps.iter().map(|g| (g - mean_gap).powi(2)).sum::<f64>() / gaps.len() as f64;
         let cv = var.sqrt() / mean_gap;
         assert!((cv - 1.0).abs() < 0.06, "cv {cv}");
-        let c = schedule(4.0, false, 0, 3);
+        let c = schedule(4.0, None, 0, 3);
         assert_eq!(
             c,
             vec![
@@ -884,5 +1206,26 @@ mod tests {
                 Duration::from_millis(500)
             ]
         );
+    }
+
+    #[test]
+    fn gamma_arrivals_keep_the_rate_and_their_burstiness() {
+        for k in [0.25, 4.0] {
+            let a = schedule(50.0, Some(k), 3, 8000);
+            let gaps: Vec<f64> = a.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+            let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+            assert!(
+                (mean - 0.02).abs() < 0.02 * 0.05,
+                "shape {k}: mean gap {mean}"
+            );
+            // A gamma of shape k has a coefficient of variation of 1/√k.
+            let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+            let cv = var.sqrt() / mean;
+            let want = 1.0 / f64::sqrt(k);
+            assert!(
+                (cv - want).abs() < 0.08 * want,
+                "shape {k}: cv {cv}, want {want}"
+            );
+        }
     }
 }

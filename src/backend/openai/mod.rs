@@ -175,7 +175,13 @@ impl Config {
             .trim_end_matches('/')
             .to_string();
         // A synthetic prompt is token ids, which only the completions endpoint accepts.
-        let endpoint = if job.scenario.prompt_tokens.is_some() {
+        let token_prompts = job.scenario.prompt_tokens.is_some()
+            || job
+                .scenario
+                .workload
+                .as_ref()
+                .is_some_and(|w| w.input_tokens.is_some());
+        let endpoint = if token_prompts {
             Endpoint::Completions
         } else {
             p.endpoint.unwrap_or(Endpoint::Chat)
