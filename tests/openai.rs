@@ -743,3 +743,70 @@ fn bad_workloads_are_refused_before_anything_runs() {
         assert!(err.contains(want), "{scenario}: want {want:?} in {err}");
     }
 }
+
+#[test]
+fn slo_search_finds_the_rate_a_server_of_known_capacity_sustains() {
+    // 8 slots, 40 ms per request (30 ms to the first token, 10 ms to the second): 200 req/s.
+    // Above that, requests queue for a slot and their TTFT grows step by step.
+    let mock = Mock::start(MockConfig {
+        ttft: Duration::from_millis(30),
+        itl: Duration::from_millis(10),
+        tokens: 2,
+        capacity: Some(8),
+        ..MockConfig::default()
+    });
+    let dir = common::tempdir();
+    // A p99 bound needs 662 requests per step: fewer is refused before anything runs.
+    let (_, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, prompt: "x", max_tokens: 2 }"#,
+        "load: { find_max: rate, slo: { ttft_p99_ms: 70 }, requests: 100 }",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("100 requests per step are too few"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (run, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, prompt: "x", max_tokens: 2 }"#,
+        "load: { find_max: rate, slo: { ttft_p90_ms: 70 }, requests: 160 }",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sum = summaries(&run);
+    let result = sum
+        .iter()
+        .find_map(|s| s.get("search").cloned())
+        .unwrap_or_else(|| panic!("no search result in {sum:?}"));
+    let best = f(&result["best"]);
+    assert!((180.0..=220.0).contains(&best), "best {best}: {result}");
+    let tried = result["tried"].as_array().cloned().unwrap_or_default();
+    assert!(tried.len() >= 4, "{result}");
+    // Every step is judged (the closed-loop probe that picked the first rate is not a step),
+    // and only the last carries the result.
+    let steps: Vec<&Value> = sum
+        .iter()
+        .filter(|s| s["pattern"] != "concurrency 16")
+        .collect();
+    assert_eq!(steps.len(), tried.len());
+    assert!(
+        steps.iter().all(|s| s.get("slo_check").is_some()),
+        "{sum:?}"
+    );
+    assert_eq!(sum.iter().filter(|s| s.get("search").is_some()).count(), 1);
+    let report = common::read(&run.join("report.md"));
+    assert!(
+        report.contains("**Highest rate within the SLO: "),
+        "{report}"
+    );
+    assert!(
+        report.contains("SLO: ttft p90 ≤ 70 ms, goodput ≥ 99%"),
+        "{report}"
+    );
+    assert!(report.contains("SLO missed"), "{report}");
+}

@@ -16,10 +16,7 @@ use std::collections::BTreeMap;
 
 pub use crate::results::METRICS_VERSION;
 
-/// A percentile is claimed only with at least this many samples (p90: 64, p95: 130, p99: 662).
-pub const MIN_SAMPLES_P90: u64 = 64;
-pub const MIN_SAMPLES_P95: u64 = 130;
-pub const MIN_SAMPLES_P99: u64 = 662;
+pub use crate::results::{MIN_SAMPLES_P90, MIN_SAMPLES_P95, MIN_SAMPLES_P99};
 /// Coefficient of variation above which a result is flagged as noisy.
 pub const CV_WARN: f64 = 0.05;
 /// Modified z-score (Iglewicz & Hoaglin) above which a sample is an outlier.

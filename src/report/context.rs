@@ -45,6 +45,8 @@ pub struct ReportContext {
     pub loads: Vec<LoadRow>,
     /// Server benchmarks: request lengths per job (input and output tokens).
     pub lengths: Vec<LengthRow>,
+    /// `find_max` searches: one sentence each, e.g. "Highest rate within the SLO (…): 96.5 req/s".
+    pub searches: Vec<String>,
     /// Output agreement between jobs on the same scenario (text prompts only).
     pub agreement: Vec<AgreementView>,
     pub agreement_min_prefix: Option<usize>,
@@ -132,6 +134,49 @@ pub struct AgreementView {
     pub prefix: String,
     pub prompt: String,
     pub verdict: String,
+}
+
+/// One sentence per `find_max` search: what it found, under which SLO, and the steps tried.
+fn search_lines(analysis: &Analysis) -> Vec<String> {
+    let mut out = Vec::new();
+    for j in &analysis.jobs {
+        for l in &j.load {
+            let Some(r) = &l.search else { continue };
+            let base = j.job_id.split("/step=").next().unwrap_or(&j.job_id);
+            let unit = if r.find_max == "rate" { " req/s" } else { "" };
+            let what = if r.find_max == "rate" {
+                "rate"
+            } else {
+                "concurrency"
+            };
+            let head = match r.best {
+                Some(b) => format!("Highest {what} within the SLO: {}{unit}", fmt(b)),
+                None => format!("No {what} tried met the SLO"),
+            };
+            let steps: Vec<String> = r
+                .tried
+                .iter()
+                .map(|(v, met)| format!("{}{}", fmt(*v), if *met { " ✓" } else { " ✗" }))
+                .collect();
+            let mut line = format!(
+                "{head} (`{base}`; SLO: {}). Steps in order: {}; stopped: {}.",
+                r.slo,
+                steps.join(", "),
+                r.stopped
+            );
+            if let Some(m) = r.lowest_missed.filter(|_| r.best.is_some()) {
+                line.push_str(&format!(
+                    " The lowest {what} that missed: {}{unit}.",
+                    fmt(m)
+                ));
+            }
+            if j.simulated {
+                line.push_str(" SIMULATED.");
+            }
+            out.push(line);
+        }
+    }
+    out
 }
 
 /// One server job's request lengths: "mean / p50 / p90 / p99 (min–max)" per side.
@@ -341,7 +386,11 @@ fn load_rows(analysis: &Analysis) -> Vec<LoadRow> {
                 job: format!("{} {} {} {}", j.backend, j.model, j.scenario, j.params)
                     .trim()
                     .to_string(),
-                pattern: l.pattern.clone(),
+                pattern: match &l.slo_check {
+                    None => l.pattern.clone(),
+                    Some(c) if c.met => format!("{}: SLO met", l.pattern),
+                    Some(c) => format!("{}: **SLO missed** ({})", l.pattern, c.why.join("; ")),
+                },
                 requests: l.requests,
                 errors,
                 target: match (l.target_rps, l.concurrency) {
@@ -616,6 +665,7 @@ pub fn build_context(
         unavailable,
         loads: load_rows(analysis),
         lengths: length_rows(analysis),
+        searches: search_lines(analysis),
         methodology: methodology(p),
         command: manifest.command.clone(),
         pipeline_sha256: manifest.pipeline_sha256.clone(),

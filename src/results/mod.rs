@@ -6,6 +6,12 @@ mod model_info;
 mod sample;
 mod store;
 
+/// A percentile is claimed only with at least this many samples (p90: 64, p95: 130, p99: 662;
+/// MLPerf LoadGen's counts for a 99% confidence that the true percentile is not exceeded).
+pub const MIN_SAMPLES_P90: u64 = 64;
+pub const MIN_SAMPLES_P95: u64 = 130;
+pub const MIN_SAMPLES_P99: u64 = 662;
+
 pub use journal::{append_job, last_records, read_journal, JobRecord, JobStatus};
 pub use manifest::{host_info, HostInfo, Manifest, Resume, RunStatus, METRICS_VERSION};
 pub use model_info::ModelInfo;
@@ -14,7 +20,7 @@ pub mod manifest_types {
 }
 pub use sample::{
     ErrorKind, LoadSummary, Millis, RequestFailure, RequestFailureKind, RequestInfo, Sample,
-    SampleError, TokenSource,
+    SampleError, SearchResult, SloCheck, TokenSource,
 };
 pub use store::{
     atomic_write, read_samples, read_samples_full, supersede_samples, sync_parent, RunDir,

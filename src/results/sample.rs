@@ -228,6 +228,38 @@ pub struct LoadSummary {
     pub goodput: Option<(f64, f64)>,
     /// How output tokens were counted: `usage`, `chunks`, or `mixed`.
     pub tokens_from: String,
+    /// A `find_max` step: whether it met the load's SLO, and why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_check: Option<SloCheck>,
+    /// On a `find_max` search's last step: what the search found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchResult>,
+}
+
+/// One search step judged against the SLO.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloCheck {
+    pub met: bool,
+    /// Each bound the step broke, e.g. "ttft p99 812.0 ms > 500 ms".
+    #[serde(default)]
+    pub why: Vec<String>,
+}
+
+/// What a `find_max` search found: the highest rate or concurrency whose step met the SLO.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResult {
+    /// `rate` or `concurrency`.
+    pub find_max: String,
+    /// The SLO, as a sentence ("ttft p99 ≤ 500 ms, goodput ≥ 99%").
+    pub slo: String,
+    /// The highest value that met it; None when none did.
+    pub best: Option<f64>,
+    /// The lowest value that missed it; None when none did (the search reached its `max`).
+    pub lowest_missed: Option<f64>,
+    /// Every step in the order tried: value and whether it met the SLO.
+    pub tried: Vec<(f64, bool)>,
+    /// Why the search stopped.
+    pub stopped: String,
 }
 
 impl Sample {

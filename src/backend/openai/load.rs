@@ -12,7 +12,8 @@ use super::{BackendError, Config, Endpoint, SampleSink};
 use crate::backend::params::{self, ParamProblem};
 use crate::backend::BenchJob;
 use crate::results::{
-    LoadSummary, Millis, RequestFailure, RequestFailureKind, RequestInfo, Sample, TokenSource,
+    LoadSummary, Millis, RequestFailure, RequestFailureKind, RequestInfo, Sample, SearchResult,
+    SloCheck, TokenSource,
 };
 use crate::spec::Templated;
 use crate::workload::{Content, Generator, Workload};
@@ -45,6 +46,153 @@ pub enum Pattern {
     },
     /// Closed-loop steps at concurrency 1, 2, 4, ... (at most this many).
     Sweep { steps: u32 },
+    /// Steps searching for the highest rate or concurrency that meets an SLO.
+    FindMax(Box<Search>),
+}
+
+/// What `find_max` searches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FindMax {
+    Rate,
+    Concurrency,
+}
+
+/// A load step's service-level objective: percentile bounds over the step's successful
+/// requests, and the share of requests that must succeed (and meet the `slo` param's
+/// per-request bounds, when it has any).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SloTarget {
+    pub ttft_p50_ms: Option<f64>,
+    pub ttft_p90_ms: Option<f64>,
+    pub ttft_p95_ms: Option<f64>,
+    pub ttft_p99_ms: Option<f64>,
+    pub tpot_p50_ms: Option<f64>,
+    pub tpot_p90_ms: Option<f64>,
+    pub tpot_p95_ms: Option<f64>,
+    pub tpot_p99_ms: Option<f64>,
+    pub e2e_p50_ms: Option<f64>,
+    pub e2e_p90_ms: Option<f64>,
+    pub e2e_p95_ms: Option<f64>,
+    pub e2e_p99_ms: Option<f64>,
+    /// The share of a step's requests that must succeed (and meet the `slo` param's bounds);
+    /// default 0.99.
+    pub goodput: Option<f64>,
+}
+
+/// Which latency a bound is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Latency {
+    Ttft,
+    Tpot,
+    E2e,
+}
+
+impl Latency {
+    fn name(self) -> &'static str {
+        match self {
+            Latency::Ttft => "ttft",
+            Latency::Tpot => "tpot",
+            Latency::E2e => "e2e",
+        }
+    }
+}
+
+impl SloTarget {
+    /// The percentile bounds set: (latency, percentile, bound in ms).
+    pub fn bounds(&self) -> Vec<(Latency, u32, f64)> {
+        let all = [
+            (Latency::Ttft, 50, self.ttft_p50_ms),
+            (Latency::Ttft, 90, self.ttft_p90_ms),
+            (Latency::Ttft, 95, self.ttft_p95_ms),
+            (Latency::Ttft, 99, self.ttft_p99_ms),
+            (Latency::Tpot, 50, self.tpot_p50_ms),
+            (Latency::Tpot, 90, self.tpot_p90_ms),
+            (Latency::Tpot, 95, self.tpot_p95_ms),
+            (Latency::Tpot, 99, self.tpot_p99_ms),
+            (Latency::E2e, 50, self.e2e_p50_ms),
+            (Latency::E2e, 90, self.e2e_p90_ms),
+            (Latency::E2e, 95, self.e2e_p95_ms),
+            (Latency::E2e, 99, self.e2e_p99_ms),
+        ];
+        all.into_iter()
+            .filter_map(|(l, q, b)| b.map(|b| (l, q, b)))
+            .collect()
+    }
+
+    pub fn goodput(&self) -> f64 {
+        self.goodput.unwrap_or(0.99)
+    }
+
+    /// Requests a step needs for its percentiles to be claimed (p99: 662).
+    pub fn min_requests(&self) -> u64 {
+        use crate::results::{MIN_SAMPLES_P90, MIN_SAMPLES_P95, MIN_SAMPLES_P99};
+        self.bounds()
+            .iter()
+            .map(|(_, q, _)| match q {
+                99 => MIN_SAMPLES_P99,
+                95 => MIN_SAMPLES_P95,
+                90 => MIN_SAMPLES_P90,
+                _ => 1,
+            })
+            .max()
+            .unwrap_or(1)
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .bounds()
+            .iter()
+            .map(|(l, q, b)| format!("{} p{q} ≤ {b} ms", l.name()))
+            .collect();
+        parts.push(format!("goodput ≥ {}%", 100.0 * self.goodput()));
+        parts.join(", ")
+    }
+
+    fn check(&self, out: &mut Vec<ParamProblem>) {
+        let named = [
+            ("ttft_p50_ms", self.ttft_p50_ms),
+            ("ttft_p90_ms", self.ttft_p90_ms),
+            ("ttft_p95_ms", self.ttft_p95_ms),
+            ("ttft_p99_ms", self.ttft_p99_ms),
+            ("tpot_p50_ms", self.tpot_p50_ms),
+            ("tpot_p90_ms", self.tpot_p90_ms),
+            ("tpot_p95_ms", self.tpot_p95_ms),
+            ("tpot_p99_ms", self.tpot_p99_ms),
+            ("e2e_p50_ms", self.e2e_p50_ms),
+            ("e2e_p90_ms", self.e2e_p90_ms),
+            ("e2e_p95_ms", self.e2e_p95_ms),
+            ("e2e_p99_ms", self.e2e_p99_ms),
+        ];
+        for (k, v) in named {
+            params::check_number(&format!("load.slo.{k}"), v, 0.0, true, out);
+        }
+        if let Some(g) = self.goodput.filter(|g| !(*g > 0.0 && *g <= 1.0)) {
+            out.push(ParamProblem::new(
+                "load.slo.goodput",
+                format!("a fraction of requests: expected above 0 and at most 1, found {g}"),
+            ));
+        }
+    }
+}
+
+/// A `find_max` search's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Search {
+    pub what: FindMax,
+    pub slo: SloTarget,
+    /// The first value tried; None: half the rate a closed-loop probe completes (rate), or 1
+    /// (concurrency).
+    pub start: Option<f64>,
+    /// The highest value tried.
+    pub max: f64,
+    /// The search stops when the bracket is this narrow (relative to its low end).
+    pub precision: f64,
+    pub max_steps: u32,
+    /// Applied to every rate step.
+    pub burstiness: Option<f64>,
+    pub max_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +261,25 @@ pub struct LoadParams {
     /// Closed-loop steps at concurrency 1, 2, 4, ..., at most K (1 to 16).
     #[schemars(with = "Option<Templated<u32>>")]
     pub sweep: Option<u32>,
+    /// Search for the highest `rate` or `concurrency` whose step meets `slo`: bracket by
+    /// doubling (or halving), then bisect.
+    pub find_max: Option<FindMax>,
+    /// The SLO a `find_max` step must meet.
+    pub slo: Option<SloTarget>,
+    /// `find_max`: the first value tried (default: rate, half what a closed-loop probe at
+    /// concurrency 16 completes; concurrency, 1).
+    #[schemars(with = "Option<Templated<f64>>")]
+    pub start: Option<f64>,
+    /// `find_max`: the highest value tried (default: rate 100000/s, concurrency 1024).
+    #[schemars(with = "Option<Templated<f64>>")]
+    pub max: Option<f64>,
+    /// `find_max`: stop when the bracket's width is at most this fraction of its low end
+    /// (default 0.05; concurrency stops at a width of 1 anyway).
+    #[schemars(with = "Option<Templated<f64>>")]
+    pub precision: Option<f64>,
+    /// `find_max`: at most this many steps (default 12).
+    #[schemars(with = "Option<Templated<u32>>")]
+    pub max_steps: Option<u32>,
     /// Measured requests per step (default: the stage's runs).
     #[schemars(with = "Option<Templated<u64>>")]
     pub requests: Option<u64>,
@@ -161,28 +328,29 @@ impl LoadParams {
             ("concurrency", self.concurrency.is_some()),
             ("rate", self.rate.is_some()),
             ("sweep", self.sweep.is_some()),
+            ("find_max", self.find_max.is_some()),
         ]
         .into_iter()
         .filter_map(|(n, set)| set.then_some(n))
         .collect();
         match patterns.len() {
-            0 => out.push(
-                ParamProblem::new("load", "names no pattern")
-                    .hint("sequential: true, concurrency: N, rate: R or sweep: K"),
-            ),
+            0 => out.push(ParamProblem::new("load", "names no pattern").hint(
+                "sequential: true, concurrency: N, rate: R, sweep: K or find_max: rate|concurrency",
+            )),
             1 => {}
             _ => out.push(ParamProblem::new(
                 "load",
                 format!("names {} patterns; a load has one", patterns.join(" and ")),
             )),
         }
-        if self.arrival.is_some() && self.rate.is_none() {
+        let open = self.rate.is_some() || self.find_max == Some(FindMax::Rate);
+        if self.arrival.is_some() && !open {
             out.push(ParamProblem::new(
                 "load.arrival",
                 "spaces an open loop's requests: it needs `rate`",
             ));
         }
-        if self.burstiness.is_some() && self.rate.is_none() {
+        if self.burstiness.is_some() && !open {
             out.push(ParamProblem::new(
                 "load.burstiness",
                 "shapes an open loop's arrivals: it needs `rate`",
@@ -206,7 +374,7 @@ impl LoadParams {
             ));
         }
         params::check_number("load.burstiness", self.burstiness, 0.0, true, &mut out);
-        if self.max_concurrency.is_some() && self.rate.is_none() {
+        if self.max_concurrency.is_some() && !open {
             out.push(
                 ParamProblem::new("load.max_concurrency", "caps an open loop: it needs `rate`")
                     .hint("a closed loop's cap is its `concurrency`"),
@@ -237,33 +405,129 @@ impl LoadParams {
             ));
         }
         params::check_number("load.rate", self.rate, 0.0, true, &mut out);
+        self.check_search(&mut out);
         params::check_number("load.duration", self.duration, 0.0, true, &mut out);
         out
+    }
+}
+
+impl LoadParams {
+    fn check_search(&self, out: &mut Vec<ParamProblem>) {
+        let searching = self.find_max.is_some();
+        for (k, set) in [
+            ("slo", self.slo.is_some()),
+            ("start", self.start.is_some()),
+            ("max", self.max.is_some()),
+            ("precision", self.precision.is_some()),
+            ("max_steps", self.max_steps.is_some()),
+        ] {
+            if set && !searching {
+                out.push(
+                    ParamProblem::new(format!("load.{k}"), "belongs to a `find_max` search")
+                        .hint("load: { find_max: rate, slo: { ttft_p99_ms: 500 } }; a per-request bound for goodput is the `slo` param beside `load`"),
+                );
+            }
+        }
+        if !searching {
+            return;
+        }
+        match &self.slo {
+            None => out.push(
+                ParamProblem::new(
+                    "load.slo",
+                    "required with `find_max`: the SLO a step must meet",
+                )
+                .hint("slo: { ttft_p99_ms: 500, tpot_p99_ms: 50, goodput: 0.99 }"),
+            ),
+            Some(slo) => {
+                slo.check(out);
+                let need = slo.min_requests();
+                if let Some(n) = self.requests.filter(|n| *n < need) {
+                    out.push(ParamProblem::new(
+                        "load.requests",
+                        format!(
+                            "{n} requests per step are too few for the SLO's percentiles (p99 needs 662, p95 130, p90 64): at least {need}"
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.duration.is_some() {
+            out.push(ParamProblem::new(
+                "load.duration",
+                "a `find_max` step is sized by `requests`, so every step's percentiles rest on as many requests",
+            ));
+        }
+        params::check_number("load.start", self.start, 0.0, true, out);
+        params::check_number("load.max", self.max, 0.0, true, out);
+        if let Some(p) = self.precision.filter(|p| !(*p > 0.0 && *p < 1.0)) {
+            out.push(ParamProblem::new(
+                "load.precision",
+                format!("expected above 0 and below 1, found {p}"),
+            ));
+        }
+        if let Some(k) = self.max_steps.filter(|k| !(2..=64).contains(k)) {
+            out.push(ParamProblem::new(
+                "load.max_steps",
+                format!("expected 2 to 64, found {k}"),
+            ));
+        }
+        if let (Some(a), Some(b)) = (self.start, self.max) {
+            if a > b {
+                out.push(ParamProblem::new(
+                    "load.start",
+                    format!("{a} is above `max` {b}"),
+                ));
+            }
+        }
     }
 }
 
 impl LoadSpec {
     pub fn from_param(v: Option<&Value>, job: &BenchJob) -> Result<LoadSpec, BackendError> {
         let p = LoadParams::from_param(v)?;
+        let burstiness = match p.arrival {
+            Some(Arrival::Poisson) => Some(1.0),
+            _ => p.burstiness,
+        };
         let pattern = match (p.concurrency, p.rate, p.sweep) {
+            _ if p.find_max.is_some() => {
+                let what = p.find_max.unwrap_or(FindMax::Rate);
+                Pattern::FindMax(Box::new(Search {
+                    what,
+                    slo: p.slo.unwrap_or_default(),
+                    start: p.start,
+                    max: p.max.unwrap_or(match what {
+                        FindMax::Rate => 100_000.0,
+                        FindMax::Concurrency => 1024.0,
+                    }),
+                    precision: p.precision.unwrap_or(0.05),
+                    max_steps: p.max_steps.unwrap_or(12),
+                    burstiness,
+                    max_concurrency: p.max_concurrency,
+                }))
+            }
             (Some(n), _, _) => Pattern::Concurrency(n),
             (_, Some(rps), _) => Pattern::Rate {
                 rps,
-                burstiness: match p.arrival {
-                    Some(Arrival::Poisson) => Some(1.0),
-                    _ => p.burstiness,
-                },
+                burstiness,
                 max_concurrency: p.max_concurrency,
             },
             (_, _, Some(steps)) => Pattern::Sweep { steps },
             _ => Pattern::Concurrency(1),
         };
         let duration = p.duration.map(Duration::from_secs_f64);
+        let min_requests = match &pattern {
+            Pattern::FindMax(s) => s.slo.min_requests(),
+            _ => 1,
+        };
         Ok(LoadSpec {
             pattern,
-            requests: p
-                .requests
-                .or_else(|| duration.is_none().then_some(u64::from(job.runs))),
+            requests: p.requests.or_else(|| {
+                duration
+                    .is_none()
+                    .then_some(u64::from(job.runs).max(min_requests))
+            }),
             duration,
             warmup: p.warmup.unwrap_or(u64::from(job.warmup)),
             seed: p.seed.unwrap_or(job.seed),
@@ -290,6 +554,13 @@ impl LoadSpec {
                 s
             }
             Pattern::Sweep { steps } => format!("sweep {steps}"),
+            Pattern::FindMax(s) => format!(
+                "find_max {}",
+                match s.what {
+                    FindMax::Rate => "rate",
+                    FindMax::Concurrency => "concurrency",
+                }
+            ),
         }
     }
 }
@@ -776,6 +1047,10 @@ struct Tally {
     output_tokens: u64,
     slo_ok: u64,
     with_usage: u64,
+    /// Successful requests' latencies, for a `find_max` step's SLO.
+    ttft_ms: Vec<f64>,
+    tpot_ms: Vec<f64>,
+    e2e_ms: Vec<f64>,
 }
 
 impl Tally {
@@ -803,6 +1078,9 @@ impl Tally {
                 *self.errors.entry(f.kind.as_str().to_string()).or_insert(0) += 1;
             }
             None => {
+                self.ttft_ms.extend(s.ttft_ms.map(|v| v.0));
+                self.tpot_ms.extend(s.tpot_ms());
+                self.e2e_ms.extend(s.e2e_ms.map(|v| v.0));
                 self.output_tokens += s.output_tokens.unwrap_or(0);
                 if r.usage_completion.is_some() {
                     self.with_usage += 1;
@@ -846,7 +1124,7 @@ fn summarize(
             max_concurrency,
             ..
         } => (None, Some(*rps), *max_concurrency),
-        Pattern::Sweep { .. } => (None, None, None),
+        Pattern::Sweep { .. } | Pattern::FindMax(_) => (None, None, None),
     };
     let queued = cap.map(|_| {
         t.queued_ms.sort_by(f64::total_cmp);
@@ -873,7 +1151,9 @@ fn summarize(
         ));
     }
     if let Some(rps) = target_rps {
-        let allowed = (0.1e3 / rps).max(2.0);
+        // tokio wakes a sleeper on a whole-millisecond tick: a send lands up to ~1 ms after
+        // its time, and waking takes a little more; beyond 3 ms the client is behind.
+        let allowed = (0.1e3 / rps).max(LATE_MS + 1.0);
         if lag[1] > allowed {
             why.push(format!(
                 "sends fell behind schedule: lag p99 {:.2} ms > {allowed:.2} ms",
@@ -928,6 +1208,8 @@ fn summarize(
             "mixed"
         }
         .into(),
+        slo_check: None,
+        search: None,
     }
 }
 
@@ -985,62 +1267,177 @@ async fn converse(
     true
 }
 
-/// Runs warmups, then every step; writes each request's sample as it finishes and each step's
-/// summary at its end.
-pub async fn drive(
-    job: &BenchJob,
-    job_id: &str,
-    cfg: &Config,
-    sink: &mut dyn SampleSink,
-) -> Result<(), BackendError> {
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(4096)
-        .connect_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| BackendError::Engine(format!("cannot start an HTTP client: {e}")))?;
-    let spec = &cfg.load;
-    let bodies = Arc::new(Bodies::new(job, cfg, spec.seed)?);
-    let cfg_arc = Arc::new(cfg.clone());
+/// What every step of a job shares.
+struct Steps<'a> {
+    job: &'a BenchJob,
+    cfg: &'a Config,
+    cfg_arc: Arc<Config>,
+    client: reqwest::Client,
+    bodies: Arc<Bodies>,
+}
 
-    for i in 0..spec.warmup {
-        let start = Instant::now();
-        // Warmups use conversations the measured steps do not (from the top of the index
-        // range), first turns only.
-        let Some(req) = bodies.conversation(u64::MAX - i).into_iter().next() else {
-            break;
+/// The nearest-rank percentile of unsorted values (None for none).
+fn nearest_rank(v: &mut [f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(v[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+}
+
+/// Judges a step against the SLO: every percentile bound over its successful requests, the
+/// goodput share, and a client that kept up.
+fn judge(slo: &SloTarget, t: &mut Tally, summary: &LoadSummary, per_request: bool) -> SloCheck {
+    let mut why = Vec::new();
+    for (lat, q, bound) in slo.bounds() {
+        let v = match lat {
+            Latency::Ttft => &mut t.ttft_ms,
+            Latency::Tpot => &mut t.tpot_ms,
+            Latency::E2e => &mut t.e2e_ms,
         };
-        let mut r = one(&client, cfg, req.body, i, start, start).await;
-        r.input_tokens = req.input_tokens;
-        sink.sample(to_sample(job, job_id, cfg, 0, true, &r))?;
+        match nearest_rank(v, f64::from(q) / 100.0) {
+            Some(x) if x > bound => why.push(format!("{} p{q} {x:.1} ms > {bound} ms", lat.name())),
+            Some(_) => {}
+            None => why.push(format!(
+                "no successful request to take {} p{q} from",
+                lat.name()
+            )),
+        }
+    }
+    let good = if per_request {
+        t.slo_ok
+    } else {
+        t.n - t.failed
+    };
+    let share = good as f64 / t.n.max(1) as f64;
+    if share < slo.goodput() {
+        why.push(format!(
+            "goodput {:.1}% < {}%",
+            100.0 * share,
+            100.0 * slo.goodput()
+        ));
+    }
+    if summary.client_bound {
+        why.push(format!(
+            "the client set the pace ({})",
+            summary.client_bound_why.join("; ")
+        ));
+    }
+    SloCheck {
+        met: why.is_empty(),
+        why,
+    }
+}
+
+/// Three significant digits: search steps at readable rates.
+fn sig3(x: f64) -> f64 {
+    if x <= 0.0 || !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(2 - x.log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
+/// A `find_max` search's bracket: the highest value that met the SLO and the lowest that
+/// missed it.
+#[derive(Debug, Default)]
+struct Bracket {
+    lo: Option<f64>,
+    hi: Option<f64>,
+    tried: Vec<(f64, bool)>,
+    stopped: Option<String>,
+}
+
+impl Bracket {
+    /// Records a step; returns the next value to try, or None when the search is over (its
+    /// reason in `stopped`). Doubles up until a miss, halves down until a hit, then bisects.
+    fn record(&mut self, s: &Search, x: f64, met: bool) -> Option<f64> {
+        let rate = s.what == FindMax::Rate;
+        let floor = if rate { 0.01 } else { 1.0 };
+        self.tried.push((x, met));
+        if met {
+            self.lo = Some(self.lo.map_or(x, |l| l.max(x)));
+        } else {
+            self.hi = Some(self.hi.map_or(x, |h| h.min(x)));
+        }
+        let next = match (self.lo, self.hi) {
+            (Some(l), None) if l >= s.max => {
+                self.stopped = Some(format!("met the SLO at the `max`, {}", s.max));
+                None
+            }
+            (Some(l), None) => Some((l * 2.0).min(s.max)),
+            (None, Some(h)) if h <= floor => {
+                self.stopped = Some("no value met the SLO".into());
+                None
+            }
+            (None, Some(h)) => Some(if rate {
+                sig3(h / 2.0).max(floor)
+            } else {
+                (h / 2.0).floor().max(floor)
+            }),
+            (Some(l), Some(h)) => {
+                let narrow = (h - l) <= s.precision * l || (!rate && h - l <= 1.0);
+                let mid = if rate {
+                    sig3((l + h) / 2.0)
+                } else {
+                    ((l + h) / 2.0).floor()
+                };
+                if narrow || mid <= l || mid >= h {
+                    self.stopped = Some(format!(
+                        "the SLO holds at {l} and fails at {h}, within the {}% asked",
+                        100.0 * s.precision
+                    ));
+                    None
+                } else {
+                    Some(mid)
+                }
+            }
+            (None, None) => None,
+        };
+        if next.is_some() && self.tried.len() >= s.max_steps as usize {
+            self.stopped = Some(format!("{} steps, the most allowed", s.max_steps));
+            return None;
+        }
+        next
     }
 
-    let steps: Vec<Pattern> = match &spec.pattern {
-        Pattern::Sweep { steps } => (0..*steps).map(|k| Pattern::Concurrency(1 << k)).collect(),
-        p => vec![p.clone()],
-    };
-    let sweep = matches!(spec.pattern, Pattern::Sweep { .. });
-    let mut best = 0.0f64;
-    for (k, pattern) in steps.iter().enumerate() {
-        let step = k as u32;
-        // Sweep steps are reported as jobs of their own: same id, `/step=K`, and their load.
-        let (sid, mut step_job) = (
-            if sweep {
-                format!("{job_id}/step={k}")
-            } else {
-                job_id.to_string()
-            },
-            job.clone(),
-        );
-        if let (true, Pattern::Concurrency(c)) = (sweep, pattern) {
-            step_job
-                .display_params
-                .insert("load".into(), json!({ "concurrency": c }));
+    fn result(&self, s: &Search) -> SearchResult {
+        SearchResult {
+            find_max: match s.what {
+                FindMax::Rate => "rate",
+                FindMax::Concurrency => "concurrency",
+            }
+            .into(),
+            slo: s.slo.describe(),
+            best: self.lo,
+            lowest_missed: self.hi,
+            tried: self.tried.clone(),
+            stopped: self.stopped.clone().unwrap_or_default(),
         }
+    }
+}
+
+impl Steps<'_> {
+    /// Runs one step of `requests` requests; writes each request's sample as it finishes and
+    /// the step's summary (which `finish` may add to) at its end. A probe's samples are marked
+    /// as warmups, so no figure includes them.
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        pattern: &Pattern,
+        step: u32,
+        sid: &str,
+        step_job: &BenchJob,
+        requests: u64,
+        probe: bool,
+        sink: &mut dyn SampleSink,
+        finish: &mut dyn FnMut(&mut Tally, &mut LoadSummary),
+    ) -> Result<LoadSummary, BackendError> {
+        let spec = &self.cfg.load;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
         let start = Instant::now();
         let cpu0 = cpu_seconds().unwrap_or(0.0);
-        let requests = spec.requests.unwrap_or(u64::MAX);
         let deadline = spec.duration.map(|d| start + d);
         let next_request = Arc::new(AtomicU64::new(0));
         let mut tasks = tokio::task::JoinSet::new();
@@ -1049,9 +1446,9 @@ pub async fn drive(
                 let next_conv = Arc::new(AtomicU64::new(0));
                 for _ in 0..*c {
                     let (client, cfg, bodies, next_conv, next_request, tx) = (
-                        client.clone(),
-                        cfg_arc.clone(),
-                        bodies.clone(),
+                        self.client.clone(),
+                        self.cfg_arc.clone(),
+                        self.bodies.clone(),
                         next_conv.clone(),
                         next_request.clone(),
                         tx.clone(),
@@ -1086,19 +1483,19 @@ pub async fn drive(
                 burstiness,
                 max_concurrency,
             } => {
-                let n = match (spec.requests, spec.duration) {
-                    (Some(n), _) => n as usize,
-                    (None, Some(d)) => (d.as_secs_f64() * rps * 1.5 + 16.0) as usize,
-                    (None, None) => 0,
+                let n = match (spec.duration, requests) {
+                    (_, n) if n < u64::MAX => n as usize,
+                    (Some(d), _) => (d.as_secs_f64() * rps * 1.5 + 16.0) as usize,
+                    (None, _) => 0,
                 };
                 let times = schedule(*rps, *burstiness, spec.seed ^ u64::from(step), n);
-                let multi_turn = bodies.max_turns() > 1;
+                let multi_turn = self.bodies.max_turns() > 1;
                 let slots =
                     max_concurrency.map(|c| Arc::new(tokio::sync::Semaphore::new(c as usize)));
                 let (client, cfg, bodies, tx, next_request) = (
-                    client.clone(),
-                    cfg_arc.clone(),
-                    bodies.clone(),
+                    self.client.clone(),
+                    self.cfg_arc.clone(),
+                    self.bodies.clone(),
                     tx.clone(),
                     next_request.clone(),
                 );
@@ -1141,30 +1538,69 @@ pub async fn drive(
                     while inner.join_next().await.is_some() {}
                 });
             }
+            Pattern::FindMax(_) => {
+                return Err(BackendError::Engine(
+                    "a search is not one step (internal error)".into(),
+                ))
+            }
         }
         drop(tx);
         let mut tally = Tally::default();
         while let Some(r) = rx.recv().await {
-            let s = to_sample(&step_job, &sid, cfg, step, false, &r);
+            let s = to_sample(step_job, sid, self.cfg, step, probe, &r);
             tally.add(&r, &s);
             sink.sample(s)?;
         }
         while tasks.join_next().await.is_some() {}
         let wall_clock = start.elapsed();
         let cpu = cpu_seconds().map_or(0.0, |c| c - cpu0);
-        let summary = summarize(
+        let mut summary = summarize(
             &mut tally,
             step,
             pattern,
             cpu,
             wall_clock,
-            cfg.slo.is_some(),
+            self.cfg.slo.is_some(),
         );
-        let achieved = summary.achieved_rps;
-        let mut s = step_job.blank_sample(&sid, tally.n as u32, false);
-        s.load = Some(summary);
+        finish(&mut tally, &mut summary);
+        let mut s = step_job.blank_sample(sid, tally.n as u32, probe);
+        s.load = Some(summary.clone());
         sink.sample(s)?;
-        if sweep {
+        Ok(summary)
+    }
+
+    /// A step reported as a job of its own: `<job>/step=K`, with its load as a param.
+    fn step_job(&self, job_id: &str, k: usize, load: Value) -> (String, BenchJob) {
+        let mut j = self.job.clone();
+        j.display_params.insert("load".into(), load);
+        (format!("{job_id}/step={k}"), j)
+    }
+
+    /// Closed-loop steps at concurrency 1, 2, 4, ... until throughput grows by under 5%.
+    async fn sweep(
+        &self,
+        job_id: &str,
+        steps: u32,
+        sink: &mut dyn SampleSink,
+    ) -> Result<(), BackendError> {
+        let requests = self.cfg.load.requests.unwrap_or(u64::MAX);
+        let mut best = 0.0f64;
+        for k in 0..steps as usize {
+            let c = 1u32 << k;
+            let (sid, step_job) = self.step_job(job_id, k, json!({ "concurrency": c }));
+            let summary = self
+                .run(
+                    &Pattern::Concurrency(c),
+                    k as u32,
+                    &sid,
+                    &step_job,
+                    requests,
+                    false,
+                    sink,
+                    &mut |_, _| {},
+                )
+                .await?;
+            let achieved = summary.achieved_rps;
             if k > 0 && achieved < best * 1.05 {
                 tracing::info!(
                     "sweep: saturated at step {k} ({achieved:.1} req/s, best {best:.1})"
@@ -1173,8 +1609,142 @@ pub async fn drive(
             }
             best = best.max(achieved);
         }
+        Ok(())
     }
-    Ok(())
+
+    /// `find_max`: steps judged against the SLO (see [`Bracket::record`]); the last step's
+    /// summary carries the result.
+    async fn search(
+        &self,
+        job_id: &str,
+        search: &Search,
+        sink: &mut dyn SampleSink,
+    ) -> Result<(), BackendError> {
+        let requests = self.cfg.load.requests.unwrap_or(search.slo.min_requests());
+        let per_request = self.cfg.slo.is_some();
+        let rate = search.what == FindMax::Rate;
+        let mut x = match (search.start, rate) {
+            (Some(s), _) => s,
+            (None, false) => 1.0,
+            (None, true) => {
+                // A closed-loop probe: what the server completes with a queue in front of it.
+                let c = search.max_concurrency.unwrap_or(16);
+                let probe = self
+                    .run(
+                        &Pattern::Concurrency(c),
+                        0,
+                        &format!("{job_id}/probe"),
+                        self.job,
+                        requests.min(64),
+                        true,
+                        sink,
+                        &mut |_, _| {},
+                    )
+                    .await?;
+                sig3((probe.achieved_rps / 2.0).max(0.01))
+            }
+        };
+        x = x.min(search.max);
+        let mut bracket = Bracket::default();
+        for k in 0.. {
+            let (pattern, load) = if rate {
+                (
+                    Pattern::Rate {
+                        rps: x,
+                        burstiness: search.burstiness,
+                        max_concurrency: search.max_concurrency,
+                    },
+                    json!({ "rate": x }),
+                )
+            } else {
+                (
+                    Pattern::Concurrency(x as u32),
+                    json!({ "concurrency": x as u32 }),
+                )
+            };
+            let (sid, step_job) = self.step_job(job_id, k, load);
+            let mut next = None;
+            self.run(
+                &pattern,
+                k as u32,
+                &sid,
+                &step_job,
+                requests,
+                false,
+                sink,
+                &mut |t, s| {
+                    let check = judge(&search.slo, t, s, per_request);
+                    next = bracket.record(search, x, check.met);
+                    s.slo_check = Some(check);
+                    if next.is_none() {
+                        s.search = Some(bracket.result(search));
+                    }
+                },
+            )
+            .await?;
+            match next {
+                Some(n) => x = n,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs warmups, then every step; writes each request's sample as it finishes and each step's
+/// summary at its end.
+pub async fn drive(
+    job: &BenchJob,
+    job_id: &str,
+    cfg: &Config,
+    sink: &mut dyn SampleSink,
+) -> Result<(), BackendError> {
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(4096)
+        .connect_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| BackendError::Engine(format!("cannot start an HTTP client: {e}")))?;
+    let spec = &cfg.load;
+    let bodies = Arc::new(Bodies::new(job, cfg, spec.seed)?);
+
+    for i in 0..spec.warmup {
+        let start = Instant::now();
+        // Warmups use conversations the measured steps do not (from the top of the index
+        // range), first turns only.
+        let Some(req) = bodies.conversation(u64::MAX - i).into_iter().next() else {
+            break;
+        };
+        let mut r = one(&client, cfg, req.body, i, start, start).await;
+        r.input_tokens = req.input_tokens;
+        sink.sample(to_sample(job, job_id, cfg, 0, true, &r))?;
+    }
+    let steps = Steps {
+        job,
+        cfg,
+        cfg_arc: Arc::new(cfg.clone()),
+        client,
+        bodies,
+    };
+    match &spec.pattern {
+        Pattern::Sweep { steps: k } => steps.sweep(job_id, *k, sink).await,
+        Pattern::FindMax(search) => steps.search(job_id, search, sink).await,
+        p => {
+            steps
+                .run(
+                    p,
+                    0,
+                    job_id,
+                    job,
+                    spec.requests.unwrap_or(u64::MAX),
+                    false,
+                    sink,
+                    &mut |_, _| {},
+                )
+                .await?;
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
