@@ -810,3 +810,74 @@ fn slo_search_finds_the_rate_a_server_of_known_capacity_sustains() {
     );
     assert!(report.contains("SLO missed"), "{report}");
 }
+
+#[test]
+fn server_metrics_are_scraped_beside_each_step_or_said_to_be_missing() {
+    let mock = Mock::start(MockConfig {
+        ttft: Duration::from_millis(200),
+        tokens: 4,
+        metrics: true,
+        ..MockConfig::default()
+    });
+    let dir = common::tempdir();
+    // 28 requests, 4 at a time, 200 ms each: about 1.4 s, so one scrape falls inside.
+    let (rdir, out) = run(
+        dir.path(),
+        &mock.base_url(),
+        r#"{ name: s, prompt: "x", max_tokens: 4 }"#,
+        "load: { concurrency: 4, requests: 28 }",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sum = summaries(&rdir);
+    let m = &sum[0]["server"];
+    assert_eq!(m["exposed"], true, "{m}");
+    assert_eq!(m["source"], "vllm");
+    assert!(m["scrapes"].as_u64().unwrap_or(0) >= 3, "{m}");
+    assert!(mock.scrapes() >= 3);
+    // The counters' increase over the step: 28 requests of 7 prompt and 4 generated tokens.
+    assert_eq!(f(&m["prompt_tokens"]), 196.0, "{m}");
+    assert_eq!(f(&m["generated_tokens"]), 112.0, "{m}");
+    assert!(f(&m["running"]["max"]) >= 3.0, "{m}");
+    assert_eq!(
+        f(&m["kv_cache_usage"]["max"]),
+        f(&m["running"]["max"]) / 64.0
+    );
+    let report = common::read(&rdir.join("report.md"));
+    assert!(
+        report.contains("| Job | Load | Metrics | Running |"),
+        "{report}"
+    );
+    assert!(report.contains("| 196 | 112 (client: 112) |"), "{report}");
+
+    // A server without /metrics: the step runs, and the report says so.
+    let plain = Mock::start(MockConfig::default());
+    let dir2 = common::tempdir();
+    let (rdir, out) = run(
+        dir2.path(),
+        &plain.base_url(),
+        r#"{ name: s, prompt: "x", max_tokens: 4 }"#,
+        "load: sequential",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sum = summaries(&rdir);
+    assert_eq!(sum[0]["server"]["exposed"], false);
+    let report = common::read(&rdir.join("report.md"));
+    assert!(
+        report.contains("**not exposed** at http://")
+            && report.contains("/metrics (HTTP 404 Not Found)"),
+        "{report}"
+    );
+    // And `metrics: false` scrapes nothing.
+    let dir3 = common::tempdir();
+    let (rdir, out) = run(
+        dir3.path(),
+        &plain.base_url(),
+        r#"{ name: s, prompt: "x", max_tokens: 4 }"#,
+        "load: sequential, metrics: false",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(summaries(&rdir)[0].get("server").is_none());
+}

@@ -45,6 +45,10 @@ pub struct ReportContext {
     pub loads: Vec<LoadRow>,
     /// Server benchmarks: request lengths per job (input and output tokens).
     pub lengths: Vec<LengthRow>,
+    /// Server benchmarks: the server's own metrics per load step (from `/metrics`).
+    pub server_rows: Vec<ServerRow>,
+    /// Server jobs whose server exposed no metrics: one line each, with why.
+    pub server_missing: Vec<String>,
     /// `find_max` searches: one sentence each, e.g. "Highest rate within the SLO (…): 96.5 req/s".
     pub searches: Vec<String>,
     /// Output agreement between jobs on the same scenario (text prompts only).
@@ -134,6 +138,78 @@ pub struct AgreementView {
     pub prefix: String,
     pub prompt: String,
     pub verdict: String,
+}
+
+/// One load step's server-side metrics.
+#[derive(Debug, Serialize)]
+pub struct ServerRow {
+    pub job: String,
+    pub pattern: String,
+    /// "vllm, 12 scrapes".
+    pub source: String,
+    pub running: String,
+    pub waiting: String,
+    pub kv_cache: String,
+    pub prompt_tokens: String,
+    /// "1 280 (client: 1 280)"
+    pub generated_tokens: String,
+}
+
+fn gauge_cell(g: Option<&crate::results::GaugeStats>, percent: bool) -> String {
+    match g {
+        None => "not reported".into(),
+        Some(g) if percent => format!("{:.1}% / {:.1}%", 100.0 * g.mean, 100.0 * g.max),
+        Some(g) => format!("{} / {}", fmt(g.mean), fmt(g.max)),
+    }
+}
+
+/// Rows for steps with server metrics; one line per job (steps of a sweep or search count as
+/// one) whose server exposed none.
+fn server_rows(analysis: &Analysis) -> (Vec<ServerRow>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    for j in &analysis.jobs {
+        for l in &j.load {
+            let Some(m) = &l.server else { continue };
+            let job = format!("{} {} {} {}", j.backend, j.model, j.scenario, j.params)
+                .trim()
+                .to_string();
+            if !m.exposed {
+                let base = j.job_id.split("/step=").next().unwrap_or(&j.job_id);
+                let line = format!(
+                    "`{base}`: **not exposed** at {} ({})",
+                    m.url,
+                    m.note.as_deref().unwrap_or("no answer")
+                );
+                if !missing.contains(&line) {
+                    missing.push(line);
+                }
+                continue;
+            }
+            let client_tokens = (l.output_tps * l.wall_s).round();
+            out.push(ServerRow {
+                job,
+                pattern: l.pattern.clone(),
+                source: format!(
+                    "{}, {} scrapes",
+                    m.source.as_deref().unwrap_or("?"),
+                    m.scrapes
+                ),
+                running: gauge_cell(m.running.as_ref(), false),
+                waiting: gauge_cell(m.waiting.as_ref(), false),
+                kv_cache: gauge_cell(m.kv_cache_usage.as_ref(), true),
+                prompt_tokens: m
+                    .prompt_tokens
+                    .map(|v| format!("{v:.0}"))
+                    .unwrap_or_else(|| "not reported".into()),
+                generated_tokens: match m.generated_tokens {
+                    Some(v) => format!("{v:.0} (client: {client_tokens:.0})"),
+                    None => "not reported".into(),
+                },
+            });
+        }
+    }
+    (out, missing)
 }
 
 /// One sentence per `find_max` search: what it found, under which SLO, and the steps tried.
@@ -613,6 +689,7 @@ pub fn build_context(
     let warning_groups = warning_groups(analysis, &not_run);
     let warned: BTreeSet<&str> = warning_groups.iter().map(|g| g.job_id.as_str()).collect();
 
+    let (server_rows, server_missing) = server_rows(analysis);
     ReportContext {
         title: p
             .get("name")
@@ -666,6 +743,8 @@ pub fn build_context(
         loads: load_rows(analysis),
         lengths: length_rows(analysis),
         searches: search_lines(analysis),
+        server_rows,
+        server_missing,
         methodology: methodology(p),
         command: manifest.command.clone(),
         pipeline_sha256: manifest.pipeline_sha256.clone(),

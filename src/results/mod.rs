@@ -19,8 +19,8 @@ pub mod manifest_types {
     pub use super::manifest::JobOutcome;
 }
 pub use sample::{
-    ErrorKind, LoadSummary, Millis, RequestFailure, RequestFailureKind, RequestInfo, Sample,
-    SampleError, SearchResult, SloCheck, TokenSource,
+    ErrorKind, GaugeStats, LoadSummary, Millis, RequestFailure, RequestFailureKind, RequestInfo,
+    Sample, SampleError, SearchResult, ServerMetrics, ServerPoint, SloCheck, TokenSource,
 };
 pub use store::{
     atomic_write, read_samples, read_samples_full, supersede_samples, sync_parent, RunDir,

@@ -234,6 +234,54 @@ pub struct LoadSummary {
     /// On a `find_max` search's last step: what the search found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<SearchResult>,
+    /// The server's own view of the step, from its Prometheus `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerMetrics>,
+}
+
+/// A gauge over a step's scrapes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GaugeStats {
+    pub mean: f64,
+    pub max: f64,
+}
+
+/// One scrape's gauges, `t_s` seconds after the step's first scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ServerPoint {
+    pub t_s: f64,
+    pub running: Option<f64>,
+    pub waiting: Option<f64>,
+    pub kv_cache_usage: Option<f64>,
+}
+
+/// What the server's `/metrics` said during a step: scraped before, every second during and
+/// after it. `exposed: false` with a `note` when the server has none (or none minerva knows).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerMetrics {
+    pub url: String,
+    pub exposed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Whose metric names matched: `vllm`, `tgi` or `llama.cpp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub scrapes: u64,
+    /// Requests the server was running, and had waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<GaugeStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<GaugeStats>,
+    /// KV-cache usage, a fraction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_usage: Option<GaugeStats>,
+    /// Prompt and generated tokens the server counted during the step (counter deltas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_tokens: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<ServerPoint>,
 }
 
 /// One search step judged against the SLO.

@@ -262,6 +262,9 @@ async fn conn(mut sock: TcpStream, sh: Arc<Shared>) -> std::io::Result<()> {
             arrived
         };
         sh.prompt_total.fetch_add(prompt_len, Ordering::Relaxed);
+        // Counted before the answer goes out, so a scrape after the last answer sees it.
+        sh.generation_total
+            .fetch_add(cfg.tokens as u64, Ordering::Relaxed);
         let keep = respond(
             &mut sock,
             &cfg,
@@ -272,8 +275,6 @@ async fn conn(mut sock: TcpStream, sh: Arc<Shared>) -> std::io::Result<()> {
         )
         .await;
         sh.running.fetch_sub(1, Ordering::Relaxed);
-        sh.generation_total
-            .fetch_add(cfg.tokens as u64, Ordering::Relaxed);
         if !keep? {
             return Ok(());
         }

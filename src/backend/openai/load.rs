@@ -1210,6 +1210,7 @@ fn summarize(
         .into(),
         slo_check: None,
         search: None,
+        server: None,
     }
 }
 
@@ -1435,6 +1436,19 @@ impl Steps<'_> {
         finish: &mut dyn FnMut(&mut Tally, &mut LoadSummary),
     ) -> Result<LoadSummary, BackendError> {
         let spec = &self.cfg.load;
+        // The server's own view, scraped before the step, beside it and after it (never for
+        // a probe).
+        let scraper = match (&self.cfg.metrics_url, probe) {
+            (Some(url), false) => Some(
+                super::metrics::Scraper::start(
+                    self.client.clone(),
+                    url.clone(),
+                    Duration::from_secs(1),
+                )
+                .await,
+            ),
+            _ => None,
+        };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
         let start = Instant::now();
         let cpu0 = cpu_seconds().unwrap_or(0.0);
@@ -1554,6 +1568,10 @@ impl Steps<'_> {
         while tasks.join_next().await.is_some() {}
         let wall_clock = start.elapsed();
         let cpu = cpu_seconds().map_or(0.0, |c| c - cpu0);
+        let server = match scraper {
+            Some(s) => Some(s.finish().await),
+            None => None,
+        };
         let mut summary = summarize(
             &mut tally,
             step,
@@ -1562,6 +1580,7 @@ impl Steps<'_> {
             wall_clock,
             self.cfg.slo.is_some(),
         );
+        summary.server = server;
         finish(&mut tally, &mut summary);
         let mut s = step_job.blank_sample(sid, tally.n as u32, probe);
         s.load = Some(summary.clone());

@@ -10,6 +10,7 @@
 //! CLIENT-BOUND when the client rather than the server set the pace, and goodput under an SLO.
 
 mod load;
+mod metrics;
 mod sse;
 
 use super::{BackendError, SampleSink};
@@ -32,6 +33,8 @@ pub const PARAMS: &[&str] = &[
     "slo",
     "ignore_eos",
     "temperature",
+    "metrics",
+    "metrics_url",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
@@ -68,7 +71,12 @@ impl super::Backend for Openai {
                 .iter()
                 .map(|n| ("api_key_env", n.clone()))
                 .collect(),
-            urls: p.base_url.iter().map(|u| ("base_url", u.clone())).collect(),
+            urls: p
+                .base_url
+                .iter()
+                .map(|u| ("base_url", u.clone()))
+                .chain(p.metrics_url.iter().map(|u| ("metrics_url", u.clone())))
+                .collect(),
             ..Default::default()
         }
     }
@@ -114,6 +122,11 @@ pub struct OpenaiParams {
     pub ignore_eos: Option<bool>,
     /// Sampling temperature (default 0).
     pub temperature: Option<f64>,
+    /// Scrape the server's Prometheus metrics during each load step (default true).
+    pub metrics: Option<bool>,
+    /// Where the server's Prometheus metrics are (default: `base_url` without `/v1`, then
+    /// `/metrics`, as vLLM, TGI and llama-server with `--metrics` serve them).
+    pub metrics_url: Option<String>,
 }
 
 impl TypedParams for OpenaiParams {
@@ -134,6 +147,20 @@ impl TypedParams for OpenaiParams {
                 out.push(ParamProblem::new(
                     "api_key_env",
                     format!("`{name}` is not the name of an environment variable"),
+                ));
+            }
+        }
+        if let Some(u) = &self.metrics_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                out.push(ParamProblem::new(
+                    "metrics_url",
+                    format!("`{u}` is not an http(s) URL"),
+                ));
+            }
+            if self.metrics == Some(false) {
+                out.push(ParamProblem::new(
+                    "metrics_url",
+                    "is set, but `metrics: false` turns scraping off",
                 ));
             }
         }
@@ -163,6 +190,8 @@ pub struct Config {
     pub temperature: f64,
     pub slo: Option<Slo>,
     pub load: LoadSpec,
+    /// The Prometheus endpoint scraped during each step (None: scraping is off).
+    pub metrics_url: Option<String>,
 }
 
 impl Config {
@@ -208,6 +237,14 @@ impl Config {
             temperature: p.temperature.unwrap_or(0.0),
             slo: p.slo,
             load: LoadSpec::from_param(p.load.as_ref(), job)?,
+            metrics_url: match p.metrics {
+                Some(false) => None,
+                _ => Some(
+                    p.metrics_url
+                        .clone()
+                        .unwrap_or_else(|| metrics::default_url(&base)),
+                ),
+            },
         })
     }
 }
