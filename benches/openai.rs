@@ -4,7 +4,14 @@
 //! concurrency. Everything minerva does per request is included: the worker's HTTP and SSE
 //! work, each sample's trip to the runner and its append to samples.jsonl.
 //!
-//!   cargo bench --bench openai [-- REQUESTS]
+//! Then the slow-server case: a mock that spends 1 ms of CPU on each request on one thread (a
+//! single-threaded, CPU-bound server sharing the machine with the client), driven by minerva
+//! and by a minimal Python aiohttp client (benches/openai_client.py, aiohttp from PyPI in a venv
+//! under target/ when the system Python lacks it), alternately, at concurrency 1, 4 and 16.
+//! Prints both request rates, their ratio, and each client's CPU per streamed event.
+//!
+//!   cargo bench --bench openai [-- REQUESTS]     # both cases
+//!   cargo bench --bench openai -- slow [REQUESTS]   # the slow-server case only
 
 #[allow(dead_code)]
 #[path = "../tests/common/openai_mock.rs"]
@@ -14,8 +21,197 @@ use openai_mock::{Mock, MockConfig};
 use std::process::Command;
 
 fn main() {
-    let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
+    let mut args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
+    let slow_only = args.get(1).is_some_and(|a| a == "slow");
+    if slow_only {
+        args.remove(1);
+    }
     let requests: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(4000);
+    if !slow_only {
+        fast(requests);
+    }
+    slow(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000));
+}
+
+/// One `minerva run` of a one-job pipeline against `base_url`; returns the measured step's
+/// summary and its requests' TTFTs.
+fn minerva_run(dir: &std::path::Path, base_url: &str, loads: &[String]) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let pipeline = dir.join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"name: client-overhead
+models:
+  - {{ name: mock, format: gguf, source: {{ path: {root}/tests/fixtures/models/tiny.gguf }} }}
+scenarios:
+  - {{ name: s, prompt: "Hello", max_tokens: 64 }}
+stages:
+  - name: bench
+    kind: bench
+    matrix:
+      backend: [openai]
+      model: [mock]
+      scenario: [s]
+      params: {{ base_url: "{base_url}", metrics: false, load: [{}] }}
+"#,
+            loads.join(", ")
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(dir.join("out"));
+    let out = Command::new(env!("CARGO_BIN_EXE_minerva"))
+        .args(["-q", "run"])
+        .arg(&pipeline)
+        .args(["--out"])
+        .arg(dir.join("out"))
+        .args(["--run-id", "r"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.join("out/client-overhead/r/samples.jsonl"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A Python with aiohttp: the system's, else a venv under target/ (created once, from PyPI).
+fn python_with_aiohttp() -> Option<String> {
+    let has = |py: &str| {
+        Command::new(py)
+            .args(["-c", "import aiohttp"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has("python3") {
+        return Some("python3".into());
+    }
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-py");
+    let py = format!("{venv}/bin/python");
+    if !has(&py) {
+        let made = Command::new("python3")
+            .args(["-m", "venv", venv])
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(&py)
+                .args(["-m", "pip", "install", "--quiet", "aiohttp"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !made || !has(&py) {
+            return None;
+        }
+    }
+    Some(py)
+}
+
+/// The slow-server case (see the module's doc).
+fn slow(requests: u64) {
+    let tokens = 16;
+    let mock = Mock::start_with_threads(
+        MockConfig {
+            tokens,
+            cpu_per_request: std::time::Duration::from_millis(1),
+            ..MockConfig::default()
+        },
+        1,
+    );
+    // A role event, the tokens, usage and [DONE].
+    let events_per_request = (tokens + 3) as f64;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let py = python_with_aiohttp();
+    println!(
+        "\nslow server: 1 ms of CPU per request on one thread, {tokens} tokens per request, {requests} requests per run, same machine"
+    );
+    println!(
+        "  {:>11}  {:>13}  {:>13}  {:>6}  {:>20}  {:>18}",
+        "concurrency",
+        "minerva req/s",
+        "python req/s",
+        "ratio",
+        "minerva CPU µs/event",
+        "python CPU µs/event"
+    );
+    for c in [1u32, 4, 16] {
+        let (mut m_rps, mut p_rps, mut m_cpu, mut p_cpu) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // Two rounds, alternating which client goes first.
+        for round in 0..2 {
+            let mut legs = ["minerva", "python"];
+            if round == 1 {
+                legs.reverse();
+            }
+            for leg in legs {
+                if leg == "minerva" {
+                    let samples = minerva_run(
+                        dir.path(),
+                        &mock.base_url(),
+                        &[format!(
+                            "{{ concurrency: {c}, requests: {requests}, warmup: 20 }}"
+                        )],
+                    );
+                    let sum = samples
+                        .lines()
+                        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                        .find_map(|v| v.get("load").cloned())
+                        .unwrap_or_default();
+                    m_rps.push(sum["achieved_rps"].as_f64().unwrap_or(0.0));
+                    let n = sum["requests"].as_f64().unwrap_or(1.0);
+                    m_cpu.push(
+                        sum["client_cpu_s"].as_f64().unwrap_or(0.0) / (n * events_per_request)
+                            * 1e6,
+                    );
+                } else if let Some(py) = &py {
+                    let out = Command::new(py)
+                        .arg(concat!(
+                            env!("CARGO_MANIFEST_DIR"),
+                            "/benches/openai_client.py"
+                        ))
+                        .arg(format!("{}/chat/completions", mock.base_url()))
+                        .arg(c.to_string())
+                        .arg(requests.to_string())
+                        .output()
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&out.stdout).unwrap_or_default();
+                    p_rps.push(v["rps"].as_f64().unwrap_or(0.0));
+                    p_cpu.push(
+                        v["cpu_s"].as_f64().unwrap_or(0.0)
+                            / v["events"].as_f64().unwrap_or(1.0).max(1.0)
+                            * 1e6,
+                    );
+                }
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let (m, p) = (mean(&m_rps), mean(&p_rps));
+        println!(
+            "  {c:>11}  {m:>13.1}  {:>13}  {:>6}  {:>20.2}  {:>18}",
+            if py.is_some() {
+                format!("{p:.1}")
+            } else {
+                "-".into()
+            },
+            if py.is_some() {
+                format!("{:.2}", m / p)
+            } else {
+                "-".into()
+            },
+            mean(&m_cpu),
+            if py.is_some() {
+                format!("{:.2}", mean(&p_cpu))
+            } else {
+                "-".into()
+            },
+        );
+    }
+    if py.is_none() {
+        println!("  (no Python with aiohttp, and none could be installed: the reference client was skipped)");
+    }
+}
+
+fn fast(requests: u64) {
     let mock = Mock::start_with_threads(
         MockConfig {
             tokens: 64,

@@ -250,6 +250,8 @@ pub fn load_dataset(path: &Path, format: DatasetFormat) -> Result<Vec<Conversati
 
 /// Parses a dataset's bytes (see [`load_dataset`]).
 pub fn parse_dataset(bytes: &[u8], format: DatasetFormat) -> Result<Vec<Conversation>, String> {
+    // A byte-order mark, as some editors write, is not JSON.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     let entries: Vec<Value> = if first == Some(&b'[') {
         serde_json::from_slice(bytes).map_err(|e| format!("not a JSON array: {e}"))?
@@ -696,7 +698,7 @@ mod tests {
         let c = parse_dataset(oc, DatasetFormat::OpenaiChat).unwrap();
         assert_eq!(c.len(), 2);
         assert_eq!(c[1].turns[0], ("b".into(), Some("c".into())));
-        let p = b"\"one\"\n{\"prompt\": \"two\"}\n";
+        let p = b"\xEF\xBB\xBF\"one\"\n{\"prompt\": \"two\"}\n";
         assert_eq!(parse_dataset(p, DatasetFormat::Prompts).unwrap().len(), 2);
         let bad = b"{\"prompt\": \"ok\"}\n{\"text\": 3}\n";
         let e = parse_dataset(bad, DatasetFormat::Prompts).unwrap_err();

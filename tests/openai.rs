@@ -784,7 +784,10 @@ fn slo_search_finds_the_rate_a_server_of_known_capacity_sustains() {
         .find_map(|s| s.get("search").cloned())
         .unwrap_or_else(|| panic!("no search result in {sum:?}"));
     let best = f(&result["best"]);
-    assert!((180.0..=220.0).contains(&best), "best {best}: {result}");
+    assert!(
+        (180.0..=220.0).contains(&best),
+        "best {best}: {result}\n{sum:#?}"
+    );
     let tried = result["tried"].as_array().cloned().unwrap_or_default();
     assert!(tried.len() >= 4, "{result}");
     // Every step is judged (the closed-loop probe that picked the first rate is not a step),

@@ -246,6 +246,18 @@ fn search_lines(analysis: &Analysis) -> Vec<String> {
                     fmt(m)
                 ));
             }
+            let bound = analysis
+                .jobs
+                .iter()
+                .filter(|s| s.job_id.starts_with(&format!("{base}/step=")))
+                .flat_map(|s| &s.load)
+                .filter(|s| s.client_bound)
+                .count();
+            if bound > 0 {
+                line.push_str(&format!(
+                    " {bound} step(s) were CLIENT-BOUND (see the table): the client, not the server, may have set their pace."
+                ));
+            }
             if j.simulated {
                 line.push_str(" SIMULATED.");
             }

@@ -44,6 +44,9 @@ pub struct MockConfig {
     pub capacity: Option<usize>,
     /// Serve Prometheus text at `/metrics` (vLLM's names).
     pub metrics: bool,
+    /// CPU each request costs the server: a busy loop on the thread serving it (with one
+    /// server thread, a single-threaded CPU-bound server that shares the machine's cores).
+    pub cpu_per_request: Duration,
 }
 
 impl Default for MockConfig {
@@ -59,6 +62,7 @@ impl Default for MockConfig {
             record_bodies: false,
             capacity: None,
             metrics: false,
+            cpu_per_request: Duration::ZERO,
         }
     }
 }
@@ -227,6 +231,12 @@ async fn conn(mut sock: TcpStream, sh: Arc<Shared>) -> std::io::Result<()> {
             }
         }
         let arrived = Instant::now();
+        if !sh.cfg.cpu_per_request.is_zero() {
+            // Blocks this thread on purpose: the server's work per request.
+            while arrived.elapsed() < sh.cfg.cpu_per_request {
+                std::hint::spin_loop();
+            }
+        }
         let i = sh.count.fetch_add(1, Ordering::Relaxed);
         if let Some((at, d)) = sh.cfg.stall {
             if i == at {

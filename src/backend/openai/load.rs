@@ -1101,6 +1101,7 @@ fn summarize(
     cpu_s: f64,
     wall_clock: Duration,
     has_slo: bool,
+    client_threads: u32,
 ) -> LoadSummary {
     let wall = t
         .last_finish
@@ -1142,7 +1143,9 @@ fn summarize(
     ];
     // tokio's timers tick in whole milliseconds: up to ~1 ms of lag is the clock, not the client.
     let late = t.lags_ms.iter().filter(|l| **l > LATE_MS).count() as u64;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    // The client can use at most its runtime's threads (and the machine's cores).
+    let cores = (std::thread::available_parallelism().map_or(1, |n| n.get()) as f64)
+        .min(f64::from(client_threads.max(1)));
     let cpu_cores = cpu_s / wall_clock.as_secs_f64().max(1e-9);
     let mut why = Vec::new();
     if cpu_cores >= 0.9 * cores {
@@ -1287,9 +1290,10 @@ fn nearest_rank(v: &mut [f64], q: f64) -> Option<f64> {
     Some(v[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
 }
 
-/// Judges a step against the SLO: every percentile bound over its successful requests, the
-/// goodput share, and a client that kept up.
-fn judge(slo: &SloTarget, t: &mut Tally, summary: &LoadSummary, per_request: bool) -> SloCheck {
+/// Judges a step against the SLO: every percentile bound over its successful requests, and the
+/// goodput share. A CLIENT-BOUND step is judged all the same (its latencies count from the
+/// intended send times, so a late client shows in them), and says so in its row.
+fn judge(slo: &SloTarget, t: &mut Tally, per_request: bool) -> SloCheck {
     let mut why = Vec::new();
     for (lat, q, bound) in slo.bounds() {
         let v = match lat {
@@ -1317,12 +1321,6 @@ fn judge(slo: &SloTarget, t: &mut Tally, summary: &LoadSummary, per_request: boo
             "goodput {:.1}% < {}%",
             100.0 * share,
             100.0 * slo.goodput()
-        ));
-    }
-    if summary.client_bound {
-        why.push(format!(
-            "the client set the pace ({})",
-            summary.client_bound_why.join("; ")
         ));
     }
     SloCheck {
@@ -1579,6 +1577,7 @@ impl Steps<'_> {
             cpu,
             wall_clock,
             self.cfg.slo.is_some(),
+            self.cfg.client_threads,
         );
         summary.server = server;
         finish(&mut tally, &mut summary);
@@ -1692,7 +1691,7 @@ impl Steps<'_> {
                 false,
                 sink,
                 &mut |t, s| {
-                    let check = judge(&search.slo, t, s, per_request);
+                    let check = judge(&search.slo, t, per_request);
                     next = bracket.record(search, x, check.met);
                     s.slo_check = Some(check);
                     if next.is_none() {

@@ -35,6 +35,7 @@ pub const PARAMS: &[&str] = &[
     "temperature",
     "metrics",
     "metrics_url",
+    "client_threads",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
@@ -127,6 +128,9 @@ pub struct OpenaiParams {
     /// Where the server's Prometheus metrics are (default: `base_url` without `/v1`, then
     /// `/metrics`, as vLLM, TGI and llama-server with `--metrics` serve them).
     pub metrics_url: Option<String>,
+    /// Threads of the client's runtime (default 1: every request on one thread, the least CPU
+    /// per streamed event; more for loads beyond what one core can drive).
+    pub client_threads: Option<u32>,
 }
 
 impl TypedParams for OpenaiParams {
@@ -164,6 +168,12 @@ impl TypedParams for OpenaiParams {
                 ));
             }
         }
+        if let Some(t) = self.client_threads.filter(|t| !(1..=256).contains(t)) {
+            out.push(ParamProblem::new(
+                "client_threads",
+                format!("expected 1 to 256, found {t}"),
+            ));
+        }
         params::check_number("timeout", self.timeout, 0.0, true, &mut out);
         params::check_number("temperature", self.temperature, 0.0, false, &mut out);
         if let Some(slo) = &self.slo {
@@ -192,6 +202,7 @@ pub struct Config {
     pub load: LoadSpec,
     /// The Prometheus endpoint scraped during each step (None: scraping is off).
     pub metrics_url: Option<String>,
+    pub client_threads: u32,
 }
 
 impl Config {
@@ -237,6 +248,7 @@ impl Config {
             temperature: p.temperature.unwrap_or(0.0),
             slo: p.slo,
             load: LoadSpec::from_param(p.load.as_ref(), job)?,
+            client_threads: p.client_threads.unwrap_or(1),
             metrics_url: match p.metrics {
                 Some(false) => None,
                 _ => Some(
@@ -256,12 +268,18 @@ fn run(
     job_id: &str,
     sink: &mut dyn SampleSink,
 ) -> Result<(), BackendError> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .map_err(|e| BackendError::Engine(format!("cannot start the runtime: {e}")))?;
+    // One thread by default: each streamed event wakes one thread, with no hand-off between
+    // threads, so the client takes as little CPU as it can from a server sharing the machine.
+    let rt = match cfg.client_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n as usize)
+            .enable_all()
+            .build(),
+    }
+    .map_err(|e| BackendError::Engine(format!("cannot start the runtime: {e}")))?;
     rt.block_on(load::drive(job, job_id, &cfg, sink))
 }
 

@@ -84,19 +84,132 @@ impl Parser {
     }
 }
 
-fn parse_event(raw: &[u8], out: &mut Vec<Event>) {
-    let mut data: Vec<u8> = Vec::new();
-    for line in raw.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(rest) = line.strip_prefix(b"data:") {
-            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-            if !data.is_empty() {
-                data.push(b'\n');
+/// A string field whose presence and length is all that counts: `len` for a string, 0 for
+/// null; `present` is false only when the field is absent (the default).
+#[derive(Debug, Default)]
+struct Text {
+    present: bool,
+    len: usize,
+}
+
+impl<'de> serde::Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or null")
             }
-            data.extend_from_slice(rest);
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text {
+                    present: true,
+                    len: v.len(),
+                })
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Text, E> {
+                Ok(Text {
+                    present: true,
+                    len: 0,
+                })
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Text, E> {
+                self.visit_unit()
+            }
         }
-        // `event:`, `id:`, `retry:` and `:` comments carry nothing we measure.
+        d.deserialize_any(V)
     }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Text,
+    #[serde(default)]
+    reasoning_content: Text,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Choice {
+    delta: Option<Delta>,
+    #[serde(default)]
+    text: Text,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Usage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+/// The usual shape of a stream chunk, read without building a JSON tree: strings are measured
+/// in place and unknown fields skipped. Anything else goes the general way ([`parse_value`]).
+#[derive(Debug, serde::Deserialize)]
+struct Chunk {
+    choices: Option<Vec<Choice>>,
+    usage: Option<Usage>,
+    error: Option<serde::de::IgnoredAny>,
+}
+
+/// The events of a chunk of the usual shape; None to take the general way.
+fn parse_fast(data: &[u8], out: &mut Vec<Event>) -> Option<()> {
+    let c: Chunk = serde_json::from_slice(data).ok()?;
+    if c.error.is_some() {
+        return None;
+    }
+    match &c.choices {
+        Some(choices) => {
+            for ch in choices {
+                match &ch.delta {
+                    Some(d) if d.content.present || d.reasoning_content.present => {
+                        out.push(Event::Content {
+                            text_len: d.content.len + d.reasoning_content.len,
+                        })
+                    }
+                    Some(_) => {}
+                    None if ch.text.present => out.push(Event::Content {
+                        text_len: ch.text.len,
+                    }),
+                    None => out.push(Event::Malformed("a choice without delta or text".into())),
+                }
+            }
+        }
+        // Rare (usage-only events carry `choices: []`): the general way tells absent from null.
+        None => return None,
+    }
+    if let Some(u) = c.usage {
+        out.push(Event::Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        });
+    }
+    Some(())
+}
+
+fn parse_event(raw: &[u8], out: &mut Vec<Event>) {
+    // The data of the event: its one `data:` line in place (the usual case, no copy), or its
+    // `data:` lines joined by newlines.
+    let mut lines = raw
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter_map(|line| line.strip_prefix(b"data:"))
+        .map(|rest| rest.strip_prefix(b" ").unwrap_or(rest));
+    // `event:`, `id:`, `retry:` and `:` comments carry nothing we measure.
+    let Some(first) = lines.next() else {
+        return;
+    };
+    let joined;
+    let data: &[u8] = match lines.next() {
+        None => first,
+        Some(second) => {
+            let mut d = first.to_vec();
+            for l in std::iter::once(second).chain(lines) {
+                d.push(b'\n');
+                d.extend_from_slice(l);
+            }
+            joined = d;
+            &joined
+        }
+    };
     if data.is_empty() {
         return;
     }
@@ -104,10 +217,20 @@ fn parse_event(raw: &[u8], out: &mut Vec<Event>) {
         out.push(Event::Done);
         return;
     }
-    let v: serde_json::Value = match serde_json::from_slice(&data) {
+    let mark = out.len();
+    if parse_fast(data, out).is_some() {
+        return;
+    }
+    out.truncate(mark);
+    parse_value(data, out);
+}
+
+/// Any event the fast path declined: a JSON tree, every odd shape named.
+fn parse_value(data: &[u8], out: &mut Vec<Event>) {
+    let v: serde_json::Value = match serde_json::from_slice(data) {
         Ok(v) => v,
         Err(e) => {
-            let shown: String = String::from_utf8_lossy(&data).chars().take(80).collect();
+            let shown: String = String::from_utf8_lossy(data).chars().take(80).collect();
             out.push(Event::Malformed(format!("{e}: {shown}")));
             return;
         }
@@ -232,6 +355,37 @@ mod tests {
             matches!(out.last(), Some(Event::Malformed(m)) if m.contains("longer than")),
             "{out:?}"
         );
+    }
+
+    #[test]
+    fn the_fast_path_reads_what_the_general_one_reads() {
+        let cases: &[&[u8]] = &[
+            br#"{"choices":[{"index":0,"delta":{"content":"Hi "there"
+"},"finish_reason":null}]}"#,
+            br#"{"choices":[{"delta":{"role":"assistant"}}]}"#,
+            br#"{"choices":[{"delta":{"content":null}}]}"#,
+            br#"{"choices":[{"delta":{"reasoning_content":"ab","content":"c"}}]}"#,
+            br#"{"choices":[{"text":"abc","logprobs":null}]}"#,
+            br#"{"choices":[{"index":0}]}"#,
+            br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#,
+            br#"{"usage":null}"#,
+            br#"{"id":"x"}"#,
+            br#"{"choices":[{"delta":{"content":"a"}}],"usage":{"completion_tokens":1}}"#,
+        ];
+        for c in cases {
+            let (mut fast, mut general) = (Vec::new(), Vec::new());
+            parse_value(c, &mut general);
+            if parse_fast(c, &mut fast).is_none() {
+                fast.clear();
+                parse_value(c, &mut fast);
+            }
+            assert_eq!(fast, general, "{}", String::from_utf8_lossy(c));
+        }
+        // Odd shapes take the general way, which names them.
+        let mut out = Vec::new();
+        assert!(parse_fast(br#"{"choices":[{"delta":{"content":7}}]}"#, &mut out).is_none());
+        assert!(parse_fast(br#"[1, 2]"#, &mut out).is_none());
+        assert!(parse_fast(br#"{"error":{"message":"x"}}"#, &mut out).is_none());
     }
 
     #[test]
