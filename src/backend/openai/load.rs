@@ -1816,4 +1816,57 @@ mod tests {
             );
         }
     }
+
+    fn search(what: FindMax, start: f64) -> Search {
+        Search {
+            what,
+            slo: SloTarget::default(),
+            start: Some(start),
+            max: match what {
+                FindMax::Rate => 100_000.0,
+                FindMax::Concurrency => 1024.0,
+            },
+            precision: 0.05,
+            max_steps: 20,
+            burstiness: None,
+            max_concurrency: None,
+        }
+    }
+
+    /// Runs a bracket against a server that meets the SLO up to `knee`.
+    fn find(s: &Search, knee: f64) -> (Option<f64>, usize, String) {
+        let mut b = Bracket::default();
+        let mut x = s.start.unwrap_or(1.0);
+        loop {
+            match b.record(s, x, x <= knee) {
+                Some(n) => x = n,
+                None => return (b.lo, b.tried.len(), b.stopped.unwrap_or_default()),
+            }
+        }
+    }
+
+    #[test]
+    fn the_bracket_lands_within_its_precision_of_the_knee() {
+        for (start, knee) in [(10.0, 96.5), (500.0, 96.5), (1.0, 3000.0), (0.5, 0.03)] {
+            let s = search(FindMax::Rate, start);
+            let (best, steps, why) = find(&s, knee);
+            let best = best.unwrap_or(0.0);
+            assert!(
+                best <= knee && best >= knee * 0.94,
+                "start {start}, knee {knee}: {best} ({why})"
+            );
+            assert!(steps <= 20, "{steps}");
+        }
+        let s = search(FindMax::Concurrency, 1.0);
+        let (best, _, why) = find(&s, 37.0);
+        assert_eq!(best, Some(37.0), "{why}");
+        // Nothing meets it: the search says so.
+        let (best, _, why) = find(&search(FindMax::Concurrency, 4.0), 0.5);
+        assert_eq!((best, why.as_str()), (None, "no value met the SLO"));
+        // Everything does: it stops at `max`.
+        let mut s = search(FindMax::Rate, 10.0);
+        s.max = 50.0;
+        let (best, _, why) = find(&s, 1e9);
+        assert_eq!(best, Some(50.0), "{why}");
+    }
 }
