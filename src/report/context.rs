@@ -198,10 +198,11 @@ fn server_rows(analysis: &Analysis) -> (Vec<ServerRow>, Vec<String>) {
                 running: gauge_cell(m.running.as_ref(), false),
                 waiting: gauge_cell(m.waiting.as_ref(), false),
                 kv_cache: gauge_cell(m.kv_cache_usage.as_ref(), true),
-                prompt_tokens: m
-                    .prompt_tokens
-                    .map(|v| format!("{v:.0}"))
-                    .unwrap_or_else(|| "not reported".into()),
+                prompt_tokens: match (m.prompt_tokens, m.cached_prompt_tokens) {
+                    (Some(p), Some(c)) => format!("{p:.0} ({c:.0} from cache)"),
+                    (Some(p), None) => format!("{p:.0}"),
+                    (None, _) => "not reported".into(),
+                },
                 generated_tokens: match m.generated_tokens {
                     Some(v) => format!("{v:.0} (client: {client_tokens:.0})"),
                     None => "not reported".into(),

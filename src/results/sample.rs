@@ -280,6 +280,10 @@ pub struct ServerMetrics {
     pub prompt_tokens: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generated_tokens: Option<f64>,
+    /// Prompt tokens the server served from its prefix cache during the step (llama-server's
+    /// `prompt_tokens_cached_total`, vLLM's `prefix_cache_hits_total`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub series: Vec<ServerPoint>,
 }

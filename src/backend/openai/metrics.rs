@@ -18,6 +18,7 @@ enum Kind {
     Waiting,
     KvUsage,
     PromptTokens,
+    CachedPromptTokens,
     GeneratedTokens,
 }
 
@@ -29,6 +30,11 @@ const KNOWN: &[(&str, Kind, &str)] = &[
     ("vllm:kv_cache_usage_perc", Kind::KvUsage, "vllm"),
     ("vllm:gpu_cache_usage_perc", Kind::KvUsage, "vllm"),
     ("vllm:prompt_tokens_total", Kind::PromptTokens, "vllm"),
+    (
+        "vllm:prefix_cache_hits_total",
+        Kind::CachedPromptTokens,
+        "vllm",
+    ),
     (
         "vllm:generation_tokens_total",
         Kind::GeneratedTokens,
@@ -47,6 +53,11 @@ const KNOWN: &[(&str, Kind, &str)] = &[
         "llama.cpp",
     ),
     (
+        "llamacpp:prompt_tokens_cached_total",
+        Kind::CachedPromptTokens,
+        "llama.cpp",
+    ),
+    (
         "llamacpp:tokens_predicted_total",
         Kind::GeneratedTokens,
         "llama.cpp",
@@ -61,6 +72,7 @@ pub struct Reading {
     waiting: Option<f64>,
     kv_usage: Option<f64>,
     prompt_tokens: Option<f64>,
+    cached_prompt_tokens: Option<f64>,
     generated_tokens: Option<f64>,
     source: Option<&'static str>,
 }
@@ -97,6 +109,7 @@ pub fn read(text: &str) -> Result<Reading, String> {
             Kind::Waiting => &mut r.waiting,
             Kind::KvUsage => &mut r.kv_usage,
             Kind::PromptTokens => &mut r.prompt_tokens,
+            Kind::CachedPromptTokens => &mut r.cached_prompt_tokens,
             Kind::GeneratedTokens => &mut r.generated_tokens,
         };
         if slot.is_none() {
@@ -116,12 +129,14 @@ pub fn default_url(base_url: &str) -> String {
 
 /// Reads one scrape; the error says why there is none.
 async fn scrape(client: &reqwest::Client, url: &str) -> Result<Reading, String> {
-    let resp = client
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| crate::fetch::error_text(&e))?;
+    let get = || client.get(url).timeout(Duration::from_secs(5)).send();
+    // A pooled keep-alive connection the server has closed meanwhile (llama-server does) fails
+    // before any answer: such a scrape is sent again, once.
+    let resp = match get().await {
+        Err(e) if !e.is_timeout() && !e.is_connect() => get().await,
+        other => other,
+    }
+    .map_err(|e| crate::fetch::error_text(&e))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("HTTP {status}"));
@@ -231,6 +246,7 @@ pub fn summarize(url: &str, points: Result<Vec<(f64, Reading)>, String>) -> Serv
         waiting: gauge(&points, |r| r.waiting),
         kv_cache_usage: gauge(&points, |r| r.kv_usage),
         prompt_tokens: delta(&points, |r| r.prompt_tokens),
+        cached_prompt_tokens: delta(&points, |r| r.cached_prompt_tokens),
         generated_tokens: delta(&points, |r| r.generated_tokens),
         series: points
             .iter()
@@ -281,6 +297,8 @@ tgi_request_generated_tokens_count 3\n";
 
     const LLAMA: &str = "# HELP llamacpp:prompt_tokens_total Number of prompt tokens processed.\n\
 # TYPE llamacpp:prompt_tokens_total counter\nllamacpp:prompt_tokens_total 96\n\
+# HELP llamacpp:prompt_tokens_cached_total Number of prompt tokens reused from the cache\n\
+# TYPE llamacpp:prompt_tokens_cached_total counter\nllamacpp:prompt_tokens_cached_total 32\n\
 # HELP llamacpp:tokens_predicted_total Number of generation tokens processed.\n\
 # TYPE llamacpp:tokens_predicted_total counter\nllamacpp:tokens_predicted_total 40\n\
 # HELP llamacpp:requests_processing Number of requests processing.\n\
@@ -308,6 +326,7 @@ tgi_request_generated_tokens_count 3\n";
             (Some(96.0), Some(40.0))
         );
         assert_eq!(l.kv_usage, None);
+        assert_eq!(l.cached_prompt_tokens, Some(32.0));
         assert_eq!(l.source, Some("llama.cpp"));
         assert!(read("this is { not prometheus").is_err());
     }
