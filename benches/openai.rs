@@ -4,14 +4,18 @@
 //! concurrency. Everything minerva does per request is included: the worker's HTTP and SSE
 //! work, each sample's trip to the runner and its append to samples.jsonl.
 //!
-//! Then the slow-server case: a mock that spends 1 ms of CPU on each request on one thread (a
-//! single-threaded, CPU-bound server sharing the machine with the client), driven by minerva
+//! Then the slow-server case: a mock on one thread that spends 0.5 ms of CPU on each request and
+//! 50 µs on each token, writing each token's event on its own (a single-threaded, CPU-bound
+//! server sharing the machine with the client), driven by minerva
 //! and by a minimal Python aiohttp client (benches/openai_client.py, aiohttp from PyPI in a venv
 //! under target/ when the system Python lacks it), alternately, at concurrency 1, 4 and 16.
 //! Prints both request rates, their ratio, and each client's CPU per streamed event.
 //!
 //!   cargo bench --bench openai [-- REQUESTS]     # both cases
 //!   cargo bench --bench openai -- slow [REQUESTS]   # the slow-server case only
+//!
+//! `MINERVA_BENCH_CLIENT_THREADS=N` runs the client with N runtime threads (its
+//! `client_threads` param) in the slow-server case.
 
 #[allow(dead_code)]
 #[path = "../tests/common/openai_mock.rs"]
@@ -33,10 +37,13 @@ fn main() {
     slow(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000));
 }
 
-/// One `minerva run` of a one-job pipeline against `base_url`; returns the measured step's
-/// summary and its requests' TTFTs.
+/// One `minerva run` against `base_url`, a job per load; returns samples.jsonl.
 fn minerva_run(dir: &std::path::Path, base_url: &str, loads: &[String]) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
+    // MINERVA_BENCH_CLIENT_THREADS=N sets the client's runtime threads (default: the param's).
+    let threads = std::env::var("MINERVA_BENCH_CLIENT_THREADS")
+        .map(|n| format!("client_threads: {n}, "))
+        .unwrap_or_default();
     let pipeline = dir.join("p.yaml");
     std::fs::write(
         &pipeline,
@@ -53,7 +60,7 @@ stages:
       backend: [openai]
       model: [mock]
       scenario: [s]
-      params: {{ base_url: "{base_url}", metrics: false, load: [{}] }}
+      params: {{ base_url: "{base_url}", metrics: false, {threads}load: [{}] }}
 "#,
             loads.join(", ")
         ),
@@ -112,7 +119,8 @@ fn slow(requests: u64) {
     let mock = Mock::start_with_threads(
         MockConfig {
             tokens,
-            cpu_per_request: std::time::Duration::from_millis(1),
+            cpu_per_request: std::time::Duration::from_micros(500),
+            cpu_per_token: std::time::Duration::from_micros(50),
             ..MockConfig::default()
         },
         1,
@@ -122,7 +130,7 @@ fn slow(requests: u64) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let py = python_with_aiohttp();
     println!(
-        "\nslow server: 1 ms of CPU per request on one thread, {tokens} tokens per request, {requests} requests per run, same machine"
+        "\nslow server: one thread, 0.5 ms of CPU per request and 50 µs per token, each token's event written on its own; {tokens} tokens per request, {requests} requests per run, same machine"
     );
     println!(
         "  {:>11}  {:>13}  {:>13}  {:>6}  {:>20}  {:>18}",
@@ -220,7 +228,6 @@ fn fast(requests: u64) {
         1,
     );
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let root = env!("CARGO_MANIFEST_DIR");
     let loads = [
         ("concurrency 1", 1, requests),
         ("concurrency 4", 4, requests),
@@ -231,44 +238,7 @@ fn fast(requests: u64) {
         .iter()
         .map(|(_, c, n)| format!("{{ concurrency: {c}, requests: {n}, warmup: 50 }}"))
         .collect();
-    let pipeline = dir.path().join("p.yaml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            r#"name: client-overhead
-models:
-  - {{ name: mock, format: gguf, source: {{ path: {root}/tests/fixtures/models/tiny.gguf }} }}
-scenarios:
-  - {{ name: s, prompt: "Hello", max_tokens: 64 }}
-stages:
-  - name: bench
-    kind: bench
-    matrix:
-      backend: [openai]
-      model: [mock]
-      scenario: [s]
-      params: {{ base_url: "{}", load: [{}] }}
-"#,
-            mock.base_url(),
-            list.join(", ")
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(env!("CARGO_BIN_EXE_minerva"))
-        .args(["-q", "run"])
-        .arg(&pipeline)
-        .args(["--out"])
-        .arg(dir.path().join("out"))
-        .args(["--run-id", "r"])
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let samples = std::fs::read_to_string(dir.path().join("out/client-overhead/r/samples.jsonl"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let samples = minerva_run(dir.path(), &mock.base_url(), &list);
     println!(
         "openai client against a zero-delay mock (1 thread, same machine), 64 tokens per request, {requests} requests per load (more at 16 and 64)"
     );

@@ -17,7 +17,11 @@ WORK="target/llama-server"
 
 SERVER="$(scripts/build-llama-tools.sh llama-server)"
 scripts/fetch-test-model.sh >/dev/null
-cargo build --release --locked >/dev/null 2>&1 || cargo build --release --locked
+# MINERVA_BIN: an optimized minerva already built (e.g. by `cargo bench`), else a release build.
+MINERVA="${MINERVA_BIN:-target/release/minerva}"
+if [ -z "${MINERVA_BIN:-}" ]; then
+    cargo build --release --locked >/dev/null 2>&1 || cargo build --release --locked
+fi
 mkdir -p "$WORK"
 # Four slots so the concurrency-4 leg is served in parallel; context for 4 × (prompt + 128).
 "$SERVER" -m "$MODEL" -t "$THREADS" -tb "$THREADS" -c 8192 -np 4 -fa off \
@@ -30,7 +34,7 @@ for _ in $(seq 1 120); do
     sleep 0.5
 done
 rm -rf "$WORK/out"
-target/release/minerva -q run pipelines/llama-server.yaml --set threads="$THREADS" --set runs="$RUNS" \
+"$MINERVA" -q run pipelines/llama-server.yaml --set threads="$THREADS" --set runs="$RUNS" \
     --set base_url="http://127.0.0.1:$PORT/v1" --out "$WORK/out" --run-id run
 run="$WORK/out/llama-server/run"
 python3 - "$run" <<'PY'
@@ -66,7 +70,7 @@ PY
 echo
 echo "== workloads: pipelines/llama-server-workloads.yaml"
 rm -rf "$WORK/out-workloads"
-target/release/minerva -q run pipelines/llama-server-workloads.yaml --set requests="$WREQ" \
+"$MINERVA" -q run pipelines/llama-server-workloads.yaml --set requests="$WREQ" \
     --set base_url="http://127.0.0.1:$PORT/v1" --out "$WORK/out-workloads" --run-id run
 run="$WORK/out-workloads/llama-server-workloads/run"
 python3 - "$run" <<'PY'
@@ -78,13 +82,13 @@ for line in open(f"{run}/samples.jsonl"):
     if not l or s.get("warmup"):
         continue
     slo = l.get("slo_check")
-    verdict = "" if slo is None else (" SLO met" if slo["met"] else " SLO missed: " + "; ".join(slo["why"]))
+    verdict = "" if slo is None else (" SLO met;" if slo["met"] else " SLO missed: " + "; ".join(slo["why"]) + ";")
     m = l.get("server") or {}
-    server = ("server: running max {:.0}, waiting max {:.0}, generated {:.0}".format(
+    server = ("server: running max {:.0f}, waiting max {:.0f}, generated {:.0f}".format(
         (m.get("running") or {}).get("max", float("nan")), (m.get("waiting") or {}).get("max", float("nan")),
         m.get("generated_tokens") or float("nan")) if m.get("exposed") else "server metrics: not exposed")
     print(f"{s['scenario']:9} {l['pattern']:>34}: {l['requests']} requests, {l['failed']} failed, {l['achieved_rps']:.2f} req/s, "
-          f"{l['output_tps']:.1f} tok/s, client CPU {l['client_cpu_cores']:.2f} cores;{verdict}; {server}")
+          f"{l['output_tps']:.1f} tok/s, client CPU {l['client_cpu_cores']:.2f} cores;{verdict} {server}")
     if l.get("search"):
         r = l["search"]
         print(f"  search: highest {r['find_max']} within the SLO ({r['slo']}): {r['best']}; tried {r['tried']}; {r['stopped']}")

@@ -47,6 +47,9 @@ pub struct MockConfig {
     /// CPU each request costs the server: a busy loop on the thread serving it (with one
     /// server thread, a single-threaded CPU-bound server that shares the machine's cores).
     pub cpu_per_request: Duration,
+    /// CPU each token costs, spent before the token's event is written on its own (so events
+    /// reach the client one at a time, as from a real server).
+    pub cpu_per_token: Duration,
 }
 
 impl Default for MockConfig {
@@ -63,6 +66,7 @@ impl Default for MockConfig {
             capacity: None,
             metrics: false,
             cpu_per_request: Duration::ZERO,
+            cpu_per_token: Duration::ZERO,
         }
     }
 }
@@ -424,6 +428,16 @@ async fn respond(
             sock.write_all(&out).await?;
             out.clear();
             tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+        }
+        if !cfg.cpu_per_token.is_zero() {
+            let t = Instant::now();
+            while t.elapsed() < cfg.cpu_per_token {
+                std::hint::spin_loop();
+            }
+            chunk(&mut out, &token_event(chat, i));
+            sock.write_all(&out).await?;
+            out.clear();
+            continue;
         }
         chunk(&mut out, &token_event(chat, i));
         if fault == Fault::Malformed && i == 0 {

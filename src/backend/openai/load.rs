@@ -830,7 +830,7 @@ async fn one(
     };
     let request = || {
         let mut req = client
-            .post(&cfg.url)
+            .post(cfg.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .body(body.clone());

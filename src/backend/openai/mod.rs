@@ -190,7 +190,8 @@ impl TypedParams for OpenaiParams {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub url: String,
+    /// Parsed once: a request costs no URL parse.
+    pub url: reqwest::Url,
     pub model: String,
     pub api_key: Option<String>,
     pub endpoint: Endpoint,
@@ -230,6 +231,10 @@ impl Config {
             Endpoint::Chat => format!("{base}/chat/completions"),
             Endpoint::Completions => format!("{base}/completions"),
         };
+        let url = reqwest::Url::parse(&url).map_err(|e| BackendError::Param {
+            name: "base_url".into(),
+            message: format!("`{url}` is not a URL: {e}"),
+        })?;
         let api_key = match &p.api_key_env {
             None => None,
             Some(name) => Some(std::env::var(name).map_err(|_| BackendError::Param {
