@@ -100,24 +100,29 @@ impl Latency {
 }
 
 impl SloTarget {
+    /// Every bound by its key: (key, latency, percentile, bound in ms if set).
+    fn named(&self) -> [(&'static str, Latency, u32, Option<f64>); 12] {
+        [
+            ("ttft_p50_ms", Latency::Ttft, 50, self.ttft_p50_ms),
+            ("ttft_p90_ms", Latency::Ttft, 90, self.ttft_p90_ms),
+            ("ttft_p95_ms", Latency::Ttft, 95, self.ttft_p95_ms),
+            ("ttft_p99_ms", Latency::Ttft, 99, self.ttft_p99_ms),
+            ("tpot_p50_ms", Latency::Tpot, 50, self.tpot_p50_ms),
+            ("tpot_p90_ms", Latency::Tpot, 90, self.tpot_p90_ms),
+            ("tpot_p95_ms", Latency::Tpot, 95, self.tpot_p95_ms),
+            ("tpot_p99_ms", Latency::Tpot, 99, self.tpot_p99_ms),
+            ("e2e_p50_ms", Latency::E2e, 50, self.e2e_p50_ms),
+            ("e2e_p90_ms", Latency::E2e, 90, self.e2e_p90_ms),
+            ("e2e_p95_ms", Latency::E2e, 95, self.e2e_p95_ms),
+            ("e2e_p99_ms", Latency::E2e, 99, self.e2e_p99_ms),
+        ]
+    }
+
     /// The percentile bounds set: (latency, percentile, bound in ms).
     pub fn bounds(&self) -> Vec<(Latency, u32, f64)> {
-        let all = [
-            (Latency::Ttft, 50, self.ttft_p50_ms),
-            (Latency::Ttft, 90, self.ttft_p90_ms),
-            (Latency::Ttft, 95, self.ttft_p95_ms),
-            (Latency::Ttft, 99, self.ttft_p99_ms),
-            (Latency::Tpot, 50, self.tpot_p50_ms),
-            (Latency::Tpot, 90, self.tpot_p90_ms),
-            (Latency::Tpot, 95, self.tpot_p95_ms),
-            (Latency::Tpot, 99, self.tpot_p99_ms),
-            (Latency::E2e, 50, self.e2e_p50_ms),
-            (Latency::E2e, 90, self.e2e_p90_ms),
-            (Latency::E2e, 95, self.e2e_p95_ms),
-            (Latency::E2e, 99, self.e2e_p99_ms),
-        ];
-        all.into_iter()
-            .filter_map(|(l, q, b)| b.map(|b| (l, q, b)))
+        self.named()
+            .into_iter()
+            .filter_map(|(_, l, q, b)| b.map(|b| (l, q, b)))
             .collect()
     }
 
@@ -151,21 +156,7 @@ impl SloTarget {
     }
 
     fn check(&self, out: &mut Vec<ParamProblem>) {
-        let named = [
-            ("ttft_p50_ms", self.ttft_p50_ms),
-            ("ttft_p90_ms", self.ttft_p90_ms),
-            ("ttft_p95_ms", self.ttft_p95_ms),
-            ("ttft_p99_ms", self.ttft_p99_ms),
-            ("tpot_p50_ms", self.tpot_p50_ms),
-            ("tpot_p90_ms", self.tpot_p90_ms),
-            ("tpot_p95_ms", self.tpot_p95_ms),
-            ("tpot_p99_ms", self.tpot_p99_ms),
-            ("e2e_p50_ms", self.e2e_p50_ms),
-            ("e2e_p90_ms", self.e2e_p90_ms),
-            ("e2e_p95_ms", self.e2e_p95_ms),
-            ("e2e_p99_ms", self.e2e_p99_ms),
-        ];
-        for (k, v) in named {
+        for (k, _, _, v) in self.named() {
             params::check_number(&format!("load.slo.{k}"), v, 0.0, true, out);
         }
         if let Some(g) = self.goodput.filter(|g| !(*g > 0.0 && *g <= 1.0)) {
