@@ -421,9 +421,10 @@ pub struct Generator {
     /// Indices into `conversations`, in the order they are used (seeded).
     order: Vec<usize>,
     seed: u64,
-    /// The scenario's `max_tokens` (a cap on every request) and `prompt_tokens`.
+    /// The scenario's `max_tokens` (a cap on every request), `prompt_tokens` and text prompt.
     max_tokens: u64,
     prompt_tokens: Option<u64>,
+    text: Option<String>,
     shared_prefix: Vec<u32>,
 }
 
@@ -436,13 +437,16 @@ fn random_ids(rng: &mut impl Rng, n: u64, out: &mut Vec<u32>) {
 }
 
 impl Generator {
-    /// `conversations`: the dataset's, loaded by the caller (empty without a dataset).
+    /// `conversations`: the dataset's, loaded by the caller (empty without a dataset). `text`:
+    /// the scenario's text prompt, sent by every request when there is no dataset and no
+    /// synthetic length (a fixed prompt with `output_tokens`).
     pub fn new(
         workload: Workload,
         conversations: Vec<Conversation>,
         seed: u64,
         max_tokens: u64,
         prompt_tokens: Option<u64>,
+        text: Option<String>,
     ) -> Generator {
         let mut order: Vec<usize> = (0..conversations.len()).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_da7a);
@@ -469,6 +473,7 @@ impl Generator {
             seed,
             max_tokens,
             prompt_tokens,
+            text,
             shared_prefix,
         }
     }
@@ -513,6 +518,14 @@ impl Generator {
                 }
             }
             return out;
+        }
+        if let (Some(t), None, None) = (&self.text, &self.workload.input_tokens, self.prompt_tokens)
+        {
+            return vec![Turn {
+                content: Content::Messages(vec![("user", t.clone())]),
+                max_tokens: output(&mut rng, None),
+                input_tokens: None,
+            }];
         }
         // Synthetic: a shared or own prefix, then a body of random ids.
         let mut ids = Vec::new();
@@ -726,7 +739,7 @@ mod tests {
             sha256: "00".into(),
             conversations: convs.len() as u64,
         });
-        let g = Generator::new(w, convs, 5, 64, None);
+        let g = Generator::new(w, convs, 5, 64, None, None);
         assert_eq!(g.distinct(), 8);
         let lens: Vec<usize> = (0..8).map(|i| g.conversation(i).len()).collect();
         assert_eq!(lens.iter().filter(|n| **n == 3).count(), 2, "{lens:?}");
@@ -759,7 +772,7 @@ mod tests {
             min: None,
             max: None,
         });
-        let g = Generator::new(w, Vec::new(), 9, 16, None);
+        let g = Generator::new(w, Vec::new(), 9, 16, None, None);
         let first: Vec<Vec<u32>> = (0..2000)
             .map(|i| match &g.conversation(i)[0].content {
                 Content::Tokens(t) => {
@@ -772,6 +785,25 @@ mod tests {
         let shared = first.iter().filter(|p| **p == g.shared_prefix).count();
         let f = shared as f64 / 2000.0;
         assert!((f - 0.75).abs() < 0.03, "shared {f}");
+    }
+
+    #[test]
+    fn a_text_prompt_with_drawn_output_lengths_sends_the_text() {
+        let mut w = wl();
+        w.output_tokens = Some(Dist {
+            mean: None,
+            stddev: None,
+            min: Some(3),
+            max: Some(9),
+        });
+        let g = Generator::new(w, Vec::new(), 1, 9, None, Some("Hi there".into()));
+        let turns: Vec<Turn> = (0..200).flat_map(|i| g.conversation(i)).collect();
+        assert_eq!(turns.len(), 200);
+        assert!(turns
+            .iter()
+            .all(|t| t.content == Content::Messages(vec![("user", "Hi there".into())])));
+        let lens: std::collections::BTreeSet<u64> = turns.iter().map(|t| t.max_tokens).collect();
+        assert_eq!(lens, (3..=9).collect());
     }
 
     #[test]

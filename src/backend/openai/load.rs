@@ -628,6 +628,7 @@ impl Bodies {
                     seed,
                     sc.max_tokens,
                     synthetic,
+                    sc.prompt.clone(),
                 ))
             }
             (None, Some(n)) => Some(Generator::new(
@@ -641,6 +642,7 @@ impl Bodies {
                 seed,
                 sc.max_tokens,
                 Some(n),
+                None,
             )),
             (None, None) => None,
         };
