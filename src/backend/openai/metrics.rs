@@ -1,7 +1,7 @@
 //! Server-side metrics: the server's Prometheus `/metrics`, scraped before a load step, every
 //! second during it and after it, parsed with `openmetrics-parser`. The known gauges and
-//! counters of vLLM, TGI and llama-server (running and waiting requests, KV-cache usage, prompt
-//! and generated token counters) become a [`ServerMetrics`] beside the step's client figures;
+//! counters of vLLM, SGLang, TGI and llama-server (running and waiting requests, KV-cache usage,
+//! prompt, cached-prompt and generated token counters) become a [`ServerMetrics`] beside the step's client figures;
 //! a server without the endpoint is recorded as "not exposed", never guessed at.
 
 use crate::results::{GaugeStats, ServerMetrics, ServerPoint};
@@ -39,6 +39,20 @@ const KNOWN: &[(&str, Kind, &str)] = &[
         "vllm:generation_tokens_total",
         Kind::GeneratedTokens,
         "vllm",
+    ),
+    ("sglang:num_running_reqs", Kind::Running, "sglang"),
+    ("sglang:num_queue_reqs", Kind::Waiting, "sglang"),
+    ("sglang:token_usage", Kind::KvUsage, "sglang"),
+    ("sglang:prompt_tokens_total", Kind::PromptTokens, "sglang"),
+    (
+        "sglang:cached_tokens_total",
+        Kind::CachedPromptTokens,
+        "sglang",
+    ),
+    (
+        "sglang:generation_tokens_total",
+        Kind::GeneratedTokens,
+        "sglang",
     ),
     ("tgi_batch_current_size", Kind::Running, "tgi"),
     ("tgi_queue_size", Kind::Waiting, "tgi"),
@@ -306,8 +320,24 @@ tgi_request_generated_tokens_count 3\n";
 # HELP llamacpp:requests_deferred Number of requests deferred.\n\
 # TYPE llamacpp:requests_deferred gauge\nllamacpp:requests_deferred 0\n";
 
+    const SGLANG: &str = "# HELP sglang:num_running_reqs The number of running requests.\n\
+# TYPE sglang:num_running_reqs gauge\nsglang:num_running_reqs{model_name=\"m\"} 6.0\n\
+# HELP sglang:num_queue_reqs The number of requests in the waiting queue.\n\
+# TYPE sglang:num_queue_reqs gauge\nsglang:num_queue_reqs{model_name=\"m\"} 2.0\n\
+# HELP sglang:token_usage The token usage.\n\
+# TYPE sglang:token_usage gauge\nsglang:token_usage{model_name=\"m\"} 0.5\n\
+# HELP sglang:cached_tokens_total Number of cached prompt tokens.\n\
+# TYPE sglang:cached_tokens_total counter\nsglang:cached_tokens_total{model_name=\"m\"} 77.0\n";
+
     #[test]
     fn the_known_metrics_of_vllm_tgi_and_llama_server_are_read() {
+        let g = read(SGLANG).unwrap();
+        assert_eq!(
+            (g.running, g.waiting, g.kv_usage),
+            (Some(6.0), Some(2.0), Some(0.5))
+        );
+        assert_eq!(g.cached_prompt_tokens, Some(77.0));
+        assert_eq!(g.source, Some("sglang"));
         let v = read(VLLM).unwrap();
         assert_eq!(v.running, Some(3.0));
         assert_eq!(v.waiting, Some(5.0));
