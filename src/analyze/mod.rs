@@ -140,7 +140,7 @@ impl LengthStats {
         }
         v.sort_unstable();
         let n = v.len();
-        let rank = |q: f64| v[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+        let rank = |q: f64| crate::results::nearest_rank(&v, q).unwrap_or(0);
         Some(LengthStats {
             n: n as u64,
             mean: v.iter().sum::<u64>() as f64 / n as f64,

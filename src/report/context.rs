@@ -140,6 +140,18 @@ pub struct AgreementView {
     pub verdict: String,
 }
 
+/// A server job as its table rows name it: backend, model, scenario, params.
+fn job_label(j: &JobSummary) -> String {
+    format!("{} {} {} {}", j.backend, j.model, j.scenario, j.params)
+        .trim()
+        .to_string()
+}
+
+/// The job a sweep's or search's step belongs to (its id without `/step=K`).
+fn step_base(job_id: &str) -> &str {
+    job_id.split("/step=").next().unwrap_or(job_id)
+}
+
 /// One load step's server-side metrics.
 #[derive(Debug, Serialize)]
 pub struct ServerRow {
@@ -171,11 +183,9 @@ fn server_rows(analysis: &Analysis) -> (Vec<ServerRow>, Vec<String>) {
     for j in &analysis.jobs {
         for l in &j.load {
             let Some(m) = &l.server else { continue };
-            let job = format!("{} {} {} {}", j.backend, j.model, j.scenario, j.params)
-                .trim()
-                .to_string();
+            let job = job_label(j);
             if !m.exposed {
-                let base = j.job_id.split("/step=").next().unwrap_or(&j.job_id);
+                let base = step_base(&j.job_id);
                 let line = format!(
                     "`{base}`: **not exposed** at {} ({})",
                     m.url,
@@ -219,7 +229,7 @@ fn search_lines(analysis: &Analysis) -> Vec<String> {
     for j in &analysis.jobs {
         for l in &j.load {
             let Some(r) = &l.search else { continue };
-            let base = j.job_id.split("/step=").next().unwrap_or(&j.job_id);
+            let base = step_base(&j.job_id);
             let unit = if r.find_max == "rate" { " req/s" } else { "" };
             let what = if r.find_max == "rate" {
                 "rate"
@@ -294,9 +304,7 @@ fn length_rows(analysis: &Analysis) -> Vec<LengthRow> {
         .filter_map(|j| {
             let l = j.lengths.as_ref()?;
             Some(LengthRow {
-                job: format!("{} {} {} {}", j.backend, j.model, j.scenario, j.params)
-                    .trim()
-                    .to_string(),
+                job: job_label(j),
                 requests: l
                     .input
                     .as_ref()
@@ -472,9 +480,7 @@ fn load_rows(analysis: &Analysis) -> Vec<LoadRow> {
                 )
             };
             out.push(LoadRow {
-                job: format!("{} {} {} {}", j.backend, j.model, j.scenario, j.params)
-                    .trim()
-                    .to_string(),
+                job: job_label(j),
                 pattern: match &l.slo_check {
                     None => l.pattern.clone(),
                     Some(c) if c.met => format!("{}: SLO met", l.pattern),

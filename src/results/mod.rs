@@ -12,6 +12,13 @@ pub const MIN_SAMPLES_P90: u64 = 64;
 pub const MIN_SAMPLES_P95: u64 = 130;
 pub const MIN_SAMPLES_P99: u64 = 662;
 
+/// The nearest-rank `q` quantile of sorted values (the smallest value with at least a `q`
+/// share of the values at or below it); None for none.
+pub fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let n = sorted.len();
+    (n > 0).then(|| sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+}
+
 pub use journal::{append_job, last_records, read_journal, JobRecord, JobStatus};
 pub use manifest::{host_info, HostInfo, Manifest, Resume, RunStatus, METRICS_VERSION};
 pub use model_info::ModelInfo;

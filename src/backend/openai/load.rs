@@ -656,11 +656,7 @@ impl Bodies {
         };
         if b.generator.is_none() {
             let prompt = sc.prompt.clone().unwrap_or_default();
-            let mut msgs = Vec::new();
-            if let Some(sys) = &sc.system {
-                msgs.push(("system", sys.clone()));
-            }
-            msgs.push(("user", prompt));
+            let msgs = vec![("user", prompt)];
             let body = b.make(&Content::Messages(msgs), sc.max_tokens.max(1));
             b.fixed = Some(body);
         }
@@ -676,12 +672,11 @@ impl Bodies {
             }
             (Content::Messages(msgs), Endpoint::Chat) => {
                 let mut list: Vec<Value> = Vec::with_capacity(msgs.len() + 1);
+                // The scenario's system message, unless the conversation brings its own.
                 if let (Some(sys), false) =
                     (&self.system, msgs.first().is_some_and(|x| x.0 == "system"))
                 {
-                    if self.generator.is_some() {
-                        list.push(json!({ "role": "system", "content": sys }));
-                    }
+                    list.push(json!({ "role": "system", "content": sys }));
                 }
                 list.extend(
                     msgs.iter()
@@ -1273,16 +1268,6 @@ struct Steps<'a> {
     bodies: Arc<Bodies>,
 }
 
-/// The nearest-rank percentile of unsorted values (None for none).
-fn nearest_rank(v: &mut [f64], q: f64) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(v[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
-}
-
 /// Judges a step against the SLO: every percentile bound over its successful requests, and the
 /// goodput share. A CLIENT-BOUND step is judged all the same (its latencies count from the
 /// intended send times, so a late client shows in them), and says so in its row.
@@ -1294,7 +1279,8 @@ fn judge(slo: &SloTarget, t: &mut Tally, per_request: bool) -> SloCheck {
             Latency::Tpot => &mut t.tpot_ms,
             Latency::E2e => &mut t.e2e_ms,
         };
-        match nearest_rank(v, f64::from(q) / 100.0) {
+        v.sort_by(f64::total_cmp);
+        match crate::results::nearest_rank(v, f64::from(q) / 100.0) {
             Some(x) if x > bound => why.push(format!("{} p{q} {x:.1} ms > {bound} ms", lat.name())),
             Some(_) => {}
             None => why.push(format!(
