@@ -236,6 +236,10 @@ pub struct Conversation {
 /// are skipped; an entry of the wrong shape is an error naming its number (from 1).
 pub fn load_dataset(path: &Path, format: DatasetFormat) -> Result<Vec<Conversation>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // A pipe or a device (`/dev/zero`, a FIFO) has no length to check and may never end.
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
     if meta.len() > MAX_DATASET_BYTES {
         return Err(format!(
             "{} is {} bytes, over the {} MiB a dataset may have",
@@ -719,6 +723,15 @@ mod tests {
         let e =
             parse_dataset(b"{\"prompt\": \"ok\"}\n{oops\n", DatasetFormat::Prompts).unwrap_err();
         assert!(e.starts_with("line 2: not JSON"), "{e}");
+    }
+
+    #[test]
+    fn a_dataset_must_be_a_regular_file() {
+        let e = load_dataset(Path::new("/dev/zero"), DatasetFormat::Prompts).unwrap_err();
+        assert_eq!(e, "/dev/zero is not a regular file");
+        let dir = tempfile::tempdir().unwrap();
+        let e = load_dataset(dir.path(), DatasetFormat::Prompts).unwrap_err();
+        assert!(e.ends_with("is not a regular file"), "{e}");
     }
 
     #[test]
