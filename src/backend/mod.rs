@@ -297,10 +297,20 @@ impl Access {
     }
 }
 
-/// What a backend reports while it runs: one call per finished repetition.
+/// What a backend reports while it runs: one call per finished repetition or server request.
 pub trait SampleSink {
     fn sample(&mut self, sample: Sample) -> std::io::Result<()>;
+    /// Hands on what a sink held back. The worker's sink holds a burst of server-request
+    /// samples for at most [`SAMPLE_BATCH`]; a load driver calls this on that tick.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
+
+/// How long the worker may hold a server-request sample before writing it to the runner. A
+/// load test finishing hundreds of requests a second then wakes the runner (and writes its
+/// pipe) 20 times a second, not once per request; every other sample is written at once.
+pub const SAMPLE_BATCH: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Errors inside a worker; they end the job, and the parent records them as a failed sample.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! The worker: the child process in which one bench job runs (`minerva worker`).
 //!
 //! Protocol: the parent writes one [`WorkerRequest`] as JSON to stdin and closes it; the worker
-//! writes one JSON [`Sample`] per line to stdout as each repetition finishes. On a backend error
+//! writes one JSON [`Sample`] per line to stdout as each repetition finishes (server-request
+//! samples in bursts, each within [`super::SAMPLE_BATCH`] of its end). On a backend error
 //! it writes a final sample carrying the error and exits with status 1. Logs go to stderr.
 
 use super::{run_job, BackendError, SampleSink};
@@ -16,21 +17,36 @@ pub struct WorkerRequest {
     pub job: BenchJob,
 }
 
-struct StdoutSink {
-    out: std::io::Stdout,
+struct StdoutSink<W: Write = std::io::Stdout> {
+    out: W,
     /// The last peak-RSS reading and when it was taken: a server load writes thousands of
     /// request samples a second, and the peak moves slowly, so for those it is read at most
     /// every 100 ms.
     rss: Option<(std::time::Instant, Option<u64>)>,
+    /// Server-request samples not yet written (whole lines), and when the last write was.
+    pending: Vec<u8>,
+    last_write: std::time::Instant,
 }
 
-impl SampleSink for StdoutSink {
+impl<W: Write> StdoutSink<W> {
+    fn new(out: W) -> Self {
+        StdoutSink {
+            out,
+            rss: None,
+            pending: Vec::new(),
+            last_write: std::time::Instant::now(),
+        }
+    }
+}
+
+impl<W: Write> SampleSink for StdoutSink<W> {
     fn sample(&mut self, mut sample: Sample) -> std::io::Result<()> {
+        let request = sample.request.is_some();
         if sample.peak_rss_bytes.is_none() {
             // Cached for server requests only: a repetition's own peak is read after it.
-            let fresh = self.rss.filter(|(at, _)| {
-                sample.request.is_some() && at.elapsed() < std::time::Duration::from_millis(100)
-            });
+            let fresh = self
+                .rss
+                .filter(|(at, _)| request && at.elapsed() < std::time::Duration::from_millis(100));
             sample.peak_rss_bytes = match fresh {
                 Some((_, v)) => v,
                 None => {
@@ -40,11 +56,35 @@ impl SampleSink for StdoutSink {
                 }
             };
         }
-        let mut line = serde_json::to_vec(&sample).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        let mut lock = self.out.lock();
-        lock.write_all(&line)?;
-        lock.flush()
+        serde_json::to_writer(&mut self.pending, &sample).map_err(std::io::Error::other)?;
+        self.pending.push(b'\n');
+        // A request sample after a quiet spell goes at once; one in a burst waits for the
+        // driver's next tick (at most SAMPLE_BATCH). Anything else goes at once, after what
+        // was held, so the order is kept.
+        if !request
+            || self.last_write.elapsed() >= super::SAMPLE_BATCH
+            || self.pending.len() >= 1 << 20
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.out.write_all(&self.pending)?;
+        self.out.flush()?;
+        self.pending.clear();
+        self.last_write = std::time::Instant::now();
+        Ok(())
+    }
+}
+
+impl<W: Write> Drop for StdoutSink<W> {
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -155,10 +195,7 @@ pub fn main() -> i32 {
             return 2;
         }
     };
-    let mut sink = StdoutSink {
-        out: std::io::stdout(),
-        rss: None,
-    };
+    let mut sink = StdoutSink::new(std::io::stdout());
     match run_job(&req.job, &req.job_id, &mut sink) {
         Ok(()) => 0,
         Err(e) => {
@@ -182,6 +219,53 @@ pub fn main() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_samples_are_batched_and_the_rest_keep_their_order() {
+        let sample = |rep: u32| -> Sample {
+            serde_json::from_value(serde_json::json!({
+                "job_id": "j", "stage": "b", "backend": "simulated", "model": "m",
+                "scenario": "s", "params": {}, "rep": rep, "warmup": false, "simulated": true
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let request = |rep: u32| {
+            let mut s = sample(rep);
+            s.request = Some(
+                serde_json::from_value(
+                    serde_json::json!({"step": 0, "intended_ms": 0.0, "sent_ms": 0.0}),
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            );
+            s
+        };
+        let mut sink = StdoutSink::new(Vec::new());
+        // The first request sample after a quiet spell (here: the sink's start, back-dated)
+        // goes at once; the next ones in the burst wait.
+        sink.last_write -= crate::backend::SAMPLE_BATCH;
+        sink.sample(request(0)).unwrap_or_else(|e| panic!("{e}"));
+        let lines = |s: &StdoutSink<Vec<u8>>| s.out.iter().filter(|b| **b == b'\n').count();
+        assert_eq!(lines(&sink), 1);
+        sink.sample(request(1)).unwrap_or_else(|e| panic!("{e}"));
+        sink.sample(request(2)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(lines(&sink), 1, "a burst is held");
+        // A summary (not a request) goes at once, after what was held.
+        sink.sample(sample(3)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(lines(&sink), 4);
+        let reps: Vec<u64> = String::from_utf8_lossy(&sink.out)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                v["rep"].as_u64().unwrap_or(99)
+            })
+            .collect();
+        assert_eq!(reps, [0, 1, 2, 3]);
+        // The driver's tick hands on a held one.
+        sink.sample(request(4)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(lines(&sink), 4);
+        sink.flush().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(lines(&sink), 5);
+    }
 
     #[test]
     fn workers_get_a_cleared_environment_plus_grants() {

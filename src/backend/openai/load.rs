@@ -1537,10 +1537,20 @@ impl Steps<'_> {
         }
         drop(tx);
         let mut tally = Tally::default();
-        while let Some(r) = rx.recv().await {
-            let s = to_sample(step_job, sid, self.cfg, step, probe, &r);
-            tally.add(&r, &s);
-            sink.sample(s)?;
+        // Request samples are batched by the sink; this tick hands on what it holds.
+        let mut tick = tokio::time::interval(crate::backend::SAMPLE_BATCH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                r = rx.recv() => {
+                    let Some(r) = r else { break };
+                    let s = to_sample(step_job, sid, self.cfg, step, probe, &r);
+                    tally.add(&r, &s);
+                    sink.sample(s)?;
+                }
+                _ = tick.tick() => sink.flush()?,
+            }
         }
         while tasks.join_next().await.is_some() {}
         let wall_clock = start.elapsed();
