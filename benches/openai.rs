@@ -6,10 +6,13 @@
 //!
 //! Then the slow-server case: a mock on one thread that spends 0.5 ms of CPU on each request and
 //! 50 µs on each token, writing each token's event on its own (a single-threaded, CPU-bound
-//! server sharing the machine with the client), driven by minerva
-//! and by a minimal Python aiohttp client (benches/openai_client.py, aiohttp from PyPI in a venv
-//! under target/ when the system Python lacks it), alternately, at concurrency 1, 4 and 16.
-//! Prints both request rates, their ratio, and each client's CPU per streamed event.
+//! server sharing the machine with the client), driven in turn by minerva, by a minimal Python
+//! aiohttp client (benches/openai_client.py, aiohttp from PyPI in a venv under target/ when the
+//! system Python lacks it) and by a C client that is the floor (benches/openai_floor.c: a
+//! blocking thread per connection, no parsing; built with `cc` when there is one), at
+//! concurrency 1, 4 and 16. Prints each client's request rate, minerva's ratio to the others,
+//! each client's CPU per streamed event, and each client's sleeps (voluntary context switches)
+//! per request: every sleep is a wake-up the server pays for on its next write.
 //!
 //!   cargo bench --bench openai [-- REQUESTS]     # both cases
 //!   cargo bench --bench openai -- slow [REQUESTS]   # the slow-server case only
@@ -113,6 +116,46 @@ fn python_with_aiohttp() -> Option<String> {
     Some(py)
 }
 
+/// The C floor client (benches/openai_floor.c), compiled once under target/ when a C compiler
+/// is at hand.
+fn floor_client() -> Option<String> {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/openai_floor.c");
+    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-floor");
+    let built = Command::new("cc")
+        .args(["-O2", "-pthread", src, "-o", bin])
+        .status()
+        .is_ok_and(|s| s.success());
+    built.then(|| bin.to_string())
+}
+
+/// CPU seconds and voluntary context switches (sleeps) of this process's waited-for children
+/// so far, their own children included.
+#[allow(unsafe_code)]
+fn children_usage() -> (f64, f64) {
+    // SAFETY: getrusage fills the zeroed struct it is given and reads nothing else.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
+    (t(ru.ru_utime) + t(ru.ru_stime), ru.ru_nvcsw as f64)
+}
+
+/// One client's figures from one run.
+#[derive(Default, Clone, Copy)]
+struct Leg {
+    rps: f64,
+    /// CPU µs per streamed event, as the client measures it (minerva: its worker, during the
+    /// step).
+    cpu_us: f64,
+    /// CPU µs per streamed event of every process the client ran, start-up included.
+    all_cpu_us: f64,
+    /// Voluntary context switches per request, every process included: each is a sleep the
+    /// server's next write has to wake.
+    sleeps: f64,
+}
+
 /// The slow-server case (see the module's doc).
 fn slow(requests: u64) {
     let tokens = 16;
@@ -129,93 +172,150 @@ fn slow(requests: u64) {
     let events_per_request = (tokens + 3) as f64;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let py = python_with_aiohttp();
+    let floor = floor_client();
+    let port = mock
+        .base_url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches("/v1").parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no port in {}", mock.base_url()));
     println!(
         "\nslow server: one thread, 0.5 ms of CPU per request and 50 µs per token, each token's event written on its own; {tokens} tokens per request, {requests} requests per run, same machine"
     );
+    println!("clients: minerva; python = benches/openai_client.py (aiohttp); C = benches/openai_floor.c (a blocking thread per connection, no parsing: the floor)");
     println!(
-        "  {:>11}  {:>13}  {:>13}  {:>6}  {:>20}  {:>18}",
-        "concurrency",
-        "minerva req/s",
-        "python req/s",
-        "ratio",
-        "minerva CPU µs/event",
-        "python CPU µs/event"
+        "  {:>4}  {:>23}  {:>9}  {:>31}  {:>16}",
+        "", "requests/s", "ratio", "client CPU µs/event", "sleeps/request"
     );
+    println!(
+        "  {:>4}  {:>7} {:>7} {:>7}  {:>4} {:>4}  {:>7} {:>7} {:>7} {:>7}  {:>5} {:>5} {:>4}",
+        "c",
+        "minerva",
+        "python",
+        "C",
+        "/py",
+        "/C",
+        "minerva",
+        "(all)",
+        "python",
+        "C",
+        "min.",
+        "py",
+        "C"
+    );
+    // One run of a reference client: its JSON line, plus its process's usage.
+    let reference = |cmd: &mut Command| -> Leg {
+        let u0 = children_usage();
+        let out = cmd.output().unwrap_or_else(|e| panic!("{e}"));
+        let u1 = children_usage();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let events = v["events"].as_f64().unwrap_or(1.0).max(1.0);
+        Leg {
+            rps: v["rps"].as_f64().unwrap_or(0.0),
+            cpu_us: v["cpu_s"].as_f64().unwrap_or(0.0) / events * 1e6,
+            all_cpu_us: (u1.0 - u0.0) / events * 1e6,
+            sleeps: (u1.1 - u0.1) / requests as f64,
+        }
+    };
     for c in [1u32, 4, 16] {
-        let (mut m_rps, mut p_rps, mut m_cpu, mut p_cpu) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        // Two rounds, alternating which client goes first.
+        let mut legs: Vec<(&str, Leg)> = Vec::new();
+        // Two rounds, alternating the order of the clients.
         for round in 0..2 {
-            let mut legs = ["minerva", "python"];
+            let mut order = vec!["minerva", "python", "C"];
             if round == 1 {
-                legs.reverse();
+                order.reverse();
             }
-            for leg in legs {
-                if leg == "minerva" {
-                    let samples = minerva_run(
-                        dir.path(),
-                        &mock.base_url(),
-                        &[format!(
-                            "{{ concurrency: {c}, requests: {requests}, warmup: 20 }}"
-                        )],
-                    );
-                    let sum = samples
-                        .lines()
-                        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                        .find_map(|v| v.get("load").cloned())
-                        .unwrap_or_default();
-                    m_rps.push(sum["achieved_rps"].as_f64().unwrap_or(0.0));
-                    let n = sum["requests"].as_f64().unwrap_or(1.0);
-                    m_cpu.push(
-                        sum["client_cpu_s"].as_f64().unwrap_or(0.0) / (n * events_per_request)
-                            * 1e6,
-                    );
-                } else if let Some(py) = &py {
-                    let out = Command::new(py)
-                        .arg(concat!(
-                            env!("CARGO_MANIFEST_DIR"),
-                            "/benches/openai_client.py"
-                        ))
-                        .arg(format!("{}/chat/completions", mock.base_url()))
-                        .arg(c.to_string())
-                        .arg(requests.to_string())
-                        .output()
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    let v: serde_json::Value =
-                        serde_json::from_slice(&out.stdout).unwrap_or_default();
-                    p_rps.push(v["rps"].as_f64().unwrap_or(0.0));
-                    p_cpu.push(
-                        v["cpu_s"].as_f64().unwrap_or(0.0)
-                            / v["events"].as_f64().unwrap_or(1.0).max(1.0)
-                            * 1e6,
-                    );
-                }
+            for leg in order {
+                let figures = match leg {
+                    "minerva" => {
+                        let u0 = children_usage();
+                        let samples = minerva_run(
+                            dir.path(),
+                            &mock.base_url(),
+                            &[format!(
+                                "{{ concurrency: {c}, requests: {requests}, warmup: 20 }}"
+                            )],
+                        );
+                        let u1 = children_usage();
+                        let sum = samples
+                            .lines()
+                            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                            .find_map(|v| v.get("load").cloned())
+                            .unwrap_or_default();
+                        let n = sum["requests"].as_f64().unwrap_or(1.0);
+                        // The warmups' events and sleeps are in the process totals too.
+                        let all = n + 20.0;
+                        Leg {
+                            rps: sum["achieved_rps"].as_f64().unwrap_or(0.0),
+                            cpu_us: sum["client_cpu_s"].as_f64().unwrap_or(0.0)
+                                / (n * events_per_request)
+                                * 1e6,
+                            all_cpu_us: (u1.0 - u0.0) / (all * events_per_request) * 1e6,
+                            sleeps: (u1.1 - u0.1) / all,
+                        }
+                    }
+                    "python" => match &py {
+                        Some(py) => reference(
+                            Command::new(py)
+                                .arg(concat!(
+                                    env!("CARGO_MANIFEST_DIR"),
+                                    "/benches/openai_client.py"
+                                ))
+                                .arg(format!("{}/chat/completions", mock.base_url()))
+                                .arg(c.to_string())
+                                .arg(requests.to_string()),
+                        ),
+                        None => continue,
+                    },
+                    _ => match &floor {
+                        Some(bin) => reference(
+                            Command::new(bin)
+                                .arg(port.to_string())
+                                .arg("/v1/chat/completions")
+                                .arg(c.to_string())
+                                .arg(requests.to_string()),
+                        ),
+                        None => continue,
+                    },
+                };
+                legs.push((leg, figures));
             }
         }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        let (m, p) = (mean(&m_rps), mean(&p_rps));
+        let mean = |name: &str, f: fn(&Leg) -> f64| -> Option<f64> {
+            let v: Vec<f64> = legs
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, l)| f(l))
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let show =
+            |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        let rps = |n| mean(n, |l| l.rps);
+        let ratio = |other: Option<f64>| rps("minerva").zip(other).map(|(m, o)| m / o);
         println!(
-            "  {c:>11}  {m:>13.1}  {:>13}  {:>6}  {:>20.2}  {:>18}",
-            if py.is_some() {
-                format!("{p:.1}")
-            } else {
-                "-".into()
-            },
-            if py.is_some() {
-                format!("{:.2}", m / p)
-            } else {
-                "-".into()
-            },
-            mean(&m_cpu),
-            if py.is_some() {
-                format!("{:.2}", mean(&p_cpu))
-            } else {
-                "-".into()
-            },
+            "  {c:>4}  {:>7} {:>7} {:>7}  {:>4} {:>4}  {:>7} {:>7} {:>7} {:>7}  {:>5} {:>5} {:>4}",
+            show(rps("minerva"), 1),
+            show(rps("python"), 1),
+            show(rps("C"), 1),
+            show(ratio(rps("python")), 2),
+            show(ratio(rps("C")), 2),
+            show(mean("minerva", |l| l.cpu_us), 2),
+            show(mean("minerva", |l| l.all_cpu_us), 2),
+            show(mean("python", |l| l.cpu_us), 2),
+            show(mean("C", |l| l.cpu_us), 2),
+            show(mean("minerva", |l| l.sleeps), 1),
+            show(mean("python", |l| l.sleeps), 1),
+            show(mean("C", |l| l.sleeps), 1),
         );
     }
     if py.is_none() {
-        println!("  (no Python with aiohttp, and none could be installed: the reference client was skipped)");
+        println!(
+            "  (no Python with aiohttp, and none could be installed: that client was skipped)"
+        );
+    }
+    if floor.is_none() {
+        println!("  (no C compiler (`cc`): the floor client was skipped)");
     }
 }
 
