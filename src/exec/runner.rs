@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub overlap: bool,
     /// Fail a bench job at once when another runner holds the machine-wide bench lock.
     pub no_wait: bool,
+    /// `--label KEY=VALUE`: where the run ran, for the manifest.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +138,7 @@ pub async fn run(
             m.status = RunStatus::Running;
             m.ended_at = None;
             m.command = plan.redactor.redact_str(&opts.command);
+            m.labels.extend(opts.labels.clone());
             m.resumes.push(Resume {
                 at: now(),
                 rerun,
@@ -456,6 +459,9 @@ fn first_manifest(plan: &Plan, opts: &RunOptions, run_id: &str) -> Manifest {
         bench_jobs: plan.bench_jobs().map(|(j, _)| j.id.clone()).collect(),
         resumes: Vec::new(),
         reuse_from: Vec::new(),
+        shard: plan.shard.clone(),
+        labels: opts.labels.clone(),
+        merged: None,
     }
 }
 

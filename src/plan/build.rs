@@ -210,6 +210,7 @@ fn check(
             .map(|b| b.name().to_string()),
         agreement_min_prefix: spec.agreement.as_ref().map(|a| a.min_prefix.value as usize),
         touches: access.touches,
+        shard: None,
         redactor,
     })
 }

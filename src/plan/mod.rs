@@ -6,6 +6,7 @@ mod build;
 mod dag;
 mod diag;
 mod grants;
+mod shard;
 mod template;
 
 pub use access::url_host;
@@ -13,6 +14,7 @@ pub use build::{build_plan, param_string, PlanError, PlanOptions, MAX_JOBS};
 pub use dag::find_cycle;
 pub use diag::{Diagnostic, Diags};
 pub use grants::{config_path, Grants, GrantsError};
+pub use shard::{full_plan_sha256, job_cost, partition, ShardError, ShardInfo, ShardSpec};
 pub use template::{
     is_secret_name, render_bounded, sandboxed_env, scalar_from_str, BoundedWriter, Redactor,
     REDACTED,
@@ -78,6 +80,9 @@ pub struct Plan {
     /// What the pipeline reaches beyond the project (all of it granted or harmless).
     #[serde(default)]
     pub touches: Touches,
+    /// `--shard K/N`: which share of the whole plan this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
     #[serde(skip)]
     pub redactor: Redactor,
 }
@@ -118,6 +123,9 @@ impl Plan {
                 "jobs": s.jobs.iter().map(|j| self.jobs[*j].id.clone()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
+        if let Some(shard) = &self.shard {
+            v["shard"] = serde_json::json!(shard);
+        }
         v = self.redactor.redact_value(&v);
         v
     }

@@ -61,6 +61,131 @@ pub struct ReportContext {
     pub pipeline_sha256: String,
     /// The plots drawn beside the report (`plots/*.svg`), filled in by whoever writes them.
     pub plots: Vec<PlotRef>,
+    /// A merged run with shards missing (`merge --allow-missing`): which ones.
+    pub partial: Option<String>,
+    /// A merged run: one row per shard (where it ran, its labels, its jobs).
+    pub shards: Vec<ShardRow>,
+    /// A merged run: the columns each results row gets before Backend (Host when the shards
+    /// ran on different hosts, then each `--label` key); each row's values are its
+    /// `shard_cells`.
+    pub shard_columns: Vec<String>,
+}
+
+/// One shard of a merged run, as the report lists it.
+#[derive(Debug, Serialize)]
+pub struct ShardRow {
+    /// "2/3".
+    pub shard: String,
+    pub host: String,
+    pub cpu: String,
+    pub gpus: String,
+    /// "gpu=h100, host=a100-1".
+    pub labels: String,
+    pub jobs: usize,
+    pub status: String,
+}
+
+/// A merged run: each results row gets the cells of the shard that ran its job (a load step,
+/// `<job>/step=K`, ran where its job did), and with shards on different hosts each host's rows
+/// come together (Host is the first cell).
+fn place_rows(
+    scenarios: &mut [ScenarioSection],
+    cells: &std::collections::BTreeMap<String, Vec<String>>,
+    by_host: bool,
+) {
+    if cells.is_empty() {
+        return;
+    }
+    for s in scenarios {
+        for r in &mut s.rows {
+            r.shard_cells = cells
+                .get(&r.job_id)
+                .or_else(|| {
+                    r.job_id
+                        .rsplit_once("/step=")
+                        .and_then(|(j, _)| cells.get(j))
+                })
+                .cloned()
+                .unwrap_or_default();
+        }
+        if by_host {
+            s.rows
+                .sort_by(|a, b| a.shard_cells.first().cmp(&b.shard_cells.first()));
+        }
+    }
+}
+
+/// A merged run's shard rows, its extra result columns, and each bench job's cells for them.
+fn shard_view(
+    manifest: &Manifest,
+) -> (
+    Vec<ShardRow>,
+    Vec<String>,
+    std::collections::BTreeMap<String, Vec<String>>,
+) {
+    let Some(m) = &manifest.merged else {
+        return Default::default();
+    };
+    let rows = m
+        .shards
+        .iter()
+        .map(|sh| ShardRow {
+            shard: format!("{}/{}", sh.index, m.count),
+            host: table_text(&sh.host.hostname),
+            cpu: table_text(&sh.host.cpu),
+            gpus: if sh.host.gpus.is_empty() {
+                "none detected".into()
+            } else {
+                table_text(&sh.host.gpus.join(", "))
+            },
+            labels: if sh.labels.is_empty() {
+                DASH.into()
+            } else {
+                sh.labels
+                    .iter()
+                    .map(|(k, v)| table_text(&format!("{k}={v}")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            jobs: sh.bench_jobs.len(),
+            status: format!("{:?}", sh.status).to_lowercase(),
+        })
+        .collect();
+    let hosts: BTreeSet<String> = m.shards.iter().map(|s| s.host.fingerprint()).collect();
+    let keys: BTreeSet<&String> = m.shards.iter().flat_map(|s| s.labels.keys()).collect();
+    let mut columns = Vec::new();
+    if hosts.len() > 1 {
+        columns.push("Host".to_string());
+    }
+    columns.extend(keys.iter().map(|k| table_text(k)));
+    let mut cells = std::collections::BTreeMap::new();
+    if !columns.is_empty() {
+        for sh in &m.shards {
+            let mut v = Vec::new();
+            if hosts.len() > 1 {
+                v.push(table_text(&sh.host.hostname));
+            }
+            v.extend(keys.iter().map(|k| {
+                sh.labels
+                    .get(*k)
+                    .map_or_else(|| DASH.into(), |v| table_text(v))
+            }));
+            for job in &sh.bench_jobs {
+                cells.insert(job.clone(), v.clone());
+            }
+        }
+    }
+    (rows, columns, cells)
+}
+
+/// Text from a shard's manifest (which may come from anyone) as one Markdown table cell: no
+/// line breaks or control characters, `|` escaped, at most 200 characters.
+fn table_text(s: &str) -> String {
+    s.chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .replace('|', "\\|")
 }
 
 /// A job's warnings, as the report groups them.
@@ -100,6 +225,9 @@ pub struct ScenarioSection {
 
 #[derive(Debug, Serialize)]
 pub struct Row {
+    pub job_id: String,
+    /// A merged run's values for `shard_columns` (empty otherwise).
+    pub shard_cells: Vec<String>,
     pub backend: String,
     pub model: String,
     pub params: String,
@@ -709,6 +837,18 @@ pub fn build_context(
     let warned: BTreeSet<&str> = warning_groups.iter().map(|g| g.job_id.as_str()).collect();
 
     let (server_rows, server_missing) = server_rows(analysis);
+    let (shards, shard_columns, shard_cells) = shard_view(manifest);
+    let by_host = shard_columns.first().is_some_and(|c| c == "Host");
+    let mut scenarios = scenario_sections(
+        p,
+        analysis,
+        &agreement_rows,
+        &not_run,
+        baseline.as_deref(),
+        &reused,
+        &warned,
+    );
+    place_rows(&mut scenarios, &shard_cells, by_host);
     ReportContext {
         title: p
             .get("name")
@@ -725,15 +865,7 @@ pub fn build_context(
         incomplete: incomplete(manifest, &last),
         record_notes: record_notes(manifest, state, &last),
         any_simulated: analysis.jobs.iter().any(|j| j.simulated),
-        scenarios: scenario_sections(
-            p,
-            analysis,
-            &agreement_rows,
-            &not_run,
-            baseline.as_deref(),
-            &reused,
-            &warned,
-        ),
+        scenarios,
         agreement: agreement_rows.iter().map(agreement_view).collect(),
         agreement_min_prefix,
         unstable_cv: format!("{}%", unstable_cv(p) * 100.0),
@@ -768,6 +900,12 @@ pub fn build_context(
         command: manifest.command.clone(),
         pipeline_sha256: manifest.pipeline_sha256.clone(),
         plots: Vec::new(),
+        partial: manifest
+            .merged
+            .as_ref()
+            .and_then(crate::results::Merged::missing_text),
+        shards,
+        shard_columns,
     }
 }
 
@@ -906,6 +1044,8 @@ fn scenario_sections(
             .iter()
             .filter(|j| j.scenario == name && !not_run.contains(j.job_id.as_str()))
             .map(|j| Row {
+                job_id: j.job_id.clone(),
+                shard_cells: Vec::new(),
                 backend: j.backend.clone(),
                 model: j.model.clone(),
                 params: if j.params.is_empty() {

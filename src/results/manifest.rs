@@ -84,6 +84,78 @@ pub struct Manifest {
     /// The run directories `--reuse` looked in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reuse_from: Vec<String>,
+    /// `--shard K/N`: which share of the whole plan this run is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+    /// `--label KEY=VALUE`: where the run ran, as the user put it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Set on a run `minerva merge` made: its shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<Merged>,
+}
+
+/// What a sharded plan (and its run's manifest) records about its shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// K, from 1.
+    pub index: u32,
+    /// N.
+    pub count: u32,
+    /// The hash of the whole plan the shard was cut from (`plan::full_plan_sha256`): shards merge
+    /// only when theirs agree.
+    pub plan_sha256: String,
+    /// Bench jobs in the whole plan, and in this shard.
+    pub plan_bench_jobs: usize,
+    pub bench_jobs: usize,
+    /// Estimated cost (`plan::job_cost`) of the whole plan and of this shard.
+    pub plan_cost: u64,
+    pub cost: u64,
+}
+
+/// A run made by `minerva merge` from a pipeline's shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Merged {
+    /// N, and the whole plan's hash every shard carried.
+    pub count: u32,
+    pub plan_sha256: String,
+    /// The shards that were not there (`--allow-missing`): the report says PARTIAL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<u32>,
+    /// Each merged shard, by index.
+    pub shards: Vec<MergedShard>,
+}
+
+impl Merged {
+    /// "shard 2 of 3 missing", "shards 2, 3 of 4 missing"; None when none is.
+    pub fn missing_text(&self) -> Option<String> {
+        (!self.missing.is_empty()).then(|| {
+            format!(
+                "shard{} {} of {} missing",
+                if self.missing.len() == 1 { "" } else { "s" },
+                self.missing
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.count
+            )
+        })
+    }
+}
+
+/// One shard of a merged run, as its own manifest had it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergedShard {
+    pub index: u32,
+    pub run_id: String,
+    /// The shard's run directory, as given to `minerva merge`.
+    pub dir: String,
+    pub status: RunStatus,
+    pub host: HostInfo,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub bench_jobs: Vec<String>,
 }
 
 /// One `minerva run --resume`.

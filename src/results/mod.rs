@@ -20,7 +20,10 @@ pub fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
 }
 
 pub use journal::{append_job, last_records, read_journal, JobRecord, JobStatus};
-pub use manifest::{host_info, HostInfo, Manifest, Resume, RunStatus, METRICS_VERSION};
+pub use manifest::{
+    host_info, HostInfo, Manifest, Merged, MergedShard, Resume, RunStatus, ShardInfo,
+    METRICS_VERSION,
+};
 pub use model_info::ModelInfo;
 pub mod manifest_types {
     pub use super::manifest::JobOutcome;

@@ -11,7 +11,7 @@ mod verify;
 
 pub use crate::results::ModelInfo;
 pub use bench::kill_workers;
-pub use report::{read_models, render_run, RenderRunError};
+pub use report::{model_files, read_models, render_run, RenderRunError};
 pub use reuse::ReuseIndex;
 pub use verify::{describe as describe_model, verify_model};
 

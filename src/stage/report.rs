@@ -79,11 +79,13 @@ pub fn render_run(
     Ok(out)
 }
 
-/// The model facts the verify stage stored (`model-<name>.json`), by name.
-pub fn read_models(dir: &RunDir) -> Vec<super::ModelInfo> {
+/// The files in which the verify stage stored model facts (`model-<name>.json`, regular files
+/// only), sorted.
+pub fn model_files(dir: &RunDir) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir.root)
         .map(|rd| {
             rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                 .map(|e| e.path())
                 .filter(|p| {
                     p.file_name()
@@ -95,6 +97,11 @@ pub fn read_models(dir: &RunDir) -> Vec<super::ModelInfo> {
         .unwrap_or_default();
     files.sort();
     files
+}
+
+/// The model facts the verify stage stored (`model-<name>.json`), by name.
+pub fn read_models(dir: &RunDir) -> Vec<super::ModelInfo> {
+    model_files(dir)
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
         .filter_map(|t| serde_json::from_str(&t).ok())

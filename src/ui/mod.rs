@@ -121,6 +121,20 @@ pub fn plan_text(plan: &Plan) -> String {
         plan.jobs.len()
     );
     s.push_str(&touches_text(&plan.touches));
+    if let Some(sh) = &plan.shard {
+        let _ = writeln!(
+            s,
+            "shard {}/{}: {} of {} bench jobs, estimated cost {} of {} ({:.0}%; tokens × repetitions, for balancing only); whole plan sha256 {}",
+            sh.index,
+            sh.count,
+            sh.bench_jobs,
+            sh.plan_bench_jobs,
+            sh.cost,
+            sh.plan_cost,
+            100.0 * sh.cost as f64 / sh.plan_cost.max(1) as f64,
+            &sh.plan_sha256[..12.min(sh.plan_sha256.len())]
+        );
+    }
     let bench = plan.bench_jobs().count();
     if bench > 0 {
         let reps: u64 = plan
