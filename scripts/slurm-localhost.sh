@@ -39,13 +39,24 @@ bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 
 work=$(mktemp -d /tmp/minerva-slurm.XXXXXX)
 chmod 755 "$work"
-pids=()
+ok=0
 cleanup() {
-    for p in "${pids[@]}"; do "${sudo[@]}" kill "$p" 2>/dev/null || true; done
-    # slurmd and slurmctld write their pid files; munged too.
+    # The daemons write their pid files; the work directory goes only after a pass.
+    local stopped=()
     for f in "$work"/slurmctld.pid "$work"/slurmd.pid "$work"/munge/munged.pid; do
-        [ -f "$f" ] && "${sudo[@]}" kill "$(cat "$f")" 2>/dev/null || true
+        if [ -f "$f" ]; then
+            stopped+=("$(cat "$f")")
+            "${sudo[@]}" kill "${stopped[-1]}" 2>/dev/null || true
+        fi
     done
+    # They take a moment to shut down; a next run reuses their ports.
+    for p in "${stopped[@]}"; do
+        for _ in $(seq 50); do
+            "${sudo[@]}" kill -0 "$p" 2>/dev/null || break
+            sleep 0.2
+        done
+    done
+    if [ "$ok" = 1 ]; then rm -rf "$work"; else echo "slurm-localhost: logs kept in $work" >&2; fi
 }
 trap cleanup EXIT
 
@@ -64,7 +75,7 @@ host=$(hostname -s)
 mkdir -p "$work/state" "$work/spool"
 cat >"$work/slurm.conf" <<EOF
 ClusterName=minerva-test
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -88,7 +99,7 @@ SlurmdPort=16818
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MinJobAge=600
-NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 NodeHostname=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
 export SLURM_CONF=$work/slurm.conf
@@ -153,4 +164,4 @@ if [ "$fail" -ne 0 ]; then
     exit 1
 fi
 echo "slurm-localhost: ok: 3 array tasks and the merge job completed; $samples samples merged into one report"
-rm -rf "$work"
+ok=1
