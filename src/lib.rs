@@ -24,6 +24,7 @@ pub mod plan;
 pub mod redact;
 pub mod report;
 pub mod results;
+pub mod roofline;
 pub mod schema;
 pub mod spec;
 pub mod stage;

@@ -1553,3 +1553,56 @@ fn fleet_specs_carry_what_each_scheduler_needs() {
         text(&many.stderr)
     );
 }
+
+/// The roofline column: a run whose host bandwidth is recorded shows each in-process job's
+/// generation speed as a share of bandwidth ÷ bytes per token, and flags a share above 100%.
+/// (The simulated run's rows are relabelled as an engine's; the figures are the simulated ones.)
+#[test]
+fn the_report_shows_the_roofline_and_flags_figures_above_it() {
+    let dir = tempdir();
+    let out = dir.path().join("out");
+    let run = Minerva::new(&[
+        "-q",
+        "run",
+        "tests/fixtures/pipelines/valid/simulated.yaml",
+        "--out",
+        &out.to_string_lossy(),
+        "--run-id",
+        "r",
+    ])
+    .output();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let rd = out.join("simulated/r");
+    let samples = read(&rd.join("samples.jsonl"))
+        .replace("\"simulated\":true", "\"simulated\":false")
+        .replace("\"backend\":\"simulated\"", "\"backend\":\"llama_cpp\"");
+    std::fs::write(rd.join("samples.jsonl"), samples).unwrap_or_else(|e| panic!("{e}"));
+    // tests/fixtures/models/tiny.gguf holds no tensors: give it 100 MB of weights and 20 kB
+    // of KV per position, as a 135M-parameter 4-bit model has.
+    let mut model: serde_json::Value =
+        serde_json::from_str(&read(&rd.join("model-tiny.json"))).unwrap_or_else(|e| panic!("{e}"));
+    assert!(model.get("weight_bytes_per_token").is_none(), "{model}");
+    model["weight_bytes_per_token"] = 100_000_000.into();
+    model["kv_bytes_per_position"] = 20_000.into();
+    std::fs::write(rd.join("model-tiny.json"), model.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    for (bytes_per_s, flagged) in [(1.0e15, false), (1.0, true)] {
+        let path = rd.join("manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{e}"));
+        m["bandwidth"] = serde_json::json!({
+            "bytes_per_s": bytes_per_s, "method": "a test's figure",
+            "measured_at": "2026-12-02T00:00:00Z"
+        });
+        std::fs::write(&path, m.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let rep = Minerva::new(&["report", &rd.to_string_lossy()]).output();
+        assert_eq!(rep.status.code(), Some(0), "{}", text(&rep.stderr));
+        let report = read(&rd.join("report.md"));
+        assert!(report.contains("| of roofline t/s |"), "{report}");
+        assert!(report.contains("Memory bandwidth"), "{report}");
+        assert_eq!(
+            report.contains("above the roofline, a measurement error"),
+            flagged,
+            "{report}"
+        );
+    }
+}

@@ -160,6 +160,12 @@ pub struct GgufSummary {
     pub data_offset: u64,
     /// ggml type → (tensors, bytes).
     pub quantization: BTreeMap<String, (u64, u64)>,
+    /// Tensor bytes one generated token reads: every tensor, except that with a separate
+    /// `output.weight` the token embeddings are only gathered (one row), not read whole.
+    pub weight_bytes_per_token: u64,
+    /// K and V bytes one cached position holds, with llama.cpp's default f16 cache:
+    /// 2 × layers × KV heads × head size × 2 bytes (None when the metadata lacks them).
+    pub kv_bytes_per_position: Option<u64>,
     pub warnings: Vec<String>,
     #[serde(skip)]
     pub metadata: BTreeMap<String, MetaValue>,
@@ -611,6 +617,28 @@ pub fn verify_reader<R: Read>(r: R, size: u64) -> Result<GgufSummary, GgufError>
         .as_ref()
         .and_then(|a| metadata.get(&format!("{a}.context_length")))
         .and_then(MetaValue::as_u64);
+    let mut weight_bytes_per_token: u64 = tensors.iter().map(|t| t.bytes).sum();
+    let find = |n: &str| tensors.iter().find(|t| t.name(&arena) == n);
+    if let (Some(embd), Some(_)) = (find("token_embd.weight"), find("output.weight")) {
+        weight_bytes_per_token -= embd.bytes;
+    }
+    let arch_u64 = |key: &str| {
+        architecture
+            .as_ref()
+            .and_then(|a| metadata.get(&format!("{a}.{key}")))
+            .and_then(MetaValue::as_u64)
+    };
+    let kv_bytes_per_position = (|| {
+        let layers = arch_u64("block_count")?;
+        let heads = arch_u64("attention.head_count")?.max(1);
+        let kv_heads = arch_u64("attention.head_count_kv").unwrap_or(heads);
+        let head = arch_u64("attention.key_length")
+            .or_else(|| arch_u64("embedding_length").map(|e| e / heads))?;
+        2u64.checked_mul(layers)?
+            .checked_mul(kv_heads)?
+            .checked_mul(head)?
+            .checked_mul(2)
+    })();
     let vocab_size = match metadata.get("tokenizer.ggml.tokens") {
         Some(MetaValue::Array { len, .. }) => Some(*len),
         _ => None,
@@ -630,6 +658,8 @@ pub fn verify_reader<R: Read>(r: R, size: u64) -> Result<GgufSummary, GgufError>
         alignment,
         data_offset,
         quantization,
+        weight_bytes_per_token,
+        kv_bytes_per_position,
         warnings,
         metadata,
     })
@@ -661,3 +691,21 @@ pub use super::sha256_file;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod roofline_bytes {
+    /// The shipped test model, when present (scripts/setup.sh fetches it): SmolLM2-135M has
+    /// tied embeddings (no output.weight), 30 layers, 3 KV heads of 64.
+    #[test]
+    fn smollm2_bytes_per_token() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let Ok(s) = super::verify_file(&path) else {
+            return;
+        };
+        let total: u64 = s.quantization.values().map(|(_, b)| *b).sum();
+        assert_eq!(s.weight_bytes_per_token, total);
+        assert_eq!(s.kv_bytes_per_position, Some(2 * 30 * 3 * 64 * 2));
+        eprintln!("weights {} bytes, kv {:?}", total, s.kv_bytes_per_position);
+    }
+}

@@ -69,6 +69,8 @@ pub struct ReportContext {
     /// ran on different hosts, then each `--label` key); each row's values are its
     /// `shard_cells`.
     pub shard_columns: Vec<String>,
+    /// Set when any row has a roofline figure: the bandwidth it rests on, in words.
+    pub roofline: Option<String>,
 }
 
 /// One shard of a merged run, as the report lists it.
@@ -83,6 +85,87 @@ pub struct ShardRow {
     pub labels: String,
     pub jobs: usize,
     pub status: String,
+}
+
+/// Each in-process row's generation speed as a share of the bandwidth roofline (see
+/// `crate::roofline`): bandwidth ÷ (the model's weight bytes per token + its KV bytes per
+/// position × the mean position while generating: depth + prompt + half the output). Returns
+/// the bandwidth line the report states, when any row has a figure.
+fn place_roofline(
+    scenarios: &mut [ScenarioSection],
+    manifest: &Manifest,
+    analysis: &Analysis,
+    models: &[crate::results::ModelInfo],
+    samples: &[Sample],
+) -> Option<String> {
+    let bw = manifest.bandwidth.as_ref()?;
+    let depth: std::collections::BTreeMap<&str, f64> = manifest.pipeline["scenarios"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s["name"].as_str()?, s["depth"].as_f64().unwrap_or(0.0))))
+        .collect();
+    let mut any = false;
+    for sec in scenarios.iter_mut() {
+        for r in &mut sec.rows {
+            let Some(j) = analysis.jobs.iter().find(|j| j.job_id == r.job_id) else {
+                continue;
+            };
+            if j.simulated || !j.load.is_empty() {
+                continue;
+            }
+            let (Some(tg), Some(m)) = (
+                j.metrics.get(&Metric::TgTps).map(|m| m.mean),
+                models.iter().find(|m| m.name == j.model),
+            ) else {
+                continue;
+            };
+            let measured: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.job_id == j.job_id && !s.warmup && s.error.is_none())
+                .collect();
+            let mean = |f: fn(&Sample) -> Option<u64>| {
+                measured.iter().filter_map(|s| f(s)).sum::<u64>() as f64
+                    / measured.len().max(1) as f64
+            };
+            let position = depth.get(j.scenario.as_str()).copied().unwrap_or(0.0)
+                + mean(|s| s.prompt_tokens)
+                + mean(|s| s.output_tokens) / 2.0;
+            let Some(roof) = crate::roofline::tg_roofline(
+                bw.bytes_per_s,
+                m.weight_bytes_per_token,
+                m.kv_bytes_per_position,
+                position,
+            ) else {
+                continue;
+            };
+            any = true;
+            r.roofline = roofline_cell(tg, roof);
+        }
+    }
+    any.then(|| {
+        format!(
+            "{:.1} GB/s measured on this host ({}{})",
+            bw.bytes_per_s / 1e9,
+            bw.method,
+            if bw.cached {
+                format!(", cached from {}", bw.measured_at)
+            } else {
+                String::new()
+            }
+        )
+    })
+}
+
+/// "64% of 89.6"; above 100% the figure is flagged: no engine reads its weights faster than
+/// the memory delivers them, so the measurement or the byte count is wrong.
+fn roofline_cell(tg: f64, roof: f64) -> String {
+    let pct = 100.0 * tg / roof;
+    if pct > 100.0 {
+        format!("**{pct:.0}% of {roof:.1}: above the roofline, a measurement error**")
+    } else {
+        format!("{pct:.0}% of {roof:.1}")
+    }
 }
 
 /// A merged run: each results row gets the cells of the shard that ran its job (a load step,
@@ -226,6 +309,9 @@ pub struct ScenarioSection {
 #[derive(Debug, Serialize)]
 pub struct Row {
     pub job_id: String,
+    /// Generation tokens/s as a share of the bandwidth roofline, e.g. "64% of 89.6"; "–"
+    /// where there is none (servers, the simulated backend, no byte count).
+    pub roofline: String,
     /// A merged run's values for `shard_columns` (empty otherwise).
     pub shard_cells: Vec<String>,
     pub backend: String,
@@ -849,6 +935,7 @@ pub fn build_context(
         &warned,
     );
     place_rows(&mut scenarios, &shard_cells, by_host);
+    let roofline = place_roofline(&mut scenarios, manifest, analysis, models, samples);
     ReportContext {
         title: p
             .get("name")
@@ -906,6 +993,7 @@ pub fn build_context(
             .and_then(crate::results::Merged::missing_text),
         shards,
         shard_columns,
+        roofline,
     }
 }
 
@@ -942,6 +1030,12 @@ fn environment_rows(manifest: &Manifest) -> Vec<(String, String)> {
             format!("{} ({})", manifest.minerva_version, manifest.git_revision),
         ),
     ];
+    if let Some(bw) = &manifest.bandwidth {
+        environment.push((
+            "Memory bandwidth".to_string(),
+            format!("{:.1} GB/s ({})", bw.bytes_per_s / 1e9, bw.method),
+        ));
+    }
     if let Some(obj) = manifest.backends.as_object() {
         for (name, build) in obj {
             let text = match build {
@@ -1045,6 +1139,7 @@ fn scenario_sections(
             .filter(|j| j.scenario == name && !not_run.contains(j.job_id.as_str()))
             .map(|j| Row {
                 job_id: j.job_id.clone(),
+                roofline: DASH.into(),
                 shard_cells: Vec::new(),
                 backend: j.backend.clone(),
                 model: j.model.clone(),
@@ -1430,6 +1525,16 @@ fn model_row(m: &crate::results::ModelInfo) -> ModelRow {
 mod tests {
     use super::*;
     use crate::analyze::{Warning, WarningKind};
+
+    #[test]
+    fn a_figure_above_the_roofline_is_flagged() {
+        assert_eq!(roofline_cell(64.0, 100.0), "64% of 100.0");
+        assert_eq!(roofline_cell(100.0, 100.0), "100% of 100.0");
+        assert_eq!(
+            roofline_cell(150.0, 100.0),
+            "**150% of 100.0: above the roofline, a measurement error**"
+        );
+    }
 
     fn stats(mean: f64, half: f64, cv: f64, first: f64) -> MetricStats {
         MetricStats {

@@ -17,6 +17,13 @@ pub struct ModelInfo {
     pub context_length: Option<u64>,
     pub vocab_size: Option<u64>,
     pub tensor_count: Option<u64>,
+    /// Bytes of weights one generated token reads (GGUF: every tensor, token embeddings only
+    /// gathered when the output matrix is separate), for the bandwidth roofline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_bytes_per_token: Option<u64>,
+    /// K and V bytes per cached position (f16 cache), for the roofline at a depth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_bytes_per_position: Option<u64>,
     pub sha256: Option<String>,
     pub warnings: Vec<String>,
 }

@@ -90,6 +90,8 @@ pub fn verify_model_with(
         context_length: None,
         vocab_size: None,
         tensor_count: None,
+        weight_bytes_per_token: None,
+        kv_bytes_per_position: None,
         sha256: None,
         warnings: Vec::new(),
     };
@@ -128,6 +130,8 @@ pub fn verify_model_with(
         info.context_length = s.context_length;
         info.vocab_size = s.vocab_size;
         info.tensor_count = Some(s.tensor_count);
+        info.weight_bytes_per_token = Some(s.weight_bytes_per_token).filter(|w| *w > 0);
+        info.kv_bytes_per_position = s.kv_bytes_per_position;
         info.warnings = s.warnings;
     }
     if model.format == ModelFormat::Mlx {
