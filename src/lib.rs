@@ -9,6 +9,7 @@ pub mod benchcli;
 pub mod cli;
 pub mod compare;
 pub mod convert;
+pub mod energy;
 pub mod error;
 pub mod events;
 pub mod exec;

@@ -193,6 +193,12 @@ stages:
         ),
     )
     .unwrap();
+    // A fake powercap directory (one package zone whose counter stands still): each measured
+    // repetition records its energy, 0 J here, through the worker's environment.
+    let powercap = tmp.path().join("powercap/intel-rapl:0");
+    std::fs::create_dir_all(&powercap).unwrap();
+    std::fs::write(powercap.join("name"), "package-0\n").unwrap();
+    std::fs::write(powercap.join("energy_uj"), "123456789\n").unwrap();
     let out = Minerva::new(&[
         "run",
         pipeline.to_str().unwrap(),
@@ -201,12 +207,28 @@ stages:
         "--out",
         tmp.path().join("out").to_str().unwrap(),
     ])
+    .env(
+        "MINERVA_POWERCAP_ROOT",
+        tmp.path().join("powercap").to_str().unwrap(),
+    )
     .output();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let run = tmp.path().join("out/three/r");
     let samples = samples_by_job(&run);
     assert_eq!(samples.len(), 3 * 3 * 2, "{samples:?}");
     assert!(samples.iter().all(|s| s["error"].is_null()), "{samples:?}");
+    assert!(
+        samples.iter().all(|s| s["energy_j"] == 0.0),
+        "every repetition reads the package counter: {samples:?}"
+    );
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        report.contains("| Energy | RAPL package-0 (CPU package energy) |"),
+        "{report}"
+    );
+    assert!(report.contains(" J/token | W |"), "{report}");
+    assert!(report.contains("| Memory bandwidth | "), "{report}");
+    assert!(report.contains(" of roofline t/s |"), "{report}");
     let first = |backend: &str, model: &str, scenario: &str| -> Value {
         samples
             .iter()

@@ -1575,7 +1575,9 @@ fn the_report_shows_the_roofline_and_flags_figures_above_it() {
     let rd = out.join("simulated/r");
     let samples = read(&rd.join("samples.jsonl"))
         .replace("\"simulated\":true", "\"simulated\":false")
-        .replace("\"backend\":\"simulated\"", "\"backend\":\"llama_cpp\"");
+        .replace("\"backend\":\"simulated\"", "\"backend\":\"llama_cpp\"")
+        // 2.5 J a repetition, as a RAPL reading would give.
+        .replace("\"warmup\":false", "\"warmup\":false,\"energy_j\":2.5");
     std::fs::write(rd.join("samples.jsonl"), samples).unwrap_or_else(|e| panic!("{e}"));
     // tests/fixtures/models/tiny.gguf holds no tensors: give it 100 MB of weights and 20 kB
     // of KV per position, as a 135M-parameter 4-bit model has.
@@ -1589,6 +1591,7 @@ fn the_report_shows_the_roofline_and_flags_figures_above_it() {
         let path = rd.join("manifest.json");
         let mut m: serde_json::Value =
             serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{e}"));
+        m["energy"] = "RAPL package-0 (CPU package energy)".into();
         m["bandwidth"] = serde_json::json!({
             "bytes_per_s": bytes_per_s, "method": "a test's figure",
             "measured_at": "2026-12-02T00:00:00Z"
@@ -1599,6 +1602,11 @@ fn the_report_shows_the_roofline_and_flags_figures_above_it() {
         let report = read(&rd.join("report.md"));
         assert!(report.contains("| of roofline t/s |"), "{report}");
         assert!(report.contains("Memory bandwidth"), "{report}");
+        assert!(
+            report.contains("| Energy | RAPL package-0 (CPU package energy) |"),
+            "{report}"
+        );
+        assert!(report.contains(" J/token | W |"), "{report}");
         assert_eq!(
             report.contains("above the roofline, a measurement error"),
             flagged,

@@ -131,6 +131,7 @@ impl BenchJob {
             tokenize_ms: None,
             sample_ms: None,
             peak_rss_bytes: None,
+            energy_j: None,
             error: None,
             request: None,
             load: None,

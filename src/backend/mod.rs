@@ -335,14 +335,21 @@ impl BackendError {
     }
 }
 
-/// The clock of one repetition: every timestamp counts from the submit.
+/// The clock of one repetition: every timestamp counts from the submit. It also reads the
+/// CPU package energy counters (where readable) at the start, for the repetition's joules.
 pub(crate) struct RepTimer {
     submit: std::time::Instant,
+    energy: Option<(&'static crate::energy::Meter, Vec<u64>)>,
 }
 
 impl RepTimer {
     pub(crate) fn start() -> RepTimer {
+        Self::start_with(crate::energy::meter())
+    }
+
+    pub(crate) fn start_with(meter: Option<&'static crate::energy::Meter>) -> RepTimer {
         RepTimer {
+            energy: meter.and_then(|m| Some((m, m.read()?))),
             submit: std::time::Instant::now(),
         }
     }
@@ -378,6 +385,10 @@ pub(crate) fn finish_rep(s: &mut Sample, timer: &RepTimer, sample_time: std::tim
     s.output_tokens = Some(s.token_ms.len() as u64);
     s.e2e_ms = Some(timer.at());
     s.sample_ms = Some(crate::results::Millis::from_duration(sample_time));
+    s.energy_j = timer
+        .energy
+        .as_ref()
+        .and_then(|(m, start)| Some(m.joules(start, &m.read()?)));
 }
 
 /// Runs one bench job in this process (the worker calls this).
@@ -392,6 +403,33 @@ pub fn run_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A repetition's joules are the package counters' increase between its start and its end.
+    #[test]
+    fn a_repetition_records_the_energy_it_took() {
+        let root = crate::energy::tests::fake_root(1_000_000, u64::MAX);
+        let meter: &'static crate::energy::Meter = Box::leak(Box::new(
+            crate::energy::Meter::open_at(root.path()).unwrap_or_else(|e| panic!("{e}")),
+        ));
+        let timer = RepTimer::start_with(Some(meter));
+        std::fs::write(root.path().join("intel-rapl:0/energy_uj"), "4250000")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut s: Sample = serde_json::from_value(serde_json::json!({
+            "job_id": "j", "stage": "b", "backend": "llama_cpp", "model": "m",
+            "scenario": "s", "params": {}, "rep": 0, "warmup": false, "simulated": false
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        finish_rep(&mut s, &timer, std::time::Duration::ZERO);
+        assert_eq!(s.energy_j, Some(3.25));
+        // Without counters, nothing is recorded.
+        let mut t = s.clone();
+        finish_rep(
+            &mut t,
+            &RepTimer::start_with(None),
+            std::time::Duration::ZERO,
+        );
+        assert_eq!(t.energy_j, None);
+    }
 
     /// The names a matrix may use are exactly the fields of the backend's typed params.
     #[test]

@@ -108,6 +108,8 @@ pub const WORKER_ENV: &[&str] = &[
     "RUST_BACKTRACE",
     "RUST_MIN_STACK",
     "RAYON_NUM_THREADS",
+    // Another powercap root, for tests (crate::energy).
+    "MINERVA_POWERCAP_ROOT",
     "CUDA_VISIBLE_DEVICES",
     "NVIDIA_VISIBLE_DEVICES",
     "HIP_VISIBLE_DEVICES",

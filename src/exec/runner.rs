@@ -160,11 +160,16 @@ pub async fn run(
     manifest.reuse_from = opts.reuse.iter().map(|d| d.display().to_string()).collect();
     // The decode roofline needs the host's memory bandwidth: measured once per host (about a
     // second), then cached; only for runs with in-process engines.
-    if manifest.bandwidth.is_none()
-        && plan
-            .bench_jobs()
-            .any(|(_, b)| !b.backend.is_simulated() && !b.backend.sized_by_load())
-    {
+    let in_process = plan
+        .bench_jobs()
+        .any(|(_, b)| !b.backend.is_simulated() && !b.backend.sized_by_load());
+    if in_process && manifest.energy.is_none() {
+        manifest.energy = Some(match crate::energy::Meter::open() {
+            Ok(m) => m.describe(),
+            Err(why) => format!("not measured here: {why}"),
+        });
+    }
+    if manifest.bandwidth.is_none() && in_process {
         let (cache, host) = (opts.fetch.state_dir.clone(), manifest.host.clone());
         manifest.bandwidth = tokio::task::spawn_blocking(move || {
             crate::roofline::host_bandwidth(&cache, &host.fingerprint(), host.memory_bytes)
@@ -477,6 +482,7 @@ fn first_manifest(plan: &Plan, opts: &RunOptions, run_id: &str) -> Manifest {
         labels: opts.labels.clone(),
         merged: None,
         bandwidth: None,
+        energy: None,
     }
 }
 

@@ -71,6 +71,8 @@ pub struct ReportContext {
     pub shard_columns: Vec<String>,
     /// Set when any row has a roofline figure: the bandwidth it rests on, in words.
     pub roofline: Option<String>,
+    /// Set when any repetition has an energy reading: where it comes from.
+    pub energy: Option<String>,
 }
 
 /// One shard of a merged run, as the report lists it.
@@ -155,6 +157,36 @@ fn place_roofline(
             }
         )
     })
+}
+
+/// Each row's energy over its measured repetitions (CPU package, RAPL): joules per generated
+/// token (the whole repetition's energy, prompt processing included) and mean watts. True when
+/// any row has a reading.
+fn place_energy(scenarios: &mut [ScenarioSection], samples: &[Sample]) -> bool {
+    let mut any = false;
+    for sec in scenarios.iter_mut() {
+        for r in &mut sec.rows {
+            let (mut j, mut tokens, mut secs) = (0.0, 0u64, 0.0);
+            for s in samples
+                .iter()
+                .filter(|s| s.job_id == r.job_id && !s.warmup && s.error.is_none())
+            {
+                if let (Some(e), Some(t)) = (s.energy_j, s.e2e_ms) {
+                    j += e;
+                    tokens += s.output_tokens.unwrap_or(0);
+                    secs += t.0 / 1e3;
+                }
+            }
+            if secs > 0.0 {
+                any = true;
+                if tokens > 0 {
+                    r.joules_per_token = format!("{:.3}", j / tokens as f64);
+                }
+                r.watts = format!("{:.1}", j / secs);
+            }
+        }
+    }
+    any
 }
 
 /// "64% of 89.6"; above 100% the figure is flagged: no engine reads its weights faster than
@@ -312,6 +344,9 @@ pub struct Row {
     /// Generation tokens/s as a share of the bandwidth roofline, e.g. "64% of 89.6"; "–"
     /// where there is none (servers, the simulated backend, no byte count).
     pub roofline: String,
+    /// Energy over the measured repetitions: joules per generated token, and mean watts.
+    pub joules_per_token: String,
+    pub watts: String,
     /// A merged run's values for `shard_columns` (empty otherwise).
     pub shard_cells: Vec<String>,
     pub backend: String,
@@ -936,6 +971,8 @@ pub fn build_context(
     );
     place_rows(&mut scenarios, &shard_cells, by_host);
     let roofline = place_roofline(&mut scenarios, manifest, analysis, models, samples);
+    let energy = place_energy(&mut scenarios, samples)
+        .then(|| manifest.energy.clone().unwrap_or_else(|| "RAPL".into()));
     ReportContext {
         title: p
             .get("name")
@@ -994,6 +1031,7 @@ pub fn build_context(
         shards,
         shard_columns,
         roofline,
+        energy,
     }
 }
 
@@ -1035,6 +1073,9 @@ fn environment_rows(manifest: &Manifest) -> Vec<(String, String)> {
             "Memory bandwidth".to_string(),
             format!("{:.1} GB/s ({})", bw.bytes_per_s / 1e9, bw.method),
         ));
+    }
+    if let Some(e) = &manifest.energy {
+        environment.push(("Energy".to_string(), e.clone()));
     }
     if let Some(obj) = manifest.backends.as_object() {
         for (name, build) in obj {
@@ -1140,6 +1181,8 @@ fn scenario_sections(
             .map(|j| Row {
                 job_id: j.job_id.clone(),
                 roofline: DASH.into(),
+                joules_per_token: DASH.into(),
+                watts: DASH.into(),
                 shard_cells: Vec::new(),
                 backend: j.backend.clone(),
                 model: j.model.clone(),

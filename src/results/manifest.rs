@@ -97,6 +97,10 @@ pub struct Manifest {
     /// roofline; recorded when the run has in-process bench jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<crate::roofline::Bandwidth>,
+    /// Where in-process repetitions' energy comes from ("RAPL package-0 (…)"), or "not
+    /// measured here: why"; recorded when the run has in-process bench jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy: Option<String>,
 }
 
 /// What a sharded plan (and its run's manifest) records about its shard.

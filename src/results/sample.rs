@@ -87,6 +87,10 @@ pub struct Sample {
     /// Peak resident memory of the process that ran the backend.
     #[serde(default)]
     pub peak_rss_bytes: Option<u64>,
+    /// In-process repetitions: CPU package energy over the repetition (RAPL), where the
+    /// counters are readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_j: Option<f64>,
     #[serde(default)]
     pub error: Option<SampleError>,
     /// Server backends: one request of a load test (when it was meant to go, when it went, how
