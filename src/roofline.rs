@@ -3,19 +3,23 @@
 //! the fastest generation the machine allows. The report shows measured tokens/s as a share of
 //! it; above 100% means the measurement (or the byte count) is wrong, and it says so.
 //!
-//! The bandwidth is measured once per host (STREAM's Copy kernel: `memcpy` between two buffers
-//! far larger than the caches, one slice per core, best of several passes) and cached by the
-//! host fingerprint.
+//! The bandwidth is read bandwidth over a buffer the size of the model's bytes per token (every
+//! core reading its slice, best of several passes): where the weights fit in the last-level
+//! cache, that is the cache's bandwidth, else DRAM's. It is measured once per host and size and
+//! cached by the host fingerprint.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
 
-/// A host's measured memory bandwidth, as the manifest records it.
+/// A host's measured memory read bandwidth at one working-set size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bandwidth {
-    /// Bytes read plus bytes written per second, as STREAM counts Copy.
+    /// Bytes read per second.
     pub bytes_per_s: f64,
+    /// The buffer read, bytes: the model's bytes per token rounded up to a power of two, so
+    /// the figure is that of the level (cache or DRAM) the weights stream from.
+    pub bytes: u64,
     /// How it was measured, in words.
     pub method: String,
     /// When it was measured (RFC 3339), and whether this run took it from the cache.
@@ -24,29 +28,36 @@ pub struct Bandwidth {
     pub cached: bool,
 }
 
-/// STREAM's Copy over `bytes`-sized buffers with `threads` threads, best of `passes`.
+/// Reads a `bytes`-sized buffer with `threads` threads (one slice each, `memchr` for a byte
+/// that is not there: a vectorized read of every byte, optimized whatever the build profile),
+/// best of `passes`.
 pub fn probe(bytes: usize, threads: usize, passes: u32) -> Bandwidth {
     let threads = threads.max(1);
     let bytes = (bytes / threads / 4096).max(1) * 4096 * threads;
-    // Filled, so every page is really there before the first timed pass.
-    let src = vec![1u8; bytes];
-    let mut dst = vec![0u8; bytes];
+    // Written, so every page is really there (a fresh zeroed allocation maps one shared page).
+    let buf = vec![1u8; bytes];
     let chunk = bytes / threads;
     let mut best = f64::INFINITY;
-    for _ in 0..passes.max(1) {
+    // One untimed pass brings the buffer to wherever it settles (cache or DRAM).
+    for pass in 0..=passes.max(1) {
         let t = Instant::now();
-        std::thread::scope(|s| {
-            for (d, c) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
-                s.spawn(move || d.copy_from_slice(c));
-            }
+        let found = std::thread::scope(|s| {
+            let handles: Vec<_> = buf
+                .chunks(chunk)
+                .map(|c| s.spawn(move || memchr::memchr(0, c).is_some()))
+                .collect();
+            handles.into_iter().any(|h| h.join().unwrap_or(true))
         });
-        best = best.min(t.elapsed().as_secs_f64());
+        std::hint::black_box(found);
+        if pass > 0 {
+            best = best.min(t.elapsed().as_secs_f64());
+        }
     }
-    std::hint::black_box(&dst);
     Bandwidth {
-        bytes_per_s: 2.0 * bytes as f64 / best.max(1e-9),
+        bytes_per_s: bytes as f64 / best.max(1e-9),
+        bytes: bytes as u64,
         method: format!(
-            "STREAM Copy (memcpy), 2 × {} MiB per pass counted (read + write), {threads} threads, best of {} passes",
+            "read of {} MiB (memchr, {threads} threads), best of {} passes",
             bytes >> 20,
             passes.max(1)
         ),
@@ -55,12 +66,25 @@ pub fn probe(bytes: usize, threads: usize, passes: u32) -> Bandwidth {
     }
 }
 
-/// The host's bandwidth: from `<cache>/bandwidth/<fingerprint hash>.json` when measured
-/// before, else probed (512 MiB buffers, or an eighth of memory if less, on every core) and
-/// cached.
-pub fn host_bandwidth(cache: &Path, fingerprint: &str, memory_bytes: u64) -> Bandwidth {
+/// The host's read bandwidth over a working set of `working_set` bytes: from
+/// `<cache>/bandwidth/<fingerprint hash>-<size>.json` when measured before, else probed (the
+/// size rounded up to a power of two, at least 64 MiB, at most a quarter of memory; every
+/// core) and cached.
+pub fn host_bandwidth(
+    cache: &Path,
+    fingerprint: &str,
+    memory_bytes: u64,
+    working_set: u64,
+) -> Bandwidth {
+    let size = working_set
+        .max(64 << 20)
+        .checked_next_power_of_two()
+        .unwrap_or(u64::MAX)
+        .min((memory_bytes / 4).max(64 << 20));
     let key = &crate::formats::sha256_hex(fingerprint.as_bytes())[..16];
-    let path = cache.join("bandwidth").join(format!("{key}.json"));
+    let path = cache
+        .join("bandwidth")
+        .join(format!("{key}-{}MiB.json", size >> 20));
     if let Some(mut b) = std::fs::read(&path)
         .ok()
         .and_then(|t| serde_json::from_slice::<Bandwidth>(&t).ok())
@@ -69,9 +93,8 @@ pub fn host_bandwidth(cache: &Path, fingerprint: &str, memory_bytes: u64) -> Ban
         b.cached = true;
         return b;
     }
-    let size = (512usize << 20).min((memory_bytes / 8).max(64 << 20) as usize);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let b = probe(size, threads, 5);
+    let b = probe(size as usize, threads, 5);
     if let (Some(dir), Ok(text)) = (path.parent(), serde_json::to_vec_pretty(&b)) {
         let _ = std::fs::create_dir_all(dir);
         let _ = crate::paths::write_atomic(&path, &text);
@@ -111,9 +134,14 @@ mod tests {
         let b = probe(8 << 20, 2, 2);
         assert!(b.bytes_per_s > 1e8, "{b:?}");
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let first = host_bandwidth(dir.path(), "host-a", 1 << 30);
+        let first = host_bandwidth(dir.path(), "host-a", 1 << 30, 100 << 20);
         assert!(!first.cached && first.bytes_per_s > 1e8);
-        let again = host_bandwidth(dir.path(), "host-a", 1 << 30);
+        assert_eq!(
+            first.bytes,
+            128 << 20,
+            "100 MiB of weights: a 128 MiB probe"
+        );
+        let again = host_bandwidth(dir.path(), "host-a", 1 << 30, 100 << 20);
         assert!(again.cached);
         // The same figure, through JSON.
         assert!((again.bytes_per_s / first.bytes_per_s - 1.0).abs() < 1e-12);

@@ -227,7 +227,6 @@ stages:
         "{report}"
     );
     assert!(report.contains(" J/token | W |"), "{report}");
-    assert!(report.contains("| Memory bandwidth | "), "{report}");
     assert!(report.contains(" of roofline t/s |"), "{report}");
     let first = |backend: &str, model: &str, scenario: &str| -> Value {
         samples

@@ -1588,20 +1588,22 @@ fn the_report_shows_the_roofline_and_flags_figures_above_it() {
     model["kv_bytes_per_position"] = 20_000.into();
     std::fs::write(rd.join("model-tiny.json"), model.to_string()).unwrap_or_else(|e| panic!("{e}"));
     for (bytes_per_s, flagged) in [(1.0e15, false), (1.0, true)] {
+        model["bandwidth"] = serde_json::json!({
+            "bytes_per_s": bytes_per_s, "bytes": 134_217_728u64, "method": "a test's figure",
+            "measured_at": "2026-12-02T00:00:00Z"
+        });
+        std::fs::write(rd.join("model-tiny.json"), model.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
         let path = rd.join("manifest.json");
         let mut m: serde_json::Value =
             serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{e}"));
         m["energy"] = "RAPL package-0 (CPU package energy)".into();
-        m["bandwidth"] = serde_json::json!({
-            "bytes_per_s": bytes_per_s, "method": "a test's figure",
-            "measured_at": "2026-12-02T00:00:00Z"
-        });
         std::fs::write(&path, m.to_string()).unwrap_or_else(|e| panic!("{e}"));
         let rep = Minerva::new(&["report", &rd.to_string_lossy()]).output();
         assert_eq!(rep.status.code(), Some(0), "{}", text(&rep.stderr));
         let report = read(&rd.join("report.md"));
         assert!(report.contains("| of roofline t/s |"), "{report}");
-        assert!(report.contains("Memory bandwidth"), "{report}");
+        assert!(report.contains("tiny: "), "{report}");
         assert!(
             report.contains("| Energy | RAPL package-0 (CPU package energy) |"),
             "{report}"

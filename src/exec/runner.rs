@@ -158,8 +158,7 @@ pub async fn run(
     let run_id = manifest.run_id.clone();
     let run_dir = RunDir::new(root.clone());
     manifest.reuse_from = opts.reuse.iter().map(|d| d.display().to_string()).collect();
-    // The decode roofline needs the host's memory bandwidth: measured once per host (about a
-    // second), then cached; only for runs with in-process engines.
+    // Where in-process repetitions' energy comes from, or why there is none.
     let in_process = plan
         .bench_jobs()
         .any(|(_, b)| !b.backend.is_simulated() && !b.backend.sized_by_load());
@@ -168,14 +167,6 @@ pub async fn run(
             Ok(m) => m.describe(),
             Err(why) => format!("not measured here: {why}"),
         });
-    }
-    if manifest.bandwidth.is_none() && in_process {
-        let (cache, host) = (opts.fetch.state_dir.clone(), manifest.host.clone());
-        manifest.bandwidth = tokio::task::spawn_blocking(move || {
-            crate::roofline::host_bandwidth(&cache, &host.fingerprint(), host.memory_bytes)
-        })
-        .await
-        .ok();
     }
     run_dir.write_manifest(&manifest)?;
     run_dir.mark("latest-started")?;
@@ -481,7 +472,6 @@ fn first_manifest(plan: &Plan, opts: &RunOptions, run_id: &str) -> Manifest {
         shard: plan.shard.clone(),
         labels: opts.labels.clone(),
         merged: None,
-        bandwidth: None,
         energy: None,
     }
 }

@@ -100,14 +100,13 @@ fn place_roofline(
     models: &[crate::results::ModelInfo],
     samples: &[Sample],
 ) -> Option<String> {
-    let bw = manifest.bandwidth.as_ref()?;
     let depth: std::collections::BTreeMap<&str, f64> = manifest.pipeline["scenarios"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|s| Some((s["name"].as_str()?, s["depth"].as_f64().unwrap_or(0.0))))
         .collect();
-    let mut any = false;
+    let mut used: Vec<(String, String)> = Vec::new();
     for sec in scenarios.iter_mut() {
         for r in &mut sec.rows {
             let Some(j) = analysis.jobs.iter().find(|j| j.job_id == r.job_id) else {
@@ -133,6 +132,9 @@ fn place_roofline(
             let position = depth.get(j.scenario.as_str()).copied().unwrap_or(0.0)
                 + mean(|s| s.prompt_tokens)
                 + mean(|s| s.output_tokens) / 2.0;
+            let Some(bw) = m.bandwidth.as_ref() else {
+                continue;
+            };
             let Some(roof) = crate::roofline::tg_roofline(
                 bw.bytes_per_s,
                 m.weight_bytes_per_token,
@@ -141,21 +143,30 @@ fn place_roofline(
             ) else {
                 continue;
             };
-            any = true;
+            if !used.iter().any(|(n, _)| *n == m.name) {
+                used.push((
+                    m.name.clone(),
+                    format!(
+                        "{}: {:.1} GB/s ({}{})",
+                        m.name,
+                        bw.bytes_per_s / 1e9,
+                        bw.method,
+                        if bw.cached {
+                            format!(", measured {}", bw.measured_at)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+            }
             r.roofline = roofline_cell(tg, roof);
         }
     }
-    any.then(|| {
-        format!(
-            "{:.1} GB/s measured on this host ({}{})",
-            bw.bytes_per_s / 1e9,
-            bw.method,
-            if bw.cached {
-                format!(", cached from {}", bw.measured_at)
-            } else {
-                String::new()
-            }
-        )
+    (!used.is_empty()).then(|| {
+        used.into_iter()
+            .map(|(_, t)| t)
+            .collect::<Vec<_>>()
+            .join("; ")
     })
 }
 
@@ -1068,12 +1079,6 @@ fn environment_rows(manifest: &Manifest) -> Vec<(String, String)> {
             format!("{} ({})", manifest.minerva_version, manifest.git_revision),
         ),
     ];
-    if let Some(bw) = &manifest.bandwidth {
-        environment.push((
-            "Memory bandwidth".to_string(),
-            format!("{:.1} GB/s ({})", bw.bytes_per_s / 1e9, bw.method),
-        ));
-    }
     if let Some(e) = &manifest.energy {
         environment.push(("Energy".to_string(), e.clone()));
     }

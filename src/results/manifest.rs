@@ -93,10 +93,6 @@ pub struct Manifest {
     /// Set on a run `minerva merge` made: its shards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged: Option<Merged>,
-    /// The host's memory bandwidth (measured once per host, then cached), for the decode
-    /// roofline; recorded when the run has in-process bench jobs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bandwidth: Option<crate::roofline::Bandwidth>,
     /// Where in-process repetitions' energy comes from ("RAPL package-0 (…)"), or "not
     /// measured here: why"; recorded when the run has in-process bench jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -24,6 +24,10 @@ pub struct ModelInfo {
     /// K and V bytes per cached position (f16 cache), for the roofline at a depth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_bytes_per_position: Option<u64>,
+    /// This host's read bandwidth over a buffer the size of the weights a token reads (the
+    /// roofline's numerator), measured once per host and size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<crate::roofline::Bandwidth>,
     pub sha256: Option<String>,
     pub warnings: Vec<String>,
 }

@@ -21,8 +21,19 @@ pub async fn run(model: &Model, ctx: &StageCtx) -> StageResult {
     };
     let model = model.clone();
     let out = ctx.run_dir.root.join(format!("model-{}.json", model.name));
+    let (cache, fingerprint) = (ctx.fetch.state_dir.clone(), ctx.host_fingerprint.clone());
     tokio::task::spawn_blocking(move || {
-        let info = verify_model_with(&model, &path, Some(&store)).map_err(StageError::Model)?;
+        let mut info = verify_model_with(&model, &path, Some(&store)).map_err(StageError::Model)?;
+        // The roofline's bandwidth, over the weights' size (cached per host and size).
+        if let Some(w) = info.weight_bytes_per_token {
+            let memory = crate::results::host_info().memory_bytes;
+            info.bandwidth = Some(crate::roofline::host_bandwidth(
+                &cache,
+                &fingerprint,
+                memory,
+                w,
+            ));
+        }
         let text =
             serde_json::to_string_pretty(&info).map_err(|e| StageError::Model(e.to_string()))?;
         atomic_write(&out, crate::redact::json_line(&text).as_bytes())?;
@@ -92,6 +103,7 @@ pub fn verify_model_with(
         tensor_count: None,
         weight_bytes_per_token: None,
         kv_bytes_per_position: None,
+        bandwidth: None,
         sha256: None,
         warnings: Vec::new(),
     };
