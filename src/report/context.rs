@@ -98,7 +98,7 @@ fn place_roofline(
     manifest: &Manifest,
     analysis: &Analysis,
     models: &[crate::results::ModelInfo],
-    samples: &[Sample],
+    totals: &std::collections::HashMap<&str, RepTotals>,
 ) -> Option<String> {
     let depth: std::collections::BTreeMap<&str, f64> = manifest.pipeline["scenarios"]
         .as_array()
@@ -121,17 +121,11 @@ fn place_roofline(
             ) else {
                 continue;
             };
-            let measured: Vec<&Sample> = samples
-                .iter()
-                .filter(|s| s.job_id == j.job_id && !s.warmup && s.error.is_none())
-                .collect();
-            let mean = |f: fn(&Sample) -> Option<u64>| {
-                measured.iter().filter_map(|s| f(s)).sum::<u64>() as f64
-                    / measured.len().max(1) as f64
-            };
+            let t = totals.get(j.job_id.as_str()).copied().unwrap_or_default();
+            let n = t.reps.max(1) as f64;
             let position = depth.get(j.scenario.as_str()).copied().unwrap_or(0.0)
-                + mean(|s| s.prompt_tokens)
-                + mean(|s| s.output_tokens) / 2.0;
+                + t.prompt_tokens as f64 / n
+                + t.output_tokens as f64 / n / 2.0;
             let Some(bw) = m.bandwidth.as_ref() else {
                 continue;
             };
@@ -170,24 +164,49 @@ fn place_roofline(
     })
 }
 
+/// A job's measured repetitions (no warmups, no errors), summed once for the roofline and
+/// energy columns.
+#[derive(Debug, Default, Clone, Copy)]
+struct RepTotals {
+    reps: u64,
+    prompt_tokens: u64,
+    output_tokens: u64,
+    /// Over the repetitions with an energy reading: joules, generated tokens, seconds.
+    energy_j: f64,
+    energy_tokens: u64,
+    energy_s: f64,
+}
+
+fn rep_totals(samples: &[Sample]) -> std::collections::HashMap<&str, RepTotals> {
+    let mut out: std::collections::HashMap<&str, RepTotals> = Default::default();
+    for s in samples.iter().filter(|s| !s.warmup && s.error.is_none()) {
+        let t = out.entry(s.job_id.as_str()).or_default();
+        t.reps += 1;
+        t.prompt_tokens += s.prompt_tokens.unwrap_or(0);
+        t.output_tokens += s.output_tokens.unwrap_or(0);
+        if let (Some(e), Some(ms)) = (s.energy_j, s.e2e_ms) {
+            t.energy_j += e;
+            t.energy_tokens += s.output_tokens.unwrap_or(0);
+            t.energy_s += ms.0 / 1e3;
+        }
+    }
+    out
+}
+
 /// Each row's energy over its measured repetitions (CPU package, RAPL): joules per generated
 /// token (the whole repetition's energy, prompt processing included) and mean watts. True when
 /// any row has a reading.
-fn place_energy(scenarios: &mut [ScenarioSection], samples: &[Sample]) -> bool {
+fn place_energy(
+    scenarios: &mut [ScenarioSection],
+    totals: &std::collections::HashMap<&str, RepTotals>,
+) -> bool {
     let mut any = false;
     for sec in scenarios.iter_mut() {
         for r in &mut sec.rows {
-            let (mut j, mut tokens, mut secs) = (0.0, 0u64, 0.0);
-            for s in samples
-                .iter()
-                .filter(|s| s.job_id == r.job_id && !s.warmup && s.error.is_none())
-            {
-                if let (Some(e), Some(t)) = (s.energy_j, s.e2e_ms) {
-                    j += e;
-                    tokens += s.output_tokens.unwrap_or(0);
-                    secs += t.0 / 1e3;
-                }
-            }
+            let Some(t) = totals.get(r.job_id.as_str()) else {
+                continue;
+            };
+            let (j, tokens, secs) = (t.energy_j, t.energy_tokens, t.energy_s);
             if secs > 0.0 {
                 any = true;
                 if tokens > 0 {
@@ -981,8 +1000,9 @@ pub fn build_context(
         &warned,
     );
     place_rows(&mut scenarios, &shard_cells, by_host);
-    let roofline = place_roofline(&mut scenarios, manifest, analysis, models, samples);
-    let energy = place_energy(&mut scenarios, samples)
+    let totals = rep_totals(samples);
+    let roofline = place_roofline(&mut scenarios, manifest, analysis, models, &totals);
+    let energy = place_energy(&mut scenarios, &totals)
         .then(|| manifest.energy.clone().unwrap_or_else(|| "RAPL".into()));
     ReportContext {
         title: p
