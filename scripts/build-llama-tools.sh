@@ -5,14 +5,22 @@
 #
 #   scripts/build-llama-tools.sh TARGET...      # llama-bench, llama-server
 #
-# Built with the CPU features llama-cpp-sys-2 compiles llama.cpp with by default (it does not
-# build for the native CPU unless RUSTFLAGS has -C target-cpu=native): AVX/AVX2/FMA/F16C/BMI2.
-# A -march=native build would use AVX-512 where the CPU has it and compare builds, not tools.
+# Two builds, chosen by LLAMA_TOOLS_BUILD:
+#   default  llama.cpp's own defaults (GGML_NATIVE=ON: -march=native, AVX-512 where the CPU has
+#            it): what a user who builds llama.cpp gets, the match of minerva's native build.
+#   avx2     (the default here) the CPU features of minerva's portable build (x86-64-v3):
+#            AVX/AVX2/FMA/F16C/BMI2, so the two compare tools and not instruction sets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SDIST="llama-cpp-python==0.3.36"
 WORK="target/fidelity"
-BUILD="$WORK/llama.cpp/build-avx2"
+FLAVOUR="${LLAMA_TOOLS_BUILD:-avx2}"
+BUILD="$WORK/llama.cpp/build-$FLAVOUR"
+case "$FLAVOUR" in
+    default) cpu=() ;;
+    avx2) cpu=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON) ;;
+    *) echo "build-llama-tools: LLAMA_TOOLS_BUILD is default or avx2, not '$FLAVOUR'" >&2; exit 2 ;;
+esac
 
 scripts/setup.sh >/dev/null
 mkdir -p "$WORK"
@@ -23,10 +31,11 @@ if [ ! -d "$WORK/llama.cpp" ]; then
 fi
 for t in "$@"; do
     if [ ! -x "$BUILD/bin/$t" ]; then
+        # Only what the tools need is switched off (curl: no model downloads; tests and examples:
+        # build time); static libraries so the binaries run from anywhere.
         cmake -S "$WORK/llama.cpp" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
             -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
-            -DLLAMA_BUILD_TOOLS=ON -DBUILD_SHARED_LIBS=OFF \
-            -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON >/dev/null
+            -DLLAMA_BUILD_TOOLS=ON -DBUILD_SHARED_LIBS=OFF "${cpu[@]}" >/dev/null
         cmake --build "$BUILD" --target "$t" -j "$(nproc)" >/dev/null
     fi
     echo "$BUILD/bin/$t"

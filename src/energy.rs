@@ -1,6 +1,7 @@
-//! CPU package energy from the kernel's RAPL counters (`/sys/class/powercap/*/energy_uj`),
-//! read around each in-process repetition. Where no counter is readable the report says "not
-//! measured here", never a guess. `MINERVA_POWERCAP_ROOT` names another directory laid out like
+//! Energy around each in-process repetition: CPU package energy from the kernel's RAPL counters
+//! (`/sys/class/powercap/*/energy_uj`) and each NVIDIA GPU's board energy from NVML
+//! (`crate::gpu`), summed. Where no counter is readable the report says "not measured here",
+//! never a guess. `MINERVA_POWERCAP_ROOT` names another directory laid out like
 //! `/sys/class/powercap` (for tests).
 
 use std::path::{Path, PathBuf};
@@ -17,9 +18,27 @@ pub struct Meter {
 #[derive(Debug, Clone)]
 struct Zone {
     name: String,
-    energy_uj: PathBuf,
+    counter: Counter,
     /// The counter wraps to 0 after this many µJ.
     max_range_uj: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Counter {
+    /// A RAPL zone's `energy_uj` file.
+    Rapl(PathBuf),
+    /// An NVIDIA GPU's total energy (NVML index), in mJ.
+    Gpu(u32),
+}
+
+impl Zone {
+    /// The counter now, in µJ.
+    fn read(&self) -> Option<u64> {
+        match &self.counter {
+            Counter::Rapl(p) => read_u64(p),
+            Counter::Gpu(i) => crate::gpu::energy_mj(*i).map(|mj| mj.saturating_mul(1000)),
+        }
+    }
 }
 
 fn read_u64(p: &Path) -> Option<u64> {
@@ -27,13 +46,31 @@ fn read_u64(p: &Path) -> Option<u64> {
 }
 
 impl Meter {
-    /// The package zones under `$MINERVA_POWERCAP_ROOT` (else `/sys/class/powercap`), or why
-    /// there are none.
+    /// The package zones under `$MINERVA_POWERCAP_ROOT` (else `/sys/class/powercap`) and the
+    /// GPUs whose energy counter NVML reads, or why there are none.
     pub fn open() -> Result<Meter, String> {
         let root = std::env::var_os(ROOT_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/sys/class/powercap"));
-        Meter::open_at(&root)
+        let gpus: Vec<Zone> = crate::gpu::gpus()
+            .map(|g| g.devices.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|d| d.energy_counter)
+            .map(|d| Zone {
+                name: format!("GPU {} {}", d.index, d.name),
+                counter: Counter::Gpu(d.index),
+                max_range_uj: u64::MAX,
+            })
+            .collect();
+        match Meter::open_at(&root) {
+            Ok(mut m) => {
+                m.zones.extend(gpus);
+                Ok(m)
+            }
+            Err(_) if !gpus.is_empty() => Ok(Meter { zones: gpus }),
+            Err(why) => Err(format!("{why}; no NVIDIA GPU energy counter (NVML)")),
+        }
     }
 
     /// The top-level zones (`intel-rapl:N`, not their subzones) named `package-*` whose
@@ -55,7 +92,7 @@ impl Meter {
                 (name.starts_with("package") && read_u64(&energy_uj).is_some()).then(|| Zone {
                     name,
                     max_range_uj: read_u64(&dir.join("max_energy_range_uj")).unwrap_or(u64::MAX),
-                    energy_uj,
+                    counter: Counter::Rapl(energy_uj),
                 })
             })
             .collect();
@@ -71,13 +108,31 @@ impl Meter {
 
     /// Where the figures come from, for the report.
     pub fn describe(&self) -> String {
-        let names: Vec<&str> = self.zones.iter().map(|z| z.name.as_str()).collect();
-        format!("RAPL {} (CPU package energy)", names.join(" + "))
+        let rapl: Vec<&str> = self
+            .zones
+            .iter()
+            .filter(|z| matches!(z.counter, Counter::Rapl(_)))
+            .map(|z| z.name.as_str())
+            .collect();
+        let gpus: Vec<&str> = self
+            .zones
+            .iter()
+            .filter(|z| matches!(z.counter, Counter::Gpu(_)))
+            .map(|z| z.name.as_str())
+            .collect();
+        let mut parts = Vec::new();
+        if !rapl.is_empty() {
+            parts.push(format!("RAPL {} (CPU package energy)", rapl.join(" + ")));
+        }
+        if !gpus.is_empty() {
+            parts.push(format!("NVML {} (GPU board energy)", gpus.join(" + ")));
+        }
+        parts.join(" + ")
     }
 
     /// Every zone's counter now, in µJ (None if one cannot be read).
     pub fn read(&self) -> Option<Vec<u64>> {
-        self.zones.iter().map(|z| read_u64(&z.energy_uj)).collect()
+        self.zones.iter().map(Zone::read).collect()
     }
 
     /// Joules between two readings, each counter's wrap undone.

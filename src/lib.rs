@@ -17,6 +17,7 @@ pub mod export;
 pub mod fetch;
 pub mod fleet;
 pub mod formats;
+pub mod gpu;
 pub mod job;
 pub mod lock;
 pub mod merge;
@@ -35,13 +36,4 @@ pub mod workload;
 /// The git revision minerva was built from ("unknown" outside a checkout).
 pub const GIT_REVISION: &str = env!("MINERVA_GIT_REVISION");
 
-/// Versions of the engine crates this binary was built with (read from Cargo.lock).
-pub mod build_info {
-    pub const LLAMA_CPP_2_VERSION: &str = env!("MINERVA_LLAMA_CPP_2_VERSION");
-    pub const LLAMA_CPP_SYS_VERSION: &str = env!("MINERVA_LLAMA_CPP_SYS_VERSION");
-    pub const CANDLE_CORE_VERSION: &str = env!("MINERVA_CANDLE_CORE_VERSION");
-    pub const CANDLE_TRANSFORMERS_VERSION: &str = env!("MINERVA_CANDLE_TRANSFORMERS_VERSION");
-    pub const TOKENIZERS_VERSION: &str = env!("MINERVA_TOKENIZERS_VERSION");
-    pub const MLX_RS_VERSION: &str = env!("MINERVA_MLX_RS_VERSION");
-    pub const MLX_SYS_VERSION: &str = env!("MINERVA_MLX_SYS_VERSION");
-}
+pub mod build_info;

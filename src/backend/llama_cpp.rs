@@ -27,6 +27,8 @@ use std::num::NonZeroU32;
 pub const PARAMS: &[&str] = &[
     "threads",
     "n_gpu_layers",
+    "main_gpu",
+    "devices",
     "ctx",
     "batch",
     "ubatch",
@@ -74,6 +76,13 @@ pub struct LlamaParams {
     /// Layers offloaded to a GPU (default 99: all).
     #[schemars(range(max = 100000))]
     pub n_gpu_layers: Option<u32>,
+    /// The GPU that holds the model with one GPU, and the intermediate results with several
+    /// (llama-bench's `-mg`; default 0). Needs a build with a GPU backend (feature `cuda`).
+    #[schemars(range(max = 15))]
+    pub main_gpu: Option<u32>,
+    /// The devices to use, as ggml's device indices (its GPUs first, in CUDA's order; default:
+    /// every GPU). Needs a build with a GPU backend (feature `cuda`).
+    pub devices: Option<Vec<u32>>,
     /// Context size (default 0: prompt + generation).
     #[schemars(range(max = 16777216))]
     pub ctx: Option<u32>,
@@ -106,9 +115,33 @@ impl TypedParams for LlamaParams {
             }
         };
         at_most("n_gpu_layers", self.n_gpu_layers, 0, 100_000);
+        at_most("main_gpu", self.main_gpu, 0, 15);
         at_most("ctx", self.ctx, 0, 1 << 24);
         at_most("batch", self.batch, 1, 1 << 20);
         at_most("ubatch", self.ubatch, 1, 1 << 20);
+        if let Some(d) = &self.devices {
+            if d.is_empty() || d.len() > 16 {
+                out.push(ParamProblem::new(
+                    "devices",
+                    format!("expected 1 to 16 device indices, found {}", d.len()),
+                ));
+            }
+        }
+        if !crate::build_info::has_cuda() {
+            for (key, set) in [
+                ("main_gpu", self.main_gpu.is_some()),
+                ("devices", self.devices.is_some()),
+            ] {
+                if set {
+                    out.push(ParamProblem::new(
+                        key,
+                        "this minerva has no GPU backend: build it with `--features cuda` \
+                         (scripts/setup-cuda.sh)"
+                            .to_string(),
+                    ));
+                }
+            }
+        }
         out
     }
 }
@@ -118,6 +151,8 @@ impl TypedParams for LlamaParams {
 struct Params {
     threads: i32,
     n_gpu_layers: u32,
+    main_gpu: Option<u32>,
+    devices: Option<Vec<u32>>,
     ctx: u32,
     batch: u32,
     ubatch: u32,
@@ -139,6 +174,8 @@ impl Params {
         Params {
             threads: driver::threads_or_default(p.threads) as i32,
             n_gpu_layers: p.n_gpu_layers.unwrap_or(99),
+            main_gpu: p.main_gpu,
+            devices: p.devices,
             ctx: p.ctx.unwrap_or(0),
             batch: p.batch.unwrap_or(2048),
             ubatch: p.ubatch.unwrap_or(512),
@@ -287,9 +324,18 @@ fn run(
         let backend: &'static LlamaBackend = Box::leak(Box::new(
             LlamaBackend::init().map_err(BackendError::engine("llama.cpp init"))?,
         ));
-        let mparams = LlamaModelParams::default()
+        let mut mparams = LlamaModelParams::default()
             .with_n_gpu_layers(p.n_gpu_layers)
             .with_use_mmap(p.mmap);
+        if let Some(g) = p.main_gpu {
+            mparams = mparams.with_main_gpu(g as i32);
+        }
+        if let Some(d) = &p.devices {
+            let d: Vec<usize> = d.iter().map(|&i| i as usize).collect();
+            mparams = mparams
+                .with_devices(&d)
+                .map_err(BackendError::engine("choosing the devices"))?;
+        }
         let model: &'static LlamaModel = Box::leak(Box::new(
             LlamaModel::load_from_file(backend, &path, &mparams)
                 .map_err(BackendError::engine("loading the model"))?,

@@ -473,6 +473,7 @@ fn first_manifest(plan: &Plan, opts: &RunOptions, run_id: &str) -> Manifest {
         labels: opts.labels.clone(),
         merged: None,
         energy: None,
+        build: Some(crate::build_info::build()),
     }
 }
 

@@ -64,6 +64,22 @@ fn dtype_bits(d: &str) -> Option<u64> {
     })
 }
 
+/// A tensor's bytes in the file (None for a dtype this reader does not know).
+pub fn tensor_bytes(t: &TensorInfo) -> Option<u64> {
+    let elems = t
+        .shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))?;
+    elems
+        .checked_mul(dtype_bits(&t.dtype)?)
+        .map(|b| b.div_ceil(8))
+}
+
+/// A floating-point dtype, which a backend may cast (candle's and MLX's `dtype`).
+pub fn is_float(dtype: &str) -> bool {
+    matches!(dtype, "F16" | "BF16" | "F32" | "F64")
+}
+
 /// A JSON value that remembers key order and refuses duplicate keys at any depth.
 #[derive(Debug, Clone, PartialEq)]
 enum J {

@@ -126,32 +126,46 @@ fn place_roofline(
             let position = depth.get(j.scenario.as_str()).copied().unwrap_or(0.0)
                 + t.prompt_tokens as f64 / n
                 + t.output_tokens as f64 / n / 2.0;
-            let Some(bw) = m.bandwidth.as_ref() else {
-                continue;
-            };
-            let Some(roof) = crate::roofline::tg_roofline(
-                bw.bytes_per_s,
-                m.weight_bytes_per_token,
-                m.kv_bytes_per_position,
-                position,
-            ) else {
-                continue;
-            };
-            if !used.iter().any(|(n, _)| *n == m.name) {
-                used.push((
-                    m.name.clone(),
+            // A job on a GPU reads its weights from the GPU's memory: NVML's peak for it.
+            let (key, bytes_per_s, line) = match job_gpu(&j.backend, &j.params, manifest) {
+                Some((d, bw)) => (
+                    format!("GPU {}", d.index),
+                    bw,
                     format!(
-                        "{}: {:.1} GB/s ({}{})",
-                        m.name,
-                        bw.bytes_per_s / 1e9,
-                        bw.method,
-                        if bw.cached {
-                            format!(", measured {}", bw.measured_at)
-                        } else {
-                            String::new()
-                        }
+                        "GPU {} {}: {:.1} GB/s (NVML: max memory clock × 2 × bus width, the theoretical peak)",
+                        d.index,
+                        d.name,
+                        bw / 1e9
                     ),
-                ));
+                ),
+                None => {
+                    let Some(bw) = m.bandwidth.as_ref() else {
+                        continue;
+                    };
+                    (
+                        m.name.clone(),
+                        bw.bytes_per_s,
+                        format!(
+                            "{}: {:.1} GB/s ({}{})",
+                            m.name,
+                            bw.bytes_per_s / 1e9,
+                            bw.method,
+                            if bw.cached {
+                                format!(", measured {}", bw.measured_at)
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    )
+                }
+            };
+            let (weights, kv) = job_bytes(m, &j.backend, &j.params);
+            let Some(roof) = crate::roofline::tg_roofline(bytes_per_s, weights, kv, position)
+            else {
+                continue;
+            };
+            if !used.iter().any(|(n, _)| *n == key) {
+                used.push((key, line));
             }
             r.roofline = roofline_cell(tg, roof);
         }
@@ -162,6 +176,82 @@ fn place_roofline(
             .collect::<Vec<_>>()
             .join("; ")
     })
+}
+
+/// The bytes a job reads per generated token, weights and KV per position: the model's, except
+/// that a SafeTensors or MLX model's floating-point weights are read in the job's `dtype` (candle
+/// casts them to f32 unless told otherwise; MLX keeps them as stored), and so is its KV cache.
+fn job_bytes(
+    m: &crate::results::ModelInfo,
+    backend: &str,
+    params: &str,
+) -> (Option<u64>, Option<u64>) {
+    let Some(fw) = m.float_weights_per_token else {
+        return (m.weight_bytes_per_token, m.kv_bytes_per_position);
+    };
+    let dtype = params
+        .split(',')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == "dtype")
+        .map(|(_, v)| v)
+        .or(match backend {
+            "candle" => Some("f32"),
+            _ => None,
+        });
+    let size = match dtype {
+        Some("f32") => 4,
+        Some("bf16" | "f16") => 2,
+        _ => return (m.weight_bytes_per_token, m.kv_bytes_per_position),
+    };
+    (
+        m.weight_bytes_per_token
+            .map(|w| w.saturating_sub(fw.bytes) + fw.params * size),
+        m.kv_bytes_per_position.map(|kv| kv / 2 * size),
+    )
+}
+
+/// The GPU a job ran on, with its peak memory bandwidth: a build with feature `cuda` on a host
+/// whose GPUs NVML described, and a llama.cpp job that offloads layers (`n_gpu_layers`, default
+/// 99; on `main_gpu`, default 0) or a candle job with `device: cuda[:N]`.
+fn job_gpu<'a>(
+    backend: &str,
+    params: &str,
+    manifest: &'a Manifest,
+) -> Option<(&'a crate::gpu::GpuInfo, f64)> {
+    let build = manifest.build.as_ref()?;
+    if !build.cargo_features.iter().any(|f| f == "cuda") {
+        return None;
+    }
+    let kv: std::collections::BTreeMap<&str, &str> = params
+        .split(',')
+        .filter_map(|p| p.split_once('='))
+        .collect();
+    let index = match backend {
+        "llama_cpp" => {
+            let layers = kv.get("n_gpu_layers").and_then(|v| v.parse::<u64>().ok());
+            if layers == Some(0) {
+                return None;
+            }
+            kv.get("main_gpu")
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        }
+        "candle" => match kv
+            .get("device")
+            .copied()
+            .and_then(crate::backend::candle::Place::parse)?
+        {
+            crate::backend::candle::Place::Cuda(n) => n as u32,
+            crate::backend::candle::Place::Cpu => return None,
+        },
+        _ => return None,
+    };
+    let d = manifest
+        .host
+        .gpu_devices
+        .iter()
+        .find(|d| d.index == index)?;
+    Some((d, d.peak_bandwidth_bytes_per_s?))
 }
 
 /// A job's measured repetitions (no warmups, no errors), summed once for the roofline and
@@ -1067,6 +1157,21 @@ pub fn build_context(
 }
 
 /// The Environment table: host, minerva and each backend's build.
+/// "0: NVIDIA H200, compute 9.0, 140.4 GiB, 4.8 TB/s peak".
+fn gpu_text(d: &crate::gpu::GpuInfo) -> String {
+    let mut s = format!("{}: {}", d.index, d.name);
+    if let Some(c) = &d.compute_capability {
+        s.push_str(&format!(", compute {c}"));
+    }
+    if let Some(m) = d.memory_bytes {
+        s.push_str(&format!(", {}", gib(m)));
+    }
+    if let Some(bw) = d.peak_bandwidth_bytes_per_s {
+        s.push_str(&format!(", {:.2} TB/s peak", bw / 1e12));
+    }
+    s
+}
+
 fn environment_rows(manifest: &Manifest) -> Vec<(String, String)> {
     let h = &manifest.host;
     let mut environment = vec![
@@ -1088,10 +1193,18 @@ fn environment_rows(manifest: &Manifest) -> Vec<(String, String)> {
         ),
         (
             "GPU".to_string(),
-            if h.gpus.is_empty() {
-                "none detected".to_string()
+            if h.gpu_devices.is_empty() {
+                if h.gpus.is_empty() {
+                    "none detected".to_string()
+                } else {
+                    h.gpus.join(", ")
+                }
             } else {
-                h.gpus.join(", ")
+                h.gpu_devices
+                    .iter()
+                    .map(gpu_text)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             },
         ),
         (
@@ -1099,6 +1212,12 @@ fn environment_rows(manifest: &Manifest) -> Vec<(String, String)> {
             format!("{} ({})", manifest.minerva_version, manifest.git_revision),
         ),
     ];
+    if let Some(d) = &h.gpu_driver {
+        environment.push(("GPU driver".to_string(), d.clone()));
+    }
+    if let Some(b) = &manifest.build {
+        environment.push(("Build".to_string(), b.describe()));
+    }
     if let Some(e) = &manifest.energy {
         environment.push(("Energy".to_string(), e.clone()));
     }
@@ -1593,6 +1712,77 @@ fn model_row(m: &crate::results::ModelInfo) -> ModelRow {
 mod tests {
     use super::*;
     use crate::analyze::{Warning, WarningKind};
+
+    /// A manifest of a `cuda` (or CPU-only) build on a host with two GPUs.
+    fn gpu_manifest(cuda: bool) -> Manifest {
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "minerva_version": "0.1.0", "git_revision": "abc", "run_id": "r",
+            "status": "complete", "started_at": "2026-12-01T00:00:00Z", "command": "minerva run",
+            "pipeline_sha256": "x", "resolved_sha256": "y", "pipeline": {},
+            "host": {"hostname": "h", "cpu": "c", "physical_cores": 2, "logical_cpus": 2,
+                     "memory_bytes": 1u64 << 30, "os": "Debian", "kernel": "6.1",
+                     "arch": "x86_64", "gpus": ["NVIDIA H200", "NVIDIA H200"],
+                     "gpu_devices": [
+                        {"index": 0, "name": "NVIDIA H200", "peak_bandwidth_bytes_per_s": 4.8e12},
+                        {"index": 1, "name": "NVIDIA H200", "peak_bandwidth_bytes_per_s": 4.9e12}]},
+            "backends": {}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut b = crate::build_info::build();
+        b.cargo_features = if cuda { vec!["cuda".into()] } else { vec![] };
+        m.build = Some(b);
+        m
+    }
+
+    #[test]
+    fn float_weights_are_read_in_the_jobs_dtype() {
+        let m: crate::results::ModelInfo = serde_json::from_value(serde_json::json!({
+            "name": "m", "path": "p", "format": "safetensors", "file_size": 0,
+            "architecture": null, "parameters": null, "quantization": null,
+            "context_length": null, "vocab_size": null, "tensor_count": null,
+            "weight_bytes_per_token": 112, "kv_bytes_per_position": 32,
+            "float_weights_per_token": {"params": 40, "bytes": 80},
+            "sha256": null, "warnings": []
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        // candle casts to f32 by default: 32 packed bytes + 40 × 4; KV in f32.
+        assert_eq!(job_bytes(&m, "candle", "threads=2"), (Some(192), Some(64)));
+        assert_eq!(job_bytes(&m, "candle", "dtype=bf16"), (Some(112), Some(32)));
+        // MLX keeps them as stored unless told.
+        assert_eq!(job_bytes(&m, "mlx", ""), (Some(112), Some(32)));
+        assert_eq!(job_bytes(&m, "mlx", "dtype=f32"), (Some(192), Some(64)));
+    }
+
+    #[test]
+    fn a_job_on_a_gpu_takes_that_gpus_bandwidth_for_its_roofline() {
+        let m = gpu_manifest(true);
+        let bw = |backend: &str, params: &str| job_gpu(backend, params, &m).map(|(_, b)| b);
+        // llama.cpp offloads by default (n_gpu_layers 99) to main_gpu 0.
+        assert_eq!(bw("llama_cpp", "threads=2"), Some(4.8e12));
+        assert_eq!(bw("llama_cpp", "main_gpu=1,n_gpu_layers=99"), Some(4.9e12));
+        assert_eq!(bw("llama_cpp", "n_gpu_layers=0"), None);
+        assert_eq!(bw("candle", "device=cuda:1"), Some(4.9e12));
+        assert_eq!(bw("candle", "device=cuda"), Some(4.8e12));
+        assert_eq!(bw("candle", "threads=2"), None);
+        assert_eq!(bw("candle", "device=cpu"), None);
+        assert_eq!(bw("mlx", ""), None);
+        // A GPU the host does not have, or a build without CUDA: the host's own bandwidth.
+        assert_eq!(bw("candle", "device=cuda:7"), None);
+        let cpu_build = gpu_manifest(false);
+        assert!(job_gpu("llama_cpp", "", &cpu_build).is_none());
+        let env = environment_rows(&m);
+        let gpu = env
+            .iter()
+            .find(|(k, _)| k == "GPU")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(
+            gpu,
+            Some("0: NVIDIA H200, 4.80 TB/s peak; 1: NVIDIA H200, 4.90 TB/s peak")
+        );
+        assert!(env
+            .iter()
+            .any(|(k, v)| k == "Build" && v.contains("features cuda")));
+    }
 
     #[test]
     fn a_figure_above_the_roofline_is_flagged() {

@@ -31,6 +31,10 @@ pub struct HostInfo {
     /// The NVIDIA driver's version line, where there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_driver: Option<String>,
+    /// Each GPU's facts from NVML (memory, bus, bandwidth, compute capability); empty without an
+    /// NVIDIA driver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_devices: Vec<crate::gpu::GpuInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +101,9 @@ pub struct Manifest {
     /// measured here: why"; recorded when the run has in-process bench jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub energy: Option<String>,
+    /// How the minerva that ran was built: native or portable, its CPU and cargo features.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<crate::build_info::Build>,
 }
 
 /// What a sharded plan (and its run's manifest) records about its shard.
@@ -209,7 +216,7 @@ pub fn host_info() -> HostInfo {
         .map(|c| c.brand().trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into());
-    HostInfo {
+    let mut host = HostInfo {
         hostname: System::host_name().unwrap_or_else(|| "unknown".into()),
         cpu,
         physical_cores: System::physical_core_count(),
@@ -222,7 +229,19 @@ pub fn host_info() -> HostInfo {
         gpu_driver: std::fs::read_to_string("/proc/driver/nvidia/version")
             .ok()
             .and_then(|v| v.lines().next().map(|l| l.trim().to_string())),
+        gpu_devices: Vec::new(),
+    };
+    // NVML, where the driver has it: the GPUs' own names and facts, and the driver's version
+    // with the CUDA version it supports.
+    if let Some(g) = crate::gpu::gpus() {
+        host.gpus = g.devices.iter().map(|d| d.name.clone()).collect();
+        host.gpu_driver = Some(match &g.cuda_driver {
+            Some(cuda) => format!("NVIDIA driver {} (CUDA {cuda})", g.driver),
+            None => format!("NVIDIA driver {}", g.driver),
+        });
+        host.gpu_devices = g.devices.clone();
     }
+    host
 }
 
 /// GPUs visible through the NVIDIA driver's proc files; none on machines without one.

@@ -24,7 +24,7 @@ pub use manifest::{
     host_info, HostInfo, Manifest, Merged, MergedShard, Resume, RunStatus, ShardInfo,
     METRICS_VERSION,
 };
-pub use model_info::ModelInfo;
+pub use model_info::{FloatWeights, ModelInfo};
 pub mod manifest_types {
     pub use super::manifest::JobOutcome;
 }

@@ -4,6 +4,13 @@
 use crate::spec::ModelFormat;
 use serde::{Deserialize, Serialize};
 
+/// Floating-point weights: how many, and their bytes as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FloatWeights {
+    pub params: u64,
+    pub bytes: u64,
+}
+
 /// What the report shows about a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -21,6 +28,10 @@ pub struct ModelInfo {
     /// gathered when the output matrix is separate), for the bandwidth roofline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_bytes_per_token: Option<u64>,
+    /// SafeTensors and MLX: the floating-point part of `weight_bytes_per_token` (parameters and
+    /// bytes as stored), which a backend's `dtype` casts, for the roofline of such a job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub float_weights_per_token: Option<FloatWeights>,
     /// K and V bytes per cached position (f16 cache), for the roofline at a depth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_bytes_per_position: Option<u64>,

@@ -43,6 +43,72 @@ pub async fn run(model: &Model, ctx: &StageCtx) -> StageResult {
     .map_err(|e| StageError::Task(format!("verify task failed: {e}")))?
 }
 
+/// A SafeTensors or MLX directory's bytes per generated token for the roofline, from the tensor
+/// headers (already verified) and config.json: every tensor as stored (an MLX model's packed
+/// weights, scales and biases included), except that with a separate `lm_head` the token
+/// embeddings are only gathered; their floating-point part, which a backend's `dtype` casts; and
+/// K and V per position (f16) from the layer, KV-head and head sizes. Left unset when the
+/// headers or the config do not say.
+fn per_token_bytes(dir: &Path, info: &mut ModelInfo) {
+    let Ok((_, tensors)) = safetensors::verify_dir_tensors(dir) else {
+        return;
+    };
+    let untied = tensors.iter().any(|t| t.name.ends_with("lm_head.weight"));
+    let gathered = |name: &str| {
+        untied
+            && [
+                "embed_tokens.weight",
+                "embed_tokens.scales",
+                "embed_tokens.biases",
+            ]
+            .iter()
+            .any(|s| name.ends_with(s))
+    };
+    let read = tensors.iter().filter(|t| !gathered(&t.name));
+    let (mut bytes, mut float) = (
+        0u64,
+        crate::results::FloatWeights {
+            params: 0,
+            bytes: 0,
+        },
+    );
+    for t in read {
+        let Some(b) = safetensors::tensor_bytes(t) else {
+            return;
+        };
+        bytes = bytes.saturating_add(b);
+        if safetensors::is_float(&t.dtype) {
+            float.params = float.params.saturating_add(t.shape.iter().product::<u64>());
+            float.bytes = float.bytes.saturating_add(b);
+        }
+    }
+    if bytes == 0 {
+        return;
+    }
+    info.weight_bytes_per_token = Some(bytes);
+    info.float_weights_per_token = Some(float);
+    let config: Option<serde_json::Value> = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let Some(c) = config else {
+        return;
+    };
+    let get = |k: &str| c.get(k).and_then(serde_json::Value::as_u64);
+    let (Some(layers), Some(heads), Some(hidden)) = (
+        get("num_hidden_layers"),
+        get("num_attention_heads"),
+        get("hidden_size"),
+    ) else {
+        return;
+    };
+    let kv_heads = get("num_key_value_heads").unwrap_or(heads);
+    let head_dim = get("head_dim").unwrap_or(hidden / heads.max(1));
+    info.kv_bytes_per_position = layers
+        .checked_mul(kv_heads)
+        .and_then(|x| x.checked_mul(head_dim))
+        .and_then(|x| x.checked_mul(2 * 2));
+}
+
 pub fn describe(i: &ModelInfo) -> String {
     let mut parts = vec![format!("{} ({} bytes)", i.path, i.file_size)];
     if let Some(a) = &i.architecture {
@@ -102,6 +168,7 @@ pub fn verify_model_with(
         vocab_size: None,
         tensor_count: None,
         weight_bytes_per_token: None,
+        float_weights_per_token: None,
         kv_bytes_per_position: None,
         bandwidth: None,
         sha256: None,
@@ -201,6 +268,9 @@ pub fn verify_model_with(
             }
         }
     }
+    if meta.is_dir() && matches!(model.format, ModelFormat::Safetensors | ModelFormat::Mlx) {
+        per_token_bytes(path, &mut info);
+    }
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -236,4 +306,64 @@ pub fn verify_model_with(
         }
     }
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SafeTensors file of the given (name, dtype, shape, bytes) tensors.
+    fn safetensors_file(path: &Path, tensors: &[(&str, &str, &[u64], u64)]) {
+        let mut header = serde_json::Map::new();
+        let mut offset = 0u64;
+        for (name, dtype, shape, bytes) in tensors {
+            header.insert(
+                name.to_string(),
+                serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}),
+            );
+            offset += bytes;
+        }
+        let h = serde_json::Value::Object(header).to_string();
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(h.as_bytes());
+        out.resize(out.len() + offset as usize, 0);
+        std::fs::write(path, out).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn a_safetensors_directory_gives_its_bytes_per_token() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        safetensors_file(
+            &dir.path().join("model.safetensors"),
+            &[
+                ("model.embed_tokens.weight", "BF16", &[10, 4], 80),
+                ("lm_head.weight", "BF16", &[10, 4], 80),
+                ("model.layers.0.mlp.weight", "U32", &[4, 2], 32),
+            ],
+        );
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_size": 8}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut info: ModelInfo = serde_json::from_value(serde_json::json!({
+            "name": "m", "path": "p", "format": "safetensors", "file_size": 0,
+            "architecture": null, "parameters": null, "quantization": null,
+            "context_length": null, "vocab_size": null, "tensor_count": null,
+            "sha256": null, "warnings": []
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        per_token_bytes(dir.path(), &mut info);
+        // lm_head is separate, so the embeddings are gathered, not read: 80 + 32 bytes.
+        assert_eq!(info.weight_bytes_per_token, Some(112));
+        assert_eq!(
+            info.float_weights_per_token,
+            Some(crate::results::FloatWeights {
+                params: 40,
+                bytes: 80
+            })
+        );
+        // K and V: 2 layers × 2 KV heads × head size 8/4 × 2 × 2 bytes.
+        assert_eq!(info.kv_bytes_per_position, Some(32));
+    }
 }

@@ -1,4 +1,5 @@
-//! The candle backend (candle-core / candle-transformers, CPU), measured exactly as the llama.cpp
+//! The candle backend (candle-core / candle-transformers; CPU, or CUDA with feature `cuda` and
+//! `device: cuda`), measured exactly as the llama.cpp
 //! backend measures, so that the two tables compare row for row:
 //!
 //! - GGUF files run through `quantized_llama` (Llama-architecture GGUFs, Mistral's included);
@@ -29,7 +30,14 @@ use tokenizer::ModelTokenizer;
 
 use super::params::{self, FloatType, ParamProblem, TypedParams};
 
-pub const PARAMS: &[&str] = &["threads", "dtype", "seed", "ignore_eos", "tokenizer"];
+pub const PARAMS: &[&str] = &[
+    "threads",
+    "dtype",
+    "seed",
+    "ignore_eos",
+    "tokenizer",
+    "device",
+];
 
 /// The candle backend.
 pub struct Candle;
@@ -74,12 +82,65 @@ pub struct CandleParams {
     pub ignore_eos: Option<bool>,
     /// A `tokenizer.json` for models without one beside them.
     pub tokenizer: Option<String>,
+    /// Where the model runs: `cpu` (default), `cuda` (the first GPU) or `cuda:N`. CUDA needs a
+    /// build with feature `cuda`.
+    #[schemars(regex(pattern = r"^(cpu|cuda(:[0-9]{1,2})?)$"))]
+    pub device: Option<String>,
+}
+
+/// Where a candle job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Cpu,
+    Cuda(usize),
+}
+
+impl Place {
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub fn parse(s: &str) -> Option<Place> {
+        match s {
+            "cpu" => Some(Place::Cpu),
+            "cuda" => Some(Place::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .filter(|n| (1..=2).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse().ok())
+                .map(Place::Cuda),
+        }
+    }
+
+    fn device(self) -> Result<Device, BackendError> {
+        match self {
+            Place::Cpu => Ok(Device::Cpu),
+            Place::Cuda(n) => {
+                Device::new_cuda(n).map_err(BackendError::engine("opening the CUDA device"))
+            }
+        }
+    }
 }
 
 impl TypedParams for CandleParams {
     fn check(&self) -> Vec<ParamProblem> {
         let mut out = Vec::new();
         params::check_threads(self.threads, &mut out);
+        if let Some(d) = &self.device {
+            match Place::parse(d) {
+                None => out.push(ParamProblem::new(
+                    "device",
+                    format!("expected cpu, cuda or cuda:N, found `{d}`"),
+                )),
+                Some(Place::Cuda(_)) if !crate::build_info::has_cuda() => {
+                    out.push(ParamProblem::new(
+                        "device",
+                        format!(
+                            "`{d}`: this minerva has no CUDA backend: build it with \
+                             `--features cuda` (scripts/setup-cuda.sh)"
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         out
     }
 }
@@ -91,6 +152,7 @@ struct Params {
     seed: u64,
     ignore_eos: bool,
     tokenizer: Option<PathBuf>,
+    place: Place,
 }
 
 impl Params {
@@ -105,6 +167,11 @@ impl Params {
             seed: p.seed.unwrap_or(job.seed),
             ignore_eos: p.ignore_eos.unwrap_or(true),
             tokenizer: p.tokenizer.map(PathBuf::from),
+            place: p
+                .device
+                .as_deref()
+                .and_then(Place::parse)
+                .unwrap_or(Place::Cpu),
         }
     }
 }
@@ -124,10 +191,15 @@ pub fn build_info() -> String {
     .filter_map(|(n, on)| on.then_some(n))
     .collect();
     format!(
-        "candle-core {}, candle-transformers {}, tokenizers {}; CPU, compiled with {}",
+        "candle-core {}, candle-transformers {}, tokenizers {}; {}, compiled with {}",
         crate::build_info::CANDLE_CORE_VERSION,
         crate::build_info::CANDLE_TRANSFORMERS_VERSION,
         crate::build_info::TOKENIZERS_VERSION,
+        if crate::build_info::has_cuda() {
+            "CPU and CUDA"
+        } else {
+            "CPU"
+        },
         if features.is_empty() {
             "no SIMD features (scalar kernels: expect several times slower figures)".to_string()
         } else {
@@ -136,8 +208,13 @@ pub fn build_info() -> String {
     )
 }
 
-/// A loaded candle model.
-enum Engine {
+/// A loaded candle model and the device it runs on.
+struct Engine {
+    kind: Kind,
+    device: Device,
+}
+
+enum Kind {
     Quantized(Box<quantized_llama::ModelWeights>),
     Llama(Box<LlamaEngine>),
     Mistral(Box<mistral::Model>),
@@ -152,18 +229,19 @@ struct LlamaEngine {
 
 impl StepModel for Engine {
     fn reset(&mut self) -> Result<(), BackendError> {
-        match self {
-            Engine::Quantized(m) => m.clear_kv_cache(),
-            Engine::Llama(l) => {
-                l.cache = llama::Cache::new(true, l.dtype, &l.config, &Device::Cpu)
+        match &mut self.kind {
+            Kind::Quantized(m) => m.clear_kv_cache(),
+            Kind::Llama(l) => {
+                l.cache = llama::Cache::new(true, l.dtype, &l.config, &self.device)
                     .map_err(BackendError::engine("clearing the KV cache"))?
             }
-            Engine::Mistral(m) => m.clear_kv_cache(),
+            Kind::Mistral(m) => m.clear_kv_cache(),
         }
         Ok(())
     }
 
-    /// Logits are always computed and copied (`_logits` is ignored), as before the flag.
+    /// Logits are always computed and copied (`_logits` is ignored), as before the flag. The
+    /// copy to the host also waits for a GPU to finish, so a step's time is its whole work.
     fn forward(
         &mut self,
         ids: &[u32],
@@ -171,11 +249,11 @@ impl StepModel for Engine {
         _logits: bool,
     ) -> Result<Vec<f32>, BackendError> {
         let run = |e: &mut Engine| -> candle_core::Result<Vec<f32>> {
-            let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
-            let logits = match e {
-                Engine::Quantized(m) => m.forward(&input, pos)?,
-                Engine::Llama(l) => l.model.forward(&input, pos, &mut l.cache)?,
-                Engine::Mistral(m) => m.forward(&input, pos)?,
+            let input = Tensor::new(ids, &e.device)?.unsqueeze(0)?;
+            let logits = match &mut e.kind {
+                Kind::Quantized(m) => m.forward(&input, pos)?,
+                Kind::Llama(l) => l.model.forward(&input, pos, &mut l.cache)?,
+                Kind::Mistral(m) => m.forward(&input, pos)?,
             };
             logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
         };
@@ -183,10 +261,10 @@ impl StepModel for Engine {
     }
 
     fn max_seq(&self) -> usize {
-        match self {
-            Engine::Quantized(_) => quantized_llama::MAX_SEQ_LEN,
-            Engine::Llama(l) => l.config.max_position_embeddings,
-            Engine::Mistral(_) => usize::MAX,
+        match &self.kind {
+            Kind::Quantized(_) => quantized_llama::MAX_SEQ_LEN,
+            Kind::Llama(l) => l.config.max_position_embeddings,
+            Kind::Mistral(_) => usize::MAX,
         }
     }
 }
@@ -207,9 +285,16 @@ fn load_gguf(path: &Path, p: &Params) -> Result<(Engine, ModelTokenizer), Backen
         None => tokenizer::from_gguf(&content.metadata),
     }
     .map_err(BackendError::Engine)?;
-    let model = quantized_llama::ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
+    let device = p.place.device()?;
+    let model = quantized_llama::ModelWeights::from_gguf(content, &mut file, &device)
         .map_err(BackendError::engine("loading the GGUF weights"))?;
-    Ok((Engine::Quantized(Box::new(model)), tok))
+    Ok((
+        Engine {
+            kind: Kind::Quantized(Box::new(model)),
+            device,
+        },
+        tok,
+    ))
 }
 
 pub use crate::formats::tokenizer::architecture;
@@ -290,12 +375,13 @@ pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, BackendError> {
 fn mmap_weights(
     files: &[PathBuf],
     dtype: DType,
+    device: &Device,
 ) -> Result<candle_nn::VarBuilder<'static>, BackendError> {
     // SAFETY: the files are memory-mapped read-only for the life of the worker process; the
     // verify stage checked their structure, and a run does not modify model files while a
     // worker reads them (changing them underneath would corrupt the figures, not memory safety
     // of anything but the mapped bytes candle copies out).
-    unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(files, dtype, &Device::Cpu) }
+    unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(files, dtype, device) }
         .map_err(BackendError::engine("mapping the SafeTensors weights"))
 }
 
@@ -312,8 +398,9 @@ fn load_dir(dir: &Path, p: &Params) -> Result<(Engine, ModelTokenizer), BackendE
         .to_string();
     let tok = tokenizer::from_dir(dir, p.tokenizer.as_deref()).map_err(BackendError::Engine)?;
     let files = weight_files(dir)?;
-    let vb = mmap_weights(&files, p.dtype)?;
-    let engine = match model_type.as_str() {
+    let device = p.place.device()?;
+    let vb = mmap_weights(&files, p.dtype, &device)?;
+    let kind = match model_type.as_str() {
         "llama" => {
             let lc: llama::LlamaConfig = serde_json::from_value(raw)
                 .map_err(|e| BackendError::Engine(format!("{}: {e}", cfg_path.display())))?;
@@ -332,9 +419,9 @@ fn load_dir(dir: &Path, p: &Params) -> Result<(Engine, ModelTokenizer), BackendE
             }))
             .map_err(|_| BackendError::Engine("loading the Llama weights panicked".into()))?
             .map_err(BackendError::engine("loading the Llama weights"))?;
-            let cache = llama::Cache::new(true, p.dtype, &config, &Device::Cpu)
+            let cache = llama::Cache::new(true, p.dtype, &config, &device)
                 .map_err(BackendError::engine("creating the KV cache"))?;
-            Engine::Llama(Box::new(LlamaEngine {
+            Kind::Llama(Box::new(LlamaEngine {
                 model,
                 cache,
                 config,
@@ -346,7 +433,7 @@ fn load_dir(dir: &Path, p: &Params) -> Result<(Engine, ModelTokenizer), BackendE
                 .map_err(|e| BackendError::Engine(format!("{}: {e}", cfg_path.display())))?;
             let model = mistral::Model::new(&config, vb)
                 .map_err(BackendError::engine("loading the Mistral weights"))?;
-            Engine::Mistral(Box::new(model))
+            Kind::Mistral(Box::new(model))
         }
         other => {
             return Err(BackendError::Engine(format!(
@@ -355,7 +442,7 @@ fn load_dir(dir: &Path, p: &Params) -> Result<(Engine, ModelTokenizer), BackendE
             )))
         }
     };
-    Ok((engine, tok))
+    Ok((Engine { kind, device }, tok))
 }
 
 fn set_threads(n: usize) {
@@ -423,5 +510,38 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let e = weight_files(empty.path()).unwrap_err().to_string();
         assert!(e.contains("holds no .safetensors file"), "{e}");
+    }
+
+    #[test]
+    fn the_device_is_checked_before_anything_runs() {
+        assert_eq!(Place::parse("cpu"), Some(Place::Cpu));
+        assert_eq!(Place::parse("cuda"), Some(Place::Cuda(0)));
+        assert_eq!(Place::parse("cuda:3"), Some(Place::Cuda(3)));
+        for bad in [
+            "gpu", "cuda:", "cuda:x", "cuda:123", "CUDA", "cuda:-1", "metal",
+        ] {
+            assert_eq!(Place::parse(bad), None, "{bad}");
+        }
+        let check = |d: &str| {
+            CandleParams {
+                device: Some(d.into()),
+                ..Default::default()
+            }
+            .check()
+        };
+        let p = check("tpu");
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].message.contains("expected cpu, cuda or cuda:N"),
+            "{p:?}"
+        );
+        assert!(check("cpu").is_empty());
+        // CUDA is refused by a build without it, with the way to get it.
+        let p = check("cuda:1");
+        if crate::build_info::has_cuda() {
+            assert!(p.is_empty(), "{p:?}");
+        } else {
+            assert!(p[0].message.contains("--features cuda"), "{p:?}");
+        }
     }
 }
