@@ -2,6 +2,12 @@
 # The main job: set up (cmake, libclang, the test model; on Linux x86_64 the MLX library, mlx-c
 # and bindings), build minerva in release with the MLX backend and run the quickstart pipeline
 # on the real model. Prints where the report is.
+#
+# The build is for this machine's CPU (Rust `-C target-cpu=native`, with which llama-cpp-sys-2
+# builds llama.cpp with GGML_NATIVE, llama.cpp's own default), in target/native, so the portable
+# build the tests use (target/) is left alone. MINERVA_PORTABLE=1 builds and runs the portable
+# x86-64-v3 binary in target/ instead (what CI builds; it runs on any x86_64 server since 2015,
+# but without AVX-512 kernels where the CPU has them). The run manifest records which it was.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -12,5 +18,12 @@ case "$(uname -s)-$(uname -m)" in
         features=(--features mlx)
         ;;
 esac
+if [ "${MINERVA_PORTABLE:-0}" = 1 ]; then
+    bin=target/release/minerva
+else
+    export CARGO_TARGET_DIR=target/native
+    export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-cpu=native"
+    bin=target/native/release/minerva
+fi
 cargo build --release --locked "${features[@]}"
-exec target/release/minerva run pipelines/quickstart.yaml "$@"
+exec "$bin" run pipelines/quickstart.yaml "$@"

@@ -177,6 +177,16 @@ pub fn differences(
             get(new),
         );
     }
+    // minerva's own build: native or portable, CPU and cargo features (runs from before the
+    // manifest recorded it are not compared on it).
+    if let (Some(b), Some(n)) = (&base.build, &new.build) {
+        push(
+            DifferenceClass::Build,
+            "build.minerva",
+            b.describe(),
+            n.describe(),
+        );
+    }
     push(
         DifferenceClass::Metrics,
         "metrics_version",

@@ -214,3 +214,35 @@ fn thresholds_parse_as_percent_or_fraction() {
     assert!(parse_threshold("-1%").is_err());
     assert!(parse_threshold("abc").is_err());
 }
+
+#[test]
+fn a_native_and_a_portable_build_are_not_compared_unless_allowed() {
+    let mut base = run("cpu", vec![job("", &[10.0, 10.1, 9.9])]);
+    let mut new = run("cpu", vec![job("", &[10.0, 10.1, 9.9])]);
+    let mut b = crate::build_info::build();
+    b.target_cpu = "x86-64-v3".into();
+    b.native = false;
+    b.cpu_features = vec!["avx2".into(), "fma".into()];
+    let mut n = b.clone();
+    n.target_cpu = "native".into();
+    n.native = true;
+    n.cpu_features.push("avx512f".into());
+    base.manifest.build = Some(b.clone());
+    new.manifest.build = Some(n);
+    match compare_runs(&base, &new, &CompareOptions::default()) {
+        Err(e @ CompareError::NotComparable(_)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("build.minerva: portable, target-cpu x86-64-v3 (avx2 fma"),
+                "{text}"
+            );
+            assert!(text.contains("vs native (avx2 fma avx512f)"), "{text}");
+        }
+        other => panic!("expected NotComparable, got {other:?}"),
+    }
+    // The same build on both sides, or a run from before builds were recorded: no difference.
+    new.manifest.build = Some(b);
+    assert!(compare_runs(&base, &new, &CompareOptions::default()).is_ok());
+    new.manifest.build = None;
+    assert!(compare_runs(&base, &new, &CompareOptions::default()).is_ok());
+}
