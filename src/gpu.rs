@@ -2,8 +2,7 @@
 //! run time by nvml-wrapper, so every build has this and a machine without the driver simply has
 //! no GPU facts): each GPU's name, compute capability, memory, memory bus and clock (the
 //! bandwidth roofline of a job that runs on it), the driver's version and the CUDA version it
-//! supports, and the board's energy counter (`crate::energy`). nvidia-smi's text is never
-//! parsed.
+//! supports, and the board's energy counter. nvidia-smi's text is never parsed.
 
 use nvml_wrapper::enum_wrappers::device::Clock;
 use nvml_wrapper::Nvml;

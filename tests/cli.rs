@@ -354,7 +354,9 @@ fn redact_report(report: &str) -> String {
             "| Memory |",
             "| OS |",
             "| GPU |",
+            "| GPU driver |",
             "| minerva |",
+            "| Build |",
         ]
         .iter()
         .any(|p| line.starts_with(p))
