@@ -18,7 +18,7 @@
 #      static cuBLAS archives, which NVIDIA ships only in its installers; the wheels have the
 #      shared cuBLAS, which minerva's build.rs links instead (and which candle links anyway).
 #    - the unversioned libX.so links the linker looks for, and lib64 -> lib.
-# 3. target/cuda/env.sh: CUDA_PATH for llama-cpp-sys-2 and cudarc, nvcc on PATH,
+# 3. target/cuda/env.sh: CUDA_PATH and CUDA_LIBRARY_PATH for llama-cpp-sys-2 and cudarc, nvcc on PATH,
 #    CMAKE_CUDA_ARCHITECTURES and CUDA_COMPUTE_CAP set to ARCH (one architecture keeps the
 #    compile affordable: llama.cpp's default list is 8 of them), and MINERVA_CUDA_LIB_DIR, which
 #    build.rs writes into the binary's rpath so it finds cuBLAS without LD_LIBRARY_PATH.
@@ -98,6 +98,8 @@ cat > "$home/env.sh" <<EOF
 export CUDA_PATH="$tk"
 export CUDA_HOME="$tk"
 export CUDA_ROOT="$tk"
+# find_cuda_helper (llama-cpp-sys-2's link search) reads this on Linux, not CUDA_PATH.
+export CUDA_LIBRARY_PATH="$tk"
 export PATH="$tk/bin:\$PATH"
 export CMAKE_CUDA_COMPILER="$tk/bin/nvcc"
 export CMAKE_CUDA_ARCHITECTURES="$arch"
