@@ -10,7 +10,8 @@
 #   native    (default) minerva built for this CPU (-C target-cpu=native, which makes
 #             llama-cpp-sys-2 build llama.cpp with GGML_NATIVE) in target/native, against
 #             llama-bench built with llama.cpp's own defaults (GGML_NATIVE=ON): what a user who
-#             checks minerva against their own llama-bench compares.
+#             checks minerva against their own llama-bench compares. On CPUs with AMX both leave
+#             out the AMX kernels, which crash there (scripts/native-env.sh).
 #   portable  minerva's portable build (x86-64-v3, .cargo/config.toml) in target/, against
 #             llama-bench built for the same AVX2 feature set.
 # llama-bench comes from the full llama.cpp tree inside the PyPI sdist of llama-cpp-python
@@ -26,8 +27,8 @@ MODEL="models/SmolLM2-135M-Instruct.Q4_1.gguf"
 case "${MINERVA_BUILD:-native}" in
     native)
         BENCH="$(LLAMA_TOOLS_BUILD=default scripts/build-llama-tools.sh llama-bench)"
-        export CARGO_TARGET_DIR=target/native RUSTFLAGS="-C target-cpu=native"
-        MINERVA=target/native/release/minerva
+        . scripts/native-env.sh
+        MINERVA="$CARGO_TARGET_DIR/release/minerva"
         ;;
     portable)
         BENCH="$(LLAMA_TOOLS_BUILD=avx2 scripts/build-llama-tools.sh llama-bench)"
@@ -59,7 +60,7 @@ done
 # The CPU features each llama.cpp was compiled with: llama-bench's from its CMake cache (with
 # GGML_NATIVE, what -march=native enables on this CPU), minerva's from its manifest.
 if grep -q '^GGML_NATIVE:BOOL=ON' "$BENCH_DIR/CMakeCache.txt"; then
-    bench_cpu="GGML_NATIVE=ON (-march=native):$(c++ -march=native -dM -E -x c++ /dev/null \
+    bench_cpu="GGML_NATIVE=ON (-march=native $(sed -n 's/^CMAKE_C_FLAGS:STRING=//p' "$BENCH_DIR/CMakeCache.txt")):$(c++ -march=native $(sed -n 's/^CMAKE_C_FLAGS:STRING=//p' "$BENCH_DIR/CMakeCache.txt") -dM -E -x c++ /dev/null \
         | sed -n 's/^#define __\(AVX[A-Z0-9_]*\|FMA\|F16C\|BMI2\|AMX_[A-Z0-9]*\)__ 1$/\1/p' | sort | tr '\n' ' ')"
 else
     bench_cpu="GGML_NATIVE=OFF: $(grep -o '^GGML_\(AVX[A-Z0-9_]*\|FMA\|F16C\|BMI2\):BOOL=ON' "$BENCH_DIR/CMakeCache.txt" | sed 's/^GGML_//; s/:BOOL=ON//' | tr '\n' ' ')"

@@ -8,6 +8,8 @@
 # Two builds, chosen by LLAMA_TOOLS_BUILD:
 #   default  llama.cpp's own defaults (GGML_NATIVE=ON: -march=native, AVX-512 where the CPU has
 #            it): what a user who builds llama.cpp gets, the match of minerva's native build.
+#            On CPUs with AMX, the AMX kernels are left out as minerva's native build leaves
+#            them out: they crash there (scripts/native-env.sh).
 #   avx2     (the default here) the CPU features of minerva's portable build (x86-64-v3):
 #            AVX/AVX2/FMA/F16C/BMI2, so the two compare tools and not instruction sets.
 set -euo pipefail
@@ -17,7 +19,14 @@ WORK="target/fidelity"
 FLAVOUR="${LLAMA_TOOLS_BUILD:-avx2}"
 BUILD="$WORK/llama.cpp/build-$FLAVOUR"
 case "$FLAVOUR" in
-    default) cpu=() ;;
+    default)
+        cpu=()
+        if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then
+            no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+            cpu=("-DCMAKE_C_FLAGS=$no_amx" "-DCMAKE_CXX_FLAGS=$no_amx")
+            BUILD="$WORK/llama.cpp/build-default-noamx"
+        fi
+        ;;
     avx2) cpu=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON) ;;
     *) echo "build-llama-tools: LLAMA_TOOLS_BUILD is default or avx2, not '$FLAVOUR'" >&2; exit 2 ;;
 esac
