@@ -108,18 +108,14 @@ impl Meter {
 
     /// Where the figures come from, for the report.
     pub fn describe(&self) -> String {
-        let rapl: Vec<&str> = self
-            .zones
-            .iter()
-            .filter(|z| matches!(z.counter, Counter::Rapl(_)))
-            .map(|z| z.name.as_str())
-            .collect();
-        let gpus: Vec<&str> = self
-            .zones
-            .iter()
-            .filter(|z| matches!(z.counter, Counter::Gpu(_)))
-            .map(|z| z.name.as_str())
-            .collect();
+        let names = |gpu: bool| -> Vec<&str> {
+            self.zones
+                .iter()
+                .filter(|z| matches!(z.counter, Counter::Gpu(_)) == gpu)
+                .map(|z| z.name.as_str())
+                .collect()
+        };
+        let (rapl, gpus) = (names(false), names(true));
         let mut parts = Vec::new();
         if !rapl.is_empty() {
             parts.push(format!("RAPL {} (CPU package energy)", rapl.join(" + ")));
