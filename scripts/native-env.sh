@@ -18,3 +18,12 @@ if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then
     export CFLAGS="${CFLAGS:+$CFLAGS }$MINERVA_NO_AMX"
     export CXXFLAGS="${CXXFLAGS:+$CXXFLAGS }$MINERVA_NO_AMX"
 fi
+# llama-cpp-sys-2 configures llama.cpp's CMake build once and keeps its cache, so flags that
+# change afterwards would not reach it: when they differ from the last build's, its build
+# directories and fingerprints are removed, so its build script runs and configures afresh.
+stamp="$CARGO_TARGET_DIR/.native-cflags"
+if [ -d "$CARGO_TARGET_DIR" ] && [ "$(cat "$stamp" 2>/dev/null)" != "${CFLAGS:-}" ]; then
+    rm -rf "$CARGO_TARGET_DIR"/*/build/llama-cpp-sys-2-* "$CARGO_TARGET_DIR"/*/.fingerprint/llama-cpp-sys-2-*
+fi
+mkdir -p "$CARGO_TARGET_DIR"
+printf '%s\n' "${CFLAGS:-}" > "$stamp"
