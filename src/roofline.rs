@@ -94,12 +94,38 @@ pub fn host_bandwidth(
         return b;
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let b = probe(size as usize, threads, 5);
+    let load = load_average();
+    let mut b = probe(size as usize, threads, 5);
+    // A figure taken while other work competes for the memory (a build, another run) would be
+    // low, and kept for every later run of this host: it is used for this run only.
+    if !quiet(load, threads) {
+        b.method.push_str(&format!(
+            ", not cached: load average {:.1} on {threads} CPUs when measured",
+            load.unwrap_or_default()
+        ));
+        return b;
+    }
     if let (Some(dir), Ok(text)) = (path.parent(), serde_json::to_vec_pretty(&b)) {
         let _ = std::fs::create_dir_all(dir);
         let _ = crate::paths::write_atomic(&path, &text);
     }
     b
+}
+
+/// The 1-minute load average, where the kernel says it (`/proc/loadavg`).
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Quiet enough to keep a bandwidth figure for the host: less than half the CPUs busy on
+/// average over the last minute (or no load figure to judge by).
+fn quiet(load: Option<f64>, cpus: usize) -> bool {
+    load.is_none_or(|l| l < 0.5 * cpus as f64)
 }
 
 /// The fastest generation the bandwidth allows, tokens/s: bandwidth ÷ (weight bytes + KV bytes
@@ -118,6 +144,15 @@ pub fn tg_roofline(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_figure_measured_on_a_busy_host_is_not_kept() {
+        assert!(quiet(Some(0.3), 2));
+        assert!(!quiet(Some(1.0), 2));
+        assert!(!quiet(Some(3.7), 2));
+        assert!(quiet(Some(7.9), 16));
+        assert!(quiet(None, 2));
+    }
 
     #[test]
     fn the_roofline_is_bandwidth_over_bytes_per_token() {
