@@ -76,6 +76,23 @@ pub fn host_bandwidth(
     memory_bytes: u64,
     working_set: u64,
 ) -> Bandwidth {
+    host_bandwidth_at(
+        cache,
+        fingerprint,
+        memory_bytes,
+        working_set,
+        load_average(),
+    )
+}
+
+/// [`host_bandwidth`], given the load average to judge whether to keep the figure.
+fn host_bandwidth_at(
+    cache: &Path,
+    fingerprint: &str,
+    memory_bytes: u64,
+    working_set: u64,
+    load: Option<f64>,
+) -> Bandwidth {
     let size = working_set
         .max(64 << 20)
         .checked_next_power_of_two()
@@ -94,7 +111,6 @@ pub fn host_bandwidth(
         return b;
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let load = load_average();
     let mut b = probe(size as usize, threads, 5);
     // A figure taken while other work competes for the memory (a build, another run) would be
     // low, and kept for every later run of this host: it is used for this run only.
@@ -169,14 +185,17 @@ mod tests {
         let b = probe(8 << 20, 2, 2);
         assert!(b.bytes_per_s > 1e8, "{b:?}");
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let first = host_bandwidth(dir.path(), "host-a", 1 << 30, 100 << 20);
-        assert!(!first.cached && first.bytes_per_s > 1e8);
+        // Measured on a busy host: used, not kept.
+        let busy = host_bandwidth_at(dir.path(), "host-a", 1 << 30, 100 << 20, Some(99.0));
+        assert!(!busy.cached && busy.method.contains("not cached: load average 99.0"));
+        let first = host_bandwidth_at(dir.path(), "host-a", 1 << 30, 100 << 20, Some(0.0));
+        assert!(!first.cached && first.bytes_per_s > 1e8, "{first:?}");
         assert_eq!(
             first.bytes,
             128 << 20,
             "100 MiB of weights: a 128 MiB probe"
         );
-        let again = host_bandwidth(dir.path(), "host-a", 1 << 30, 100 << 20);
+        let again = host_bandwidth_at(dir.path(), "host-a", 1 << 30, 100 << 20, Some(99.0));
         assert!(again.cached);
         // The same figure, through JSON.
         assert!((again.bytes_per_s / first.bytes_per_s - 1.0).abs() < 1e-12);
