@@ -178,6 +178,14 @@ fn place_roofline(
     })
 }
 
+/// One value of a job's params as the analysis spells them (`plan::param_string`: `k=v,k=v`).
+fn param<'a>(params: &'a str, key: &str) -> Option<&'a str> {
+    params
+        .split(',')
+        .filter_map(|p| p.split_once('='))
+        .find_map(|(k, v)| (k == key).then_some(v))
+}
+
 /// The bytes a job reads per generated token, weights and KV per position: the model's, except
 /// that a SafeTensors or MLX model's floating-point weights are read in the job's `dtype` (candle
 /// casts them to f32 unless told otherwise; MLX keeps them as stored), and so is its KV cache.
@@ -189,15 +197,10 @@ fn job_bytes(
     let Some(fw) = m.float_weights_per_token else {
         return (m.weight_bytes_per_token, m.kv_bytes_per_position);
     };
-    let dtype = params
-        .split(',')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| *k == "dtype")
-        .map(|(_, v)| v)
-        .or(match backend {
-            "candle" => Some("f32"),
-            _ => None,
-        });
+    let dtype = param(params, "dtype").or(match backend {
+        "candle" => Some("f32"),
+        _ => None,
+    });
     let size = match dtype {
         Some("f32") => 4,
         Some("bf16" | "f16") => 2,
@@ -222,25 +225,17 @@ fn job_gpu<'a>(
     if !build.cargo_features.iter().any(|f| f == "cuda") {
         return None;
     }
-    let kv: std::collections::BTreeMap<&str, &str> = params
-        .split(',')
-        .filter_map(|p| p.split_once('='))
-        .collect();
     let index = match backend {
         "llama_cpp" => {
-            let layers = kv.get("n_gpu_layers").and_then(|v| v.parse::<u64>().ok());
+            let layers = param(params, "n_gpu_layers").and_then(|v| v.parse::<u64>().ok());
             if layers == Some(0) {
                 return None;
             }
-            kv.get("main_gpu")
+            param(params, "main_gpu")
                 .and_then(|v| v.parse::<u32>().ok())
                 .unwrap_or(0)
         }
-        "candle" => match kv
-            .get("device")
-            .copied()
-            .and_then(crate::backend::candle::Place::parse)?
-        {
+        "candle" => match param(params, "device").and_then(crate::backend::candle::Place::parse)? {
             crate::backend::candle::Place::Cuda(n) => n as u32,
             crate::backend::candle::Place::Cpu => return None,
         },
